@@ -1,0 +1,54 @@
+// X3P (ISO 5436-2 / ISO 25178-72) reading and writing.
+//
+// Reading: a zip with main.xml (at the root or in one sub-folder) and the binary
+// point data it links (bindata/data.bin). Data types D (float64), F (float32),
+// I (int16), L (int32), little-endian, x fastest. Integer data is scaled by the
+// CZ increment and offset. Invalid points: NaN for D/F, and the optional
+// valid-points bit array (ValidPointsLink) for any type. Lateral increments are
+// normalised to metres (see X3pReadOptions::xy_unit). The point-data MD5 is
+// verified when main.xml gives one; a wrong main.xml checksum (Record4) is only
+// a warning, because real files in circulation carry stale ones. An optional
+// annotation mask (bindata/mask.png) is read.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+
+#include "imaging/surface.h"
+
+namespace bien {
+
+enum class LengthUnit {
+  kAuto,        // metres, unless the increment is >= 1e-3, then micrometres
+  kMetre,
+  kMicrometre,
+};
+
+struct X3pReadOptions {
+  LengthUnit xy_unit = LengthUnit::kAuto;  // how to read CX/CY increments
+  // Refuse before allocating when SizeX * SizeY exceeds this (default: 400 M points).
+  int64_t max_points = 400'000'000;
+  bool read_mask = true;
+  void Check() const;
+};
+
+// Throws bien::Error whose message starts with `source` (normally the path).
+Surface ReadX3p(const std::filesystem::path& path, const X3pReadOptions& options = {});
+Surface ReadX3pFromMemory(std::span<const std::byte> bytes, const std::string& source,
+                          const X3pReadOptions& options = {});
+
+struct X3pWriteOptions {
+  // Free text written to Record2/Comment when the surface has none.
+  std::string default_comment;
+};
+
+// Writes float32 (F) point data with its MD5 and main.xml with the Record4
+// checksum file. Writes to a temporary file and renames, so a crash never
+// leaves a half-written X3P at `path`. Throws bien::Error on I/O failure.
+void WriteX3p(const Surface& surface, const std::filesystem::path& path,
+              const X3pWriteOptions& options = {});
+
+}  // namespace bien
