@@ -1,0 +1,163 @@
+#include "tools/cli.h"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <ostream>
+
+#include "core/error.h"
+#include "tools/commands.h"
+
+namespace bien::cli {
+
+const std::filesystem::path& Context::NodeDir() const {
+  if (!node || node->empty()) {
+    throw Error("no node folder given: pass --node DIR or set BIEN_NODE");
+  }
+  return *node;
+}
+
+namespace {
+
+std::string DefaultActor() {
+  if (const char* u = std::getenv("BIEN_USER"); u && *u) return u;
+  if (const char* u = std::getenv("USER"); u && *u) return u;
+  if (const passwd* pw = getpwuid(getuid()); pw && pw->pw_name) return pw->pw_name;
+  return "uid:" + std::to_string(getuid());
+}
+
+}  // namespace
+
+int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err) {
+  CLI::App app{
+      "bien: ballistic information-exchange node.\n"
+      "Keeps fired cartridge-case and bullet scans with their chain of custody."};
+  app.require_subcommand(1);
+  app.fallthrough();
+  app.set_help_all_flag("--help-all", "Help for every subcommand");
+
+  std::string node;
+  bool json = false;
+  std::string actor = DefaultActor();
+  app.add_option("--node", node, "Node folder (or set BIEN_NODE)")->envname("BIEN_NODE");
+  app.add_flag("--json", json, "Machine-readable output");
+  app.add_option("--user", actor, "Who is acting, for the audit log (or set BIEN_USER)");
+
+  std::function<int(Context&)> action;
+
+  // init
+  InitArgs init;
+  auto* c_init = app.add_subcommand("init", "Create a node folder (database, objects/, node.toml)");
+  c_init->add_option("--name", init.name, "Node name (default: the folder name)");
+  c_init->add_option("--country", init.country, "ISO 3166-1 alpha-2 code, e.g. RS")
+      ->capture_default_str();
+  c_init->callback([&] { action = [&](Context& ctx) { return CmdInit(ctx, init); }; });
+
+  // ingest
+  IngestArgs ingest;
+  auto* c_ingest = app.add_subcommand(
+      "ingest", "Store scans (X3P, PNG, TIFF, JPEG) of an exhibit, or many via --manifest");
+  c_ingest->add_option("files", ingest.files, "Scan files of one exhibit");
+  c_ingest->add_option("--manifest", ingest.manifest,
+                       "CSV with one row per scan (see docs/INGEST.md)");
+  c_ingest->add_option("--case", ingest.case_ref, "Case reference");
+  c_ingest->add_option("--exhibit", ingest.exhibit_ref, "Exhibit reference within the case");
+  c_ingest->add_option("--kind", ingest.kind, "cartridge_case | bullet");
+  c_ingest->add_option("--role", ingest.role, "evidence | test_fire");
+  c_ingest->add_option("--calibre", ingest.calibre, "e.g. 9mm Luger");
+  c_ingest->add_option("--firing-pin", ingest.firing_pin, "Firing-pin shape, e.g. circular");
+  c_ingest->add_option("--breech-face", ingest.breech_face, "Breech-face mark class");
+  c_ingest->add_option("--lands", ingest.lands, "Number of lands/grooves");
+  c_ingest->add_option("--twist", ingest.twist, "left | right");
+  c_ingest->add_option("--land", ingest.land, "Land number of a single bullet-land scan");
+  c_ingest->add_option("--pixel-size-um", ingest.pixel_size_um, "Pixel size of 2D images (um)");
+  c_ingest->add_option("--xy-unit", ingest.xy_unit, "X3P lateral unit: auto | m | um")
+      ->capture_default_str();
+  c_ingest->add_option("--jobs", ingest.jobs, "Reader threads (default: all cores)");
+  c_ingest->callback([&] { action = [&](Context& ctx) { return CmdIngest(ctx, ingest); }; });
+
+  // list
+  std::optional<std::string> list_case;
+  auto* c_list = app.add_subcommand("list", "List exhibits");
+  c_list->add_option("--case", list_case, "Only this case");
+  c_list->callback([&] { action = [&](Context& ctx) { return CmdList(ctx, list_case); }; });
+
+  // show
+  std::string show_ref;
+  auto* c_show = app.add_subcommand("show", "An exhibit: metadata, scans, hashes, audit trail");
+  c_show->add_option("exhibit", show_ref, "CASE/EXHIBIT, EXHIBIT or #ID")->required();
+  c_show->callback([&] { action = [&](Context& ctx) { return CmdShow(ctx, show_ref); }; });
+
+  // export
+  std::string export_ref;
+  std::filesystem::path export_out;
+  auto* c_export =
+      app.add_subcommand("export", "Copy an exhibit's original files, byte-identical");
+  c_export->add_option("exhibit", export_ref, "CASE/EXHIBIT, EXHIBIT or #ID")->required();
+  c_export->add_option("--out", export_out, "Destination folder")->required();
+  c_export->callback(
+      [&] { action = [&](Context& ctx) { return CmdExport(ctx, export_ref, export_out); }; });
+
+  // verify
+  auto* c_verify =
+      app.add_subcommand("verify", "Re-hash every stored original and check the audit chain");
+  c_verify->callback([&] { action = [&](Context& ctx) { return CmdVerify(ctx); }; });
+
+  // synth
+  SynthArgs synth;
+  auto* c_synth = app.add_subcommand(
+      "synth", "Write synthetic cartridge-case X3P scans with a truth.csv");
+  c_synth->add_option("--out", synth.out, "Output folder")->required();
+  c_synth->add_option("--firearms", synth.firearms, "Number of firearms")->capture_default_str();
+  c_synth->add_option("--shots", synth.shots, "Shots per firearm")->capture_default_str();
+  c_synth->add_option("--seed", synth.seed, "Random seed")->capture_default_str();
+  c_synth->add_option("--size-px", synth.size_px, "Scan side in pixels")->capture_default_str();
+  c_synth->callback([&] { action = [&](Context& ctx) { return CmdSynth(ctx, synth); }; });
+
+  // bench
+  auto* c_bench = app.add_subcommand("bench", "Measure speed and memory");
+  c_bench->require_subcommand(1);
+  BenchIngestArgs bench_ingest;
+  auto* c_bench_ingest = c_bench->add_subcommand(
+      "ingest", "Scans per second for the Fadul scans and synthetic scans, with peak memory");
+  c_bench_ingest->add_option("--data", bench_ingest.data,
+                             "Real data folder (default: $BIEN_DATA_DIR or ../shared/data)");
+  c_bench_ingest->add_option("--synthetic", bench_ingest.synthetic, "Synthetic scans to ingest")
+      ->capture_default_str();
+  c_bench_ingest->add_option("--jobs", bench_ingest.jobs, "Reader threads (default: all cores)");
+  c_bench_ingest->add_option("--work", bench_ingest.work, "Scratch folder (default: temporary)");
+  c_bench_ingest->callback(
+      [&] { action = [&](Context& ctx) { return CmdBenchIngest(ctx, bench_ingest); }; });
+
+  // demo
+  DemoArgs demo;
+  auto* c_demo = app.add_subcommand(
+      "demo", "Generate sample scans, ingest them into a new node, list and verify it");
+  c_demo->add_option("--dir", demo.dir, "Demo folder (replaced if it holds an earlier demo)")
+      ->capture_default_str();
+  c_demo->callback([&] { action = [&](Context& ctx) { return CmdDemo(ctx, demo); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e, out, err);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+
+  std::optional<std::filesystem::path> node_dir;
+  if (!node.empty()) node_dir = std::filesystem::path(node);
+  Context ctx{out, err, json, actor, node_dir, !json && ::isatty(STDERR_FILENO) == 1};
+  try {
+    return action(ctx);
+  } catch (const Error& e) {
+    err << "bien: " << e.what() << "\n";
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    err << "bien: unexpected error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}
+
+}  // namespace bien::cli

@@ -1,0 +1,486 @@
+// `bien ingest`: read + validate + hash + store, with reader threads feeding
+// one writer (the store is single-writer). Each exhibit's scans are committed
+// in one transaction, so an exhibit is either fully present or absent, and a
+// bad file only rejects itself.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <thread>
+
+#include "core/csv.h"
+#include "core/error.h"
+#include "imaging/surface_io.h"
+#include "tools/commands.h"
+#include "tools/output.h"
+
+namespace bien::cli {
+
+namespace {
+
+// Refuse files larger than this before reading them into memory.
+constexpr int64_t kMaxFileBytes = int64_t{4} << 30;
+
+template <typename T>
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(size_t capacity) : capacity_(capacity) {}
+  void Push(T value) {
+    std::unique_lock lock(mu_);
+    not_full_.wait(lock, [&] { return queue_.size() < capacity_; });
+    queue_.push_back(std::move(value));
+    not_empty_.notify_one();
+  }
+  // Empty optional once closed and drained.
+  std::optional<T> Pop() {
+    std::unique_lock lock(mu_);
+    not_empty_.wait(lock, [&] { return !queue_.empty() || closed_; });
+    if (queue_.empty()) return std::nullopt;
+    T value = std::move(queue_.front());
+    queue_.pop_front();
+    not_full_.notify_one();
+    return value;
+  }
+  void Close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    not_empty_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable not_full_, not_empty_;
+  std::deque<T> queue_;
+  size_t capacity_;
+  bool closed_ = false;
+};
+
+struct Group {
+  ExhibitSpec spec;
+  std::vector<size_t> items;
+};
+
+struct ParsedScan {
+  size_t item = 0;
+  std::vector<std::byte> bytes;
+  ScanMeta meta;
+  std::vector<std::string> warnings;
+  std::string error;
+};
+
+struct ParsedGroup {
+  size_t group = 0;
+  std::vector<ParsedScan> scans;
+};
+
+LengthUnit ParseXyUnit(const std::string& text) {
+  if (text == "auto") return LengthUnit::kAuto;
+  if (text == "m") return LengthUnit::kMetre;
+  if (text == "um") return LengthUnit::kMicrometre;
+  throw Error("unknown --xy-unit '" + text + "' (expected auto, m or um)");
+}
+
+std::vector<std::byte> ReadFileBytes(const std::filesystem::path& path, const std::string& label) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) throw Error(label + ": no such file");
+  if (std::filesystem::is_directory(status)) throw Error(label + ": is a folder, not a file");
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error(label + ": cannot read size: " + ec.message());
+  if (static_cast<int64_t>(size) > kMaxFileBytes) {
+    throw Error(label + ": file is " + HumanBytes(static_cast<double>(size)) +
+                ", larger than the 4 GiB limit for one scan");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(label + ": cannot open for reading");
+  std::vector<std::byte> bytes(size);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (static_cast<size_t>(in.gcount()) != size) throw Error(label + ": read failed");
+  return bytes;
+}
+
+ParsedScan ParseItem(const IngestItem& item, size_t index, LengthUnit xy_unit) {
+  ParsedScan parsed;
+  parsed.item = index;
+  if (!item.error.empty()) {
+    parsed.error = item.error;
+    return parsed;
+  }
+  try {
+    parsed.bytes = ReadFileBytes(item.path, item.label);
+    ScanReadOptions options;
+    options.x3p.xy_unit = xy_unit;
+    options.pixel_size_um = item.pixel_size_um;
+    ScanFormat format = ScanFormat::kUnknown;
+    const Surface surface = ReadScanFromMemory(parsed.bytes, item.label, options, &format);
+    ValidateSurface(surface, item.label);
+    ScanMeta& m = parsed.meta;
+    m.original_name = item.path.filename().string();
+    m.format = ToString(format);
+    m.width = surface.width;
+    m.height = surface.height;
+    m.dx_m = surface.dx_m;
+    m.dy_m = surface.dy_m;
+    m.nan_share = surface.NanShare();
+    m.intensity = surface.values == SurfaceValues::kIntensity;
+    m.land = item.land;
+    m.instrument = surface.provenance.instrument;
+    m.measured_at = surface.provenance.date;
+    m.creator = surface.provenance.creator;
+    m.comment = surface.provenance.comment;
+    parsed.warnings = surface.warnings;
+  } catch (const Error& e) {
+    parsed.error = e.what();
+    parsed.bytes.clear();
+  } catch (const std::bad_alloc&) {
+    parsed.error = item.label + ": out of memory while reading";
+    parsed.bytes.clear();
+  } catch (const std::exception& e) {
+    parsed.error = item.label + ": " + e.what();
+    parsed.bytes.clear();
+  }
+  return parsed;
+}
+
+class Progress {
+ public:
+  Progress(bool enabled, std::ostream& out, size_t total)
+      : enabled_(enabled), out_(out), total_(total) {}
+  void Update(const IngestSummary& s) {
+    if (!enabled_) return;
+    const size_t done = static_cast<size_t>(s.ingested + s.duplicates + s.rejected);
+    const int width = 30;
+    const int filled = total_ ? static_cast<int>(width * done / total_) : width;
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(width, '.');
+    char line[160];
+    std::snprintf(line, sizeof line, "\r  ingest [%s] %zu/%zu  ok %d  dup %d  rejected %d",
+                  bar.c_str(), done, total_, s.ingested, s.duplicates, s.rejected);
+    out_ << line << std::flush;
+  }
+  void Finish() {
+    if (enabled_) out_ << "\n";
+  }
+
+ private:
+  bool enabled_;
+  std::ostream& out_;
+  size_t total_;
+};
+
+}  // namespace
+
+IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<IngestItem> items,
+                          const std::string& xy_unit_text, int jobs, bool progress,
+                          std::ostream& progress_out) {
+  const LengthUnit xy_unit = ParseXyUnit(xy_unit_text);
+  const auto start = std::chrono::steady_clock::now();
+
+  // Group by exhibit, in first-seen order.
+  std::vector<Group> groups;
+  std::map<std::pair<std::string, std::string>, size_t> group_of;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const auto key = std::make_pair(items[i].exhibit.case_ref, items[i].exhibit.exhibit_ref);
+    auto [it, inserted] = group_of.try_emplace(key, groups.size());
+    if (inserted) groups.push_back(Group{items[i].exhibit, {}});
+    groups[it->second].items.push_back(i);
+  }
+
+  IngestSummary summary;
+  summary.items.resize(items.size());
+  for (size_t i = 0; i < items.size(); ++i) summary.items[i].label = items[i].label;
+
+  if (jobs <= 0) jobs = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  jobs = std::min<int>(jobs, static_cast<int>(std::max<size_t>(1, groups.size())));
+  BoundedQueue<ParsedGroup> queue(static_cast<size_t>(2 * jobs));
+  std::atomic<size_t> next_group{0};
+  std::atomic<int> running{jobs};
+  std::vector<std::jthread> workers;
+  for (int w = 0; w < jobs; ++w) {
+    workers.emplace_back([&] {
+      for (size_t g = next_group++; g < groups.size(); g = next_group++) {
+        ParsedGroup parsed{g, {}};
+        for (size_t item : groups[g].items) parsed.scans.push_back(ParseItem(items[item], item, xy_unit));
+        queue.Push(std::move(parsed));
+      }
+      if (--running == 0) queue.Close();
+    });
+  }
+
+  Progress bar(progress, progress_out, items.size());
+  while (auto parsed = queue.Pop()) {
+    std::vector<NewScan> to_store;
+    std::vector<size_t> stored_items;
+    for (auto& scan : parsed->scans) {
+      IngestOutcome& outcome = summary.items[scan.item];
+      outcome.warnings = scan.warnings;
+      if (!scan.error.empty()) {
+        outcome.status = "rejected";
+        outcome.reason = scan.error;
+        ++summary.rejected;
+        continue;
+      }
+      outcome.bytes = static_cast<int64_t>(scan.bytes.size());
+      to_store.push_back(NewScan{scan.meta, scan.bytes});
+      stored_items.push_back(scan.item);
+    }
+    if (!to_store.empty()) {
+      try {
+        const auto results = store.AddScans(actor, groups[parsed->group].spec, to_store);
+        for (size_t k = 0; k < results.size(); ++k) {
+          IngestOutcome& outcome = summary.items[stored_items[k]];
+          outcome.scan_id = results[k].scan.value;
+          outcome.sha256 = results[k].sha256;
+          if (results[k].status == AddStatus::kAdded) {
+            outcome.status = "ingested";
+            summary.bytes += outcome.bytes;
+            ++summary.ingested;
+          } else {
+            outcome.status = "duplicate";
+            outcome.reason = results[k].detail;
+            ++summary.duplicates;
+          }
+        }
+      } catch (const Error& e) {
+        for (size_t item : stored_items) {
+          summary.items[item].status = "rejected";
+          summary.items[item].reason = items[item].label + ": " + e.what();
+          ++summary.rejected;
+        }
+      }
+    }
+    bar.Update(summary);
+  }
+  bar.Finish();
+  workers.clear();
+  summary.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+namespace {
+
+const std::vector<std::string> kManifestColumns = {
+    "path",  "case",  "exhibit", "kind", "role",         "calibre", "firing_pin",
+    "breech_face", "lands", "twist", "land", "pixel_size_um"};
+
+std::optional<std::string> NonEmpty(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  return s;
+}
+
+int ParseInt(const std::string& text, const std::string& what) {
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size()) throw Error(what + " '" + text + "' is not a whole number");
+  return value;
+}
+
+double ParsePositive(const std::string& text, const std::string& what) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !(value > 0) || !std::isfinite(value)) {
+    throw Error(what + " '" + text + "' is not a positive number");
+  }
+  return value;
+}
+
+// Builds an ExhibitSpec from text fields; throws bien::Error naming the bad field.
+ExhibitSpec MakeSpec(const std::string& case_ref, const std::string& exhibit_ref,
+                     const std::string& kind, const std::string& role,
+                     const std::optional<std::string>& calibre,
+                     const std::optional<std::string>& firing_pin,
+                     const std::optional<std::string>& breech_face, std::optional<int> lands,
+                     const std::optional<std::string>& twist) {
+  ExhibitSpec spec;
+  if (case_ref.empty()) throw Error("a case reference is required (--case / column case)");
+  if (exhibit_ref.empty()) {
+    throw Error("an exhibit reference is required (--exhibit / column exhibit)");
+  }
+  spec.case_ref = case_ref;
+  spec.exhibit_ref = exhibit_ref;
+  const auto k = ParseExhibitKind(kind);
+  if (!k) {
+    throw Error("unknown exhibit kind '" + kind + "' (expected cartridge_case or bullet)");
+  }
+  spec.kind = *k;
+  const auto r = ParseExhibitRole(role);
+  if (!r) throw Error("unknown exhibit role '" + role + "' (expected evidence or test_fire)");
+  spec.role = *r;
+  spec.cc.calibre = calibre;
+  spec.cc.firing_pin = firing_pin;
+  spec.cc.breech_face = breech_face;
+  if (lands && (*lands < 1 || *lands > 64)) {
+    throw Error("lands " + std::to_string(*lands) + " is out of range (1 to 64)");
+  }
+  spec.cc.lands = lands;
+  if (twist) {
+    const auto t = ParseTwist(*twist);
+    if (!t) throw Error("unknown twist '" + *twist + "' (expected left or right)");
+    spec.cc.twist = *t;
+  }
+  return spec;
+}
+
+}  // namespace
+
+std::vector<IngestItem> ReadManifest(const std::filesystem::path& manifest) {
+  const CsvTable table = ReadCsvFile(manifest);
+  for (const auto& column : table.header) {
+    if (std::find(kManifestColumns.begin(), kManifestColumns.end(), column) ==
+        kManifestColumns.end()) {
+      std::string known;
+      for (const auto& k : kManifestColumns) known += (known.empty() ? "" : ", ") + k;
+      throw Error(manifest.string() + ": unknown column '" + column + "' (known: " + known + ")");
+    }
+  }
+  for (const char* required : {"path", "case", "exhibit", "kind", "role"}) {
+    if (!table.Column(required)) {
+      throw Error(manifest.string() + ": required column '" + required + "' is missing");
+    }
+  }
+  const auto base = manifest.parent_path();
+  auto cell = [&](const std::vector<std::string>& row, const char* name) -> std::string {
+    const auto c = table.Column(name);
+    return c ? row[*c] : std::string();
+  };
+  std::vector<IngestItem> items;
+  for (size_t r = 0; r < table.rows.size(); ++r) {
+    const auto& row = table.rows[r];
+    IngestItem item;
+    const std::string where = manifest.filename().string() + ":" + std::to_string(table.row_lines[r]);
+    const std::string rel = cell(row, "path");
+    item.path = rel.empty() ? std::filesystem::path() : base / rel;
+    item.label = rel.empty() ? where : item.path.string();
+    item.exhibit.case_ref = cell(row, "case");
+    item.exhibit.exhibit_ref = cell(row, "exhibit");
+    try {
+      if (rel.empty()) throw Error("the path is empty");
+      const std::string lands = cell(row, "lands");
+      item.exhibit = MakeSpec(cell(row, "case"), cell(row, "exhibit"), cell(row, "kind"),
+                              cell(row, "role"), NonEmpty(cell(row, "calibre")),
+                              NonEmpty(cell(row, "firing_pin")), NonEmpty(cell(row, "breech_face")),
+                              lands.empty() ? std::nullopt
+                                            : std::optional<int>(ParseInt(lands, "lands")),
+                              NonEmpty(cell(row, "twist")));
+      if (const std::string land = cell(row, "land"); !land.empty()) {
+        item.land = ParseInt(land, "land");
+        if (*item.land < 1 || *item.land > 64) throw Error("land " + land + " is out of range");
+      }
+      if (const std::string px = cell(row, "pixel_size_um"); !px.empty()) {
+        item.pixel_size_um = ParsePositive(px, "pixel_size_um");
+      }
+    } catch (const Error& e) {
+      item.error = where + ": " + e.what();
+    }
+    items.push_back(std::move(item));
+  }
+  return items;
+}
+
+namespace {
+
+nlohmann::json SummaryJson(const IngestSummary& s) {
+  nlohmann::json items = nlohmann::json::array();
+  for (const auto& o : s.items) {
+    nlohmann::json j = {{"path", o.label}, {"status", o.status}};
+    if (!o.reason.empty()) j["reason"] = o.reason;
+    if (o.scan_id) j["scan_id"] = o.scan_id;
+    if (!o.sha256.empty()) j["sha256"] = o.sha256;
+    if (!o.warnings.empty()) j["warnings"] = o.warnings;
+    items.push_back(std::move(j));
+  }
+  return {{"ingested", s.ingested}, {"duplicates", s.duplicates}, {"rejected", s.rejected},
+          {"bytes", s.bytes},       {"seconds", s.seconds},       {"items", items}};
+}
+
+void PrintSummary(std::ostream& out, const IngestSummary& s) {
+  const bool list_each = s.items.size() <= 20;
+  for (const auto& o : s.items) {
+    if (o.status == "ingested") {
+      if (list_each) {
+        out << "  ingested   scan " << o.scan_id << "  sha256 " << o.sha256.substr(0, 16)
+            << "…  " << o.label << "\n";
+      }
+    } else if (o.status == "duplicate") {
+      out << "  duplicate  " << o.label << ": " << o.reason << "\n";
+    } else {
+      out << "  REJECTED   " << o.reason << "\n";
+    }
+    for (const auto& w : o.warnings) out << "  warning    " << o.label << ": " << w << "\n";
+  }
+  char rate[96] = "";
+  if (s.seconds > 0 && s.ingested > 0) {
+    std::snprintf(rate, sizeof rate, ", %.1f scans/s", s.ingested / s.seconds);
+  }
+  out << "ingested " << s.ingested << ", duplicates " << s.duplicates << ", rejected "
+      << s.rejected << " (of " << s.items.size() << " files, " << HumanBytes(double(s.bytes))
+      << " stored in " << std::to_string(s.seconds).substr(0, 5) << " s" << rate << ")\n";
+}
+
+}  // namespace
+
+int CmdIngest(Context& ctx, const IngestArgs& args) {
+  if (args.manifest && !args.files.empty()) {
+    throw Error("give either FILE arguments or --manifest, not both");
+  }
+  if (!args.manifest && args.files.empty()) {
+    throw Error("nothing to ingest: give FILE arguments or --manifest FILE.csv");
+  }
+  ParseXyUnit(args.xy_unit);
+  std::vector<IngestItem> items;
+  if (args.manifest) {
+    items = ReadManifest(*args.manifest);
+  } else {
+    if (args.kind.empty()) throw Error("--kind is required (cartridge_case or bullet)");
+    if (args.role.empty()) throw Error("--role is required (evidence or test_fire)");
+    const ExhibitSpec spec = MakeSpec(args.case_ref, args.exhibit_ref, args.kind, args.role,
+                                      args.calibre, args.firing_pin, args.breech_face,
+                                      args.lands, args.twist);
+    if (args.land && args.files.size() != 1) {
+      throw Error("--land names the land of a single scan; give one file with it");
+    }
+    if (args.pixel_size_um && !(*args.pixel_size_um > 0)) {
+      throw Error("--pixel-size-um must be a positive number");
+    }
+    for (const auto& f : args.files) {
+      IngestItem item;
+      item.path = f;
+      item.label = f.string();
+      item.exhibit = spec;
+      item.land = args.land;
+      item.pixel_size_um = args.pixel_size_um;
+      items.push_back(std::move(item));
+    }
+  }
+  auto store = Store::Open(ctx.NodeDir());
+  const IngestSummary summary =
+      IngestItems(*store, ctx.actor, std::move(items), args.xy_unit, args.jobs, ctx.progress,
+                  ctx.err);
+  if (ctx.json) {
+    ctx.out << SummaryJson(summary).dump(2) << "\n";
+  } else {
+    PrintSummary(ctx.out, summary);
+  }
+  if (summary.rejected == 0) return kExitOk;
+  return summary.ingested + summary.duplicates > 0 ? kExitPartial : kExitFailure;
+}
+
+}  // namespace bien::cli

@@ -1,1 +1,5 @@
-int main() { return 0; }
+#include <iostream>
+
+#include "tools/cli.h"
+
+int main(int argc, char** argv) { return bien::cli::Run(argc, argv, std::cout, std::cerr); }

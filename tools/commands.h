@@ -1,0 +1,114 @@
+// Subcommands of `bien` (private to tools/). Each takes the common context
+// and its own arguments, writes to ctx.out / ctx.err, and returns an exit code.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "storage/store.h"
+#include "tools/cli.h"
+
+namespace bien::cli {
+
+struct Context {
+  std::ostream& out;
+  std::ostream& err;
+  bool json = false;
+  std::string actor;                          // who runs the command (audit)
+  std::optional<std::filesystem::path> node;  // --node or BIEN_NODE
+  bool progress = false;                      // draw a progress bar on stderr
+
+  // The node folder, or a bien::Error telling how to name one.
+  const std::filesystem::path& NodeDir() const;
+};
+
+struct InitArgs {
+  std::string name;
+  std::string country = "ZZ";  // ISO 3166 "unknown or unspecified"
+};
+int CmdInit(Context& ctx, const InitArgs& args);
+
+// One file to ingest and what it belongs to.
+struct IngestItem {
+  std::filesystem::path path;
+  ExhibitSpec exhibit;
+  std::optional<int> land;
+  std::optional<double> pixel_size_um;
+  std::string error;  // set when the item was already invalid (e.g. a bad manifest row)
+  std::string label;  // how to name the item in messages (path, or manifest:line path)
+};
+
+struct IngestArgs {
+  std::vector<std::filesystem::path> files;
+  std::optional<std::filesystem::path> manifest;
+  std::string case_ref;
+  std::string exhibit_ref;
+  std::string kind;
+  std::string role;
+  std::optional<std::string> calibre, firing_pin, breech_face, twist;
+  std::optional<int> lands;
+  std::optional<int> land;
+  std::optional<double> pixel_size_um;
+  std::string xy_unit = "auto";
+  int jobs = 0;  // parser threads; 0 = number of cores
+};
+int CmdIngest(Context& ctx, const IngestArgs& args);
+
+// The ingest engine shared by `ingest`, `bench ingest` and `demo`.
+struct IngestOutcome {
+  std::string label;
+  std::string status;  // "ingested" | "duplicate" | "rejected"
+  std::string reason;  // for rejected / duplicate
+  int64_t scan_id = 0;
+  std::string sha256;
+  int64_t bytes = 0;
+  std::vector<std::string> warnings;  // non-fatal findings of the reader
+};
+struct IngestSummary {
+  std::vector<IngestOutcome> items;  // in input order
+  int ingested = 0;
+  int duplicates = 0;
+  int rejected = 0;
+  int64_t bytes = 0;
+  double seconds = 0;
+};
+IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<IngestItem> items,
+                          const std::string& xy_unit, int jobs, bool progress,
+                          std::ostream& progress_out);
+// Reads a manifest CSV into items (columns in docs/INGEST.md). Paths are
+// relative to the manifest's folder. Throws bien::Error for an unreadable
+// file or a bad header; a bad row becomes an item with `error` set.
+std::vector<IngestItem> ReadManifest(const std::filesystem::path& manifest);
+
+int CmdList(Context& ctx, const std::optional<std::string>& case_ref);
+int CmdShow(Context& ctx, const std::string& exhibit);
+int CmdExport(Context& ctx, const std::string& exhibit, const std::filesystem::path& out_dir);
+int CmdVerify(Context& ctx);
+
+struct SynthArgs {
+  std::filesystem::path out;
+  int firearms = 3;
+  int shots = 2;
+  uint64_t seed = 1;
+  int size_px = 400;
+};
+int CmdSynth(Context& ctx, const SynthArgs& args);
+
+struct BenchIngestArgs {
+  std::optional<std::filesystem::path> data;  // real data folder (../shared/data)
+  int synthetic = 1000;
+  int jobs = 0;
+  std::optional<std::filesystem::path> work;  // scratch folder (default: a temp folder)
+};
+int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args);
+
+struct DemoArgs {
+  std::filesystem::path dir = "bien-demo";
+};
+int CmdDemo(Context& ctx, const DemoArgs& args);
+
+}  // namespace bien::cli
