@@ -28,7 +28,7 @@ class Error : public std::runtime_error {
 
 }  // namespace bien
 
-#define BIEN_CHECK(cond)                                                    \
-  do {                                                                      \
+#define BIEN_CHECK(cond)                                                      \
+  do {                                                                        \
     if (!(cond)) ::bien::CheckFailed(#cond, std::source_location::current()); \
   } while (false)

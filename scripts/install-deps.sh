@@ -14,6 +14,7 @@ PACKAGES=(
   nlohmann-json3-dev  # --json output
   libtomlplusplus-dev # node.toml
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang-format        # format_check test
 )
 
 missing=()

@@ -33,14 +33,14 @@ std::optional<std::filesystem::path> SharedDataDir();
 
 // Skips the current test with a clear reason when the real data is absent;
 // use as: auto data = BIEN_REQUIRE_SHARED_DATA();
-#define BIEN_REQUIRE_SHARED_DATA()                                                      \
-  ({                                                                                    \
-    auto bien_data_dir_ = ::bien::testing::SharedDataDir();                             \
-    if (!bien_data_dir_) {                                                              \
-      GTEST_SKIP() << "real scans not found: set BIEN_DATA_DIR or place shared/data "   \
-                      "beside the checkout (../shared/data)";                           \
-    }                                                                                   \
-    *bien_data_dir_;                                                                    \
+#define BIEN_REQUIRE_SHARED_DATA()                                                    \
+  ({                                                                                  \
+    auto bien_data_dir_ = ::bien::testing::SharedDataDir();                           \
+    if (!bien_data_dir_) {                                                            \
+      GTEST_SKIP() << "real scans not found: set BIEN_DATA_DIR or place shared/data " \
+                      "beside the checkout (../shared/data)";                         \
+    }                                                                                 \
+    *bien_data_dir_;                                                                  \
   })
 
 std::vector<std::byte> ReadBytes(const std::filesystem::path& path);

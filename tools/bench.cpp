@@ -24,7 +24,8 @@ double PeakRssMiB() {
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
-std::optional<std::filesystem::path> FindDataDir(const std::optional<std::filesystem::path>& given) {
+std::optional<std::filesystem::path> FindDataDir(
+    const std::optional<std::filesystem::path>& given) {
   if (given) {
     if (!std::filesystem::is_directory(*given)) {
       throw Error(given->string() + ": no such data folder");
@@ -93,9 +94,9 @@ int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args) {
     Store::Create(work / "node-fadul", NodeConfig{"bench", "ZZ", "", ""}, ctx.actor);
     auto store = Store::Open(work / "node-fadul");
     log("fadul: ingesting " + std::to_string(items.size()) + " real scans...\n");
-    runs.push_back({"fadul (real, 6.25 um, ~545 px)",
-                    IngestItems(*store, ctx.actor, std::move(items), "auto", args.jobs, false,
-                                ctx.err)});
+    runs.push_back(
+        {"fadul (real, 6.25 um, ~545 px)",
+         IngestItems(*store, ctx.actor, std::move(items), "auto", args.jobs, false, ctx.err)});
   } else {
     log("fadul: real data not found (pass --data or set BIEN_DATA_DIR); skipped\n");
   }
@@ -121,9 +122,8 @@ int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args) {
     Store::Create(work / "node-synth", NodeConfig{"bench", "ZZ", "", ""}, ctx.actor);
     auto store = Store::Open(work / "node-synth");
     log("synthetic: ingesting...\n");
-    runs.push_back({"synthetic (6.25 um, 545 px)",
-                    IngestItems(*store, ctx.actor, std::move(items), "auto", args.jobs, false,
-                                ctx.err)});
+    runs.push_back({"synthetic (6.25 um, 545 px)", IngestItems(*store, ctx.actor, std::move(items),
+                                                               "auto", args.jobs, false, ctx.err)});
   }
 
   const double peak = PeakRssMiB();
@@ -151,12 +151,13 @@ int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args) {
   for (const auto& r : runs) {
     if (r.summary.rejected > 0) {
       ctx.err << "bien: " << r.summary.rejected << " scans rejected in '" << r.name
-              << "'; first: " << [&] {
-                   for (const auto& o : r.summary.items) {
-                     if (o.status == "rejected") return o.reason;
-                   }
-                   return std::string();
-                 }() << "\n";
+              << "'; first: " <<
+          [&] {
+            for (const auto& o : r.summary.items) {
+              if (o.status == "rejected") return o.reason;
+            }
+            return std::string();
+          }() << "\n";
       return kExitFailure;
     }
   }

@@ -93,8 +93,7 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   // export
   std::string export_ref;
   std::filesystem::path export_out;
-  auto* c_export =
-      app.add_subcommand("export", "Copy an exhibit's original files, byte-identical");
+  auto* c_export = app.add_subcommand("export", "Copy an exhibit's original files, byte-identical");
   c_export->add_option("exhibit", export_ref, "CASE/EXHIBIT, EXHIBIT or #ID")->required();
   c_export->add_option("--out", export_out, "Destination folder")->required();
   c_export->callback(
@@ -107,8 +106,8 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
 
   // synth
   SynthArgs synth;
-  auto* c_synth = app.add_subcommand(
-      "synth", "Write synthetic cartridge-case X3P scans with a truth.csv");
+  auto* c_synth =
+      app.add_subcommand("synth", "Write synthetic cartridge-case X3P scans with a truth.csv");
   c_synth->add_option("--out", synth.out, "Output folder")->required();
   c_synth->add_option("--firearms", synth.firearms, "Number of firearms")->capture_default_str();
   c_synth->add_option("--shots", synth.shots, "Shots per firearm")->capture_default_str();

@@ -207,7 +207,8 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
     workers.emplace_back([&] {
       for (size_t g = next_group++; g < groups.size(); g = next_group++) {
         ParsedGroup parsed{g, {}};
-        for (size_t item : groups[g].items) parsed.scans.push_back(ParseItem(items[item], item, xy_unit));
+        for (size_t item : groups[g].items)
+          parsed.scans.push_back(ParseItem(items[item], item, xy_unit));
         queue.Push(std::move(parsed));
       }
       if (--running == 0) queue.Close();
@@ -260,16 +261,15 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
   }
   bar.Finish();
   workers.clear();
-  summary.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }
 
 namespace {
 
 const std::vector<std::string> kManifestColumns = {
-    "path",  "case",  "exhibit", "kind", "role",         "calibre", "firing_pin",
-    "breech_face", "lands", "twist", "land", "pixel_size_um"};
+    "path",       "case",        "exhibit", "kind",  "role", "calibre",
+    "firing_pin", "breech_face", "lands",   "twist", "land", "pixel_size_um"};
 
 std::optional<std::string> NonEmpty(const std::string& s) {
   if (s.empty()) return std::nullopt;
@@ -365,7 +365,8 @@ std::vector<IngestItem> ReadManifest(const std::filesystem::path& manifest) {
   for (size_t r = 0; r < table.rows.size(); ++r) {
     const auto& row = table.rows[r];
     IngestItem item;
-    const std::string where = manifest.filename().string() + ":" + std::to_string(table.row_lines[r]);
+    const std::string where =
+        manifest.filename().string() + ":" + std::to_string(table.row_lines[r]);
     const std::string rel = cell(row, "path");
     item.path = rel.empty() ? std::filesystem::path() : base / rel;
     item.label = rel.empty() ? where : item.path.string();
@@ -374,12 +375,12 @@ std::vector<IngestItem> ReadManifest(const std::filesystem::path& manifest) {
     try {
       if (rel.empty()) throw Error("the path is empty");
       const std::string lands = cell(row, "lands");
-      item.exhibit = MakeSpec(cell(row, "case"), cell(row, "exhibit"), cell(row, "kind"),
-                              cell(row, "role"), NonEmpty(cell(row, "calibre")),
-                              NonEmpty(cell(row, "firing_pin")), NonEmpty(cell(row, "breech_face")),
-                              lands.empty() ? std::nullopt
-                                            : std::optional<int>(ParseInt(lands, "lands")),
-                              NonEmpty(cell(row, "twist")));
+      item.exhibit =
+          MakeSpec(cell(row, "case"), cell(row, "exhibit"), cell(row, "kind"), cell(row, "role"),
+                   NonEmpty(cell(row, "calibre")), NonEmpty(cell(row, "firing_pin")),
+                   NonEmpty(cell(row, "breech_face")),
+                   lands.empty() ? std::nullopt : std::optional<int>(ParseInt(lands, "lands")),
+                   NonEmpty(cell(row, "twist")));
       if (const std::string land = cell(row, "land"); !land.empty()) {
         item.land = ParseInt(land, "land");
         if (*item.land < 1 || *item.land > 64) throw Error("land " + land + " is out of range");
@@ -416,8 +417,8 @@ void PrintSummary(std::ostream& out, const IngestSummary& s) {
   for (const auto& o : s.items) {
     if (o.status == "ingested") {
       if (list_each) {
-        out << "  ingested   scan " << o.scan_id << "  sha256 " << o.sha256.substr(0, 16)
-            << "…  " << o.label << "\n";
+        out << "  ingested   scan " << o.scan_id << "  sha256 " << o.sha256.substr(0, 16) << "…  "
+            << o.label << "\n";
       }
     } else if (o.status == "duplicate") {
       out << "  duplicate  " << o.label << ": " << o.reason << "\n";
@@ -430,9 +431,9 @@ void PrintSummary(std::ostream& out, const IngestSummary& s) {
   if (s.seconds > 0 && s.ingested > 0) {
     std::snprintf(rate, sizeof rate, ", %.1f scans/s", s.ingested / s.seconds);
   }
-  out << "ingested " << s.ingested << ", duplicates " << s.duplicates << ", rejected "
-      << s.rejected << " (of " << s.items.size() << " files, " << HumanBytes(double(s.bytes))
-      << " stored in " << std::to_string(s.seconds).substr(0, 5) << " s" << rate << ")\n";
+  out << "ingested " << s.ingested << ", duplicates " << s.duplicates << ", rejected " << s.rejected
+      << " (of " << s.items.size() << " files, " << HumanBytes(double(s.bytes)) << " stored in "
+      << std::to_string(s.seconds).substr(0, 5) << " s" << rate << ")\n";
 }
 
 }  // namespace
@@ -451,9 +452,9 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
   } else {
     if (args.kind.empty()) throw Error("--kind is required (cartridge_case or bullet)");
     if (args.role.empty()) throw Error("--role is required (evidence or test_fire)");
-    const ExhibitSpec spec = MakeSpec(args.case_ref, args.exhibit_ref, args.kind, args.role,
-                                      args.calibre, args.firing_pin, args.breech_face,
-                                      args.lands, args.twist);
+    const ExhibitSpec spec =
+        MakeSpec(args.case_ref, args.exhibit_ref, args.kind, args.role, args.calibre,
+                 args.firing_pin, args.breech_face, args.lands, args.twist);
     if (args.land && args.files.size() != 1) {
       throw Error("--land names the land of a single scan; give one file with it");
     }
@@ -471,9 +472,8 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
     }
   }
   auto store = Store::Open(ctx.NodeDir());
-  const IngestSummary summary =
-      IngestItems(*store, ctx.actor, std::move(items), args.xy_unit, args.jobs, ctx.progress,
-                  ctx.err);
+  const IngestSummary summary = IngestItems(*store, ctx.actor, std::move(items), args.xy_unit,
+                                            args.jobs, ctx.progress, ctx.err);
   if (ctx.json) {
     ctx.out << SummaryJson(summary).dump(2) << "\n";
   } else {

@@ -32,8 +32,8 @@ int CmdInit(Context& ctx, const InitArgs& args) {
                    .dump(2)
             << "\n";
   } else {
-    ctx.out << "created node '" << c.name << "' (" << c.country << ", id " << c.node_id
-            << ") in " << dir.string() << "\n";
+    ctx.out << "created node '" << c.name << "' (" << c.country << ", id " << c.node_id << ") in "
+            << dir.string() << "\n";
   }
   return kExitOk;
 }
@@ -150,13 +150,13 @@ int CmdExport(Context& ctx, const std::string& ref, const std::filesystem::path&
     sums_file << sums;
     if (!sums_file) throw Error((out_dir / "SHA256SUMS").string() + ": write failed");
   }
-  store->RecordAudit(ctx.actor, "export",
-                     "exhibit " + e.case_ref + "/" + e.exhibit_ref, e.id,
+  store->RecordAudit(ctx.actor, "export", "exhibit " + e.case_ref + "/" + e.exhibit_ref, e.id,
                      nlohmann::json{{"destination", std::filesystem::absolute(out_dir).string()},
                                     {"files", scans.size()}}
                          .dump());
   if (ctx.json) {
-    ctx.out << nlohmann::json{{"exhibit", e.case_ref + "/" + e.exhibit_ref}, {"files", files}}.dump(2)
+    ctx.out << nlohmann::json{{"exhibit", e.case_ref + "/" + e.exhibit_ref}, {"files", files}}.dump(
+                   2)
             << "\n";
   } else {
     for (const auto& f : files) {

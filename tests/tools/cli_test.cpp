@@ -31,9 +31,9 @@ class CliTest : public ::testing::Test {
 
   CliResult Ingest(const std::filesystem::path& file, const std::string& exhibit = "E1",
                    std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{"ingest",    "--node",         node_,     file.string(),
-                                  "--case",    "2026-BA-1",      "--exhibit", exhibit,
-                                  "--kind",    "cartridge_case", "--role",    "evidence"};
+    std::vector<std::string> args{"ingest", "--node",         node_,       file.string(),
+                                  "--case", "2026-BA-1",      "--exhibit", exhibit,
+                                  "--kind", "cartridge_case", "--role",    "evidence"};
     args.insert(args.end(), extra.begin(), extra.end());
     return RunBien(args);
   }
@@ -295,9 +295,8 @@ TEST_F(CliTest, ManifestContinuesPastBadRowsAndGroupsExhibits) {
     m << "\"" << files[3].file_name << "\",C2,E3,casing,evidence,,,\n";
     m << "missing.x3p,C2,E4,cartridge_case,evidence,,,\n";
   }
-  const auto r =
-      RunBien({"ingest", "--node", node_, "--manifest", (dir_ / "synth" / "manifest.csv").string(),
-               "--json"});
+  const auto r = RunBien({"ingest", "--node", node_, "--manifest",
+                          (dir_ / "synth" / "manifest.csv").string(), "--json"});
   EXPECT_EQ(r.code, 3) << r.out << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["ingested"], 3);

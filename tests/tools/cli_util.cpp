@@ -33,7 +33,8 @@ Surface SmallSurface(int width, int height, unsigned seed) {
   for (int y = 0; y < height; ++y) {
     for (int x = 0; x < width; ++x) {
       const bool corner = (x < 4 && y < 4) || (x >= width - 4 && y >= height - 4);
-      s.At(x, y) = corner ? NAN : static_cast<float>(1e-6 * std::sin(0.3 * x) * std::cos(0.2 * y)) + u(rng);
+      s.At(x, y) =
+          corner ? NAN : static_cast<float>(1e-6 * std::sin(0.3 * x) * std::cos(0.2 * y)) + u(rng);
     }
   }
   s.provenance.creator = "cli test";
@@ -59,7 +60,8 @@ std::map<std::string, std::string> ReadZip(const std::filesystem::path& path) {
   return entries;
 }
 
-void WriteZip(const std::filesystem::path& path, const std::map<std::string, std::string>& entries) {
+void WriteZip(const std::filesystem::path& path,
+              const std::map<std::string, std::string>& entries) {
   std::filesystem::remove(path);
   int error = 0;
   zip_t* za = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error);

@@ -1,7 +1,7 @@
 // Crash safety: a `bien ingest` process killed with SIGKILL part-way leaves a
 // store that opens, verifies, and holds every exhibit either fully or not at all.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,8 +55,9 @@ TEST(CrashSafety, KilledIngestLeavesWholeExhibitsOnly) {
   }
   const std::string node = (dir / "node").string();
   ASSERT_EQ(RunBien({"init", "--node", node}).code, 0);
-  const std::vector<std::string> ingest{"ingest", "--node", node, "--manifest",
-                                        (dir / "synth" / "manifest.csv").string(), "--jobs", "1"};
+  const std::vector<std::string> ingest{
+      "ingest", "--node", node, "--manifest", (dir / "synth" / "manifest.csv").string(),
+      "--jobs", "1"};
 
   // Kill at different moments: as soon as the first exhibit lands, then later.
   for (int round = 0; round < 3; ++round) {
