@@ -67,10 +67,10 @@ SurfaceStats ComputeStats(const Surface& surface);
 
 // Limits on what a scan may look like before it is accepted into a store.
 struct SurfaceLimits {
-  double max_nan_share = 0.995;      // a scan with less than 0.5 % valid points is refused
-  double min_spacing_m = 1e-9;       // 1 nm
-  double max_spacing_m = 1e-3;       // 1 mm: coarser is not a toolmark scan
-  double max_height_span_m = 5e-3;   // 5 mm: larger means wrong z units (e.g. micrometres)
+  double max_nan_share = 0.995;     // a scan with less than 0.5 % valid points is refused
+  double min_spacing_m = 1e-9;      // 1 nm
+  double max_spacing_m = 1e-3;      // 1 mm: coarser is not a toolmark scan
+  double max_height_span_m = 5e-3;  // 5 mm: larger means wrong z units (e.g. micrometres)
   int min_points_per_side = 8;
   void Check() const;
 };

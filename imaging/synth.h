@@ -18,14 +18,14 @@
 namespace bien {
 
 struct SynthOptions {
-  int firearms = 3;            // distinct firearms (sources)
-  int shots = 2;               // shots per firearm
+  int firearms = 3;  // distinct firearms (sources)
+  int shots = 2;     // shots per firearm
   uint64_t seed = 1;
-  double pixel_um = 6.25;      // lateral spacing
-  int size_px = 400;           // square scan side
-  double relief_um = 1.0;      // RMS of the firearm's texture
-  double noise_um = 0.35;      // RMS of each shot's own noise
-  double max_shift_px = 12;    // uniform random shift in x and y
+  double pixel_um = 6.25;    // lateral spacing
+  int size_px = 400;         // square scan side
+  double relief_um = 1.0;    // RMS of the firearm's texture
+  double noise_um = 0.35;    // RMS of each shot's own noise
+  double max_shift_px = 12;  // uniform random shift in x and y
   void Check() const;
 };
 
@@ -41,7 +41,6 @@ struct SynthFile {
 
 // Writes options.firearms * options.shots X3P files and truth.csv
 // (columns path,source as in ../shared/data) into `dir` (created if needed).
-std::vector<SynthFile> WriteSynthSet(const std::filesystem::path& dir,
-                                     const SynthOptions& options);
+std::vector<SynthFile> WriteSynthSet(const std::filesystem::path& dir, const SynthOptions& options);
 
 }  // namespace bien

@@ -9,6 +9,12 @@
 // verified when main.xml gives one; a wrong main.xml checksum (Record4) is only
 // a warning, because real files in circulation carry stale ones. An optional
 // annotation mask (bindata/mask.png) is read.
+//
+// Decisions: the CZ increment/offset apply to integer data only (float data
+// already holds heights in metres, as x3ptools reads it; csafe-logo.x3p has D
+// data ~5e-7 with a CZ increment of 1e-6). Instrument fields that are empty,
+// "not available" or "N/A" are left out of Provenance::instrument. Infinite
+// heights are read as NaN.
 #pragma once
 
 #include <cstddef>
@@ -22,7 +28,7 @@
 namespace bien {
 
 enum class LengthUnit {
-  kAuto,        // metres, unless the increment is >= 1e-3, then micrometres
+  kAuto,  // metres, unless the increment is >= 1e-3, then micrometres
   kMetre,
   kMicrometre,
 };
@@ -46,8 +52,10 @@ struct X3pWriteOptions {
 };
 
 // Writes float32 (F) point data with its MD5 and main.xml with the Record4
-// checksum file. Writes to a temporary file and renames, so a crash never
-// leaves a half-written X3P at `path`. Throws bien::Error on I/O failure.
+// checksum file. An empty provenance date is written as the current UTC time
+// and an empty instrument as "bien", so only a surface with both set reads
+// back with identical provenance (z, grid and spacing always do). Writes to a temporary file and
+// renames, so a crash never leaves a half-written X3P at `path`. Throws bien::Error on I/O failure.
 void WriteX3p(const Surface& surface, const std::filesystem::path& path,
               const X3pWriteOptions& options = {});
 
