@@ -1,0 +1,1356 @@
+// The evidence store: SQLite (storage/sqlite.h) plus content-addressed
+// originals under objects/. docs/SCHEMA.md documents what this file writes.
+#include "storage/store.h"
+
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "core/time.h"
+#include "storage/sqlite.h"
+
+namespace bien {
+
+namespace fs = std::filesystem;
+
+const char* ToString(ExhibitKind kind) {
+  switch (kind) {
+    case ExhibitKind::kCartridgeCase:
+      return "cartridge_case";
+    case ExhibitKind::kBullet:
+      return "bullet";
+  }
+  BIEN_CHECK(false);
+}
+
+const char* ToString(ExhibitRole role) {
+  switch (role) {
+    case ExhibitRole::kEvidence:
+      return "evidence";
+    case ExhibitRole::kTestFire:
+      return "test_fire";
+  }
+  BIEN_CHECK(false);
+}
+
+const char* ToString(Twist twist) {
+  switch (twist) {
+    case Twist::kLeft:
+      return "left";
+    case Twist::kRight:
+      return "right";
+  }
+  BIEN_CHECK(false);
+}
+
+std::optional<ExhibitKind> ParseExhibitKind(std::string_view text) {
+  if (text == "cartridge_case") return ExhibitKind::kCartridgeCase;
+  if (text == "bullet") return ExhibitKind::kBullet;
+  return std::nullopt;
+}
+
+std::optional<ExhibitRole> ParseExhibitRole(std::string_view text) {
+  if (text == "evidence") return ExhibitRole::kEvidence;
+  if (text == "test_fire") return ExhibitRole::kTestFire;
+  return std::nullopt;
+}
+
+std::optional<Twist> ParseTwist(std::string_view text) {
+  if (text == "left") return Twist::kLeft;
+  if (text == "right") return Twist::kRight;
+  return std::nullopt;
+}
+
+namespace {
+
+constexpr size_t kMaxRefLength = 128;
+const std::string kZeroHash(64, '0');
+
+// ---------------------------------------------------------------------------
+// Schema and migrations. Migration i takes user_version i to i + 1; each runs
+// in its own transaction together with the user_version update. Never edit a
+// released step: append a new one.
+
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE cases (
+  id          INTEGER PRIMARY KEY,
+  case_ref    TEXT NOT NULL UNIQUE CHECK (length(case_ref) BETWEEN 1 AND 128),
+  created_at  TEXT NOT NULL
+);
+CREATE TABLE exhibits (
+  id           INTEGER PRIMARY KEY,
+  case_id      INTEGER NOT NULL REFERENCES cases(id),
+  exhibit_ref  TEXT NOT NULL CHECK (length(exhibit_ref) BETWEEN 1 AND 128),
+  kind         TEXT NOT NULL CHECK (kind IN ('cartridge_case', 'bullet')),
+  role         TEXT NOT NULL CHECK (role IN ('evidence', 'test_fire')),
+  calibre      TEXT CHECK (calibre IS NULL OR length(calibre) > 0),
+  firing_pin   TEXT CHECK (firing_pin IS NULL OR length(firing_pin) > 0),
+  breech_face  TEXT CHECK (breech_face IS NULL OR length(breech_face) > 0),
+  lands        INTEGER CHECK (lands IS NULL OR lands BETWEEN 1 AND 64),
+  twist        TEXT CHECK (twist IS NULL OR twist IN ('left', 'right')),
+  created_at   TEXT NOT NULL,
+  UNIQUE (case_id, exhibit_ref)
+);
+CREATE TABLE scans (
+  id             INTEGER PRIMARY KEY,
+  exhibit_id     INTEGER NOT NULL REFERENCES exhibits(id),
+  sha256         TEXT NOT NULL UNIQUE
+                 CHECK (length(sha256) = 64 AND sha256 NOT GLOB '*[^0-9a-f]*'),
+  size_bytes     INTEGER NOT NULL CHECK (size_bytes >= 0),
+  original_name  TEXT NOT NULL CHECK (length(original_name) > 0),
+  format         TEXT NOT NULL CHECK (length(format) > 0),
+  width          INTEGER NOT NULL CHECK (width > 0),
+  height         INTEGER NOT NULL CHECK (height > 0),
+  dx_m           REAL NOT NULL CHECK (dx_m > 0),
+  dy_m           REAL NOT NULL CHECK (dy_m > 0),
+  nan_share      REAL NOT NULL CHECK (nan_share BETWEEN 0 AND 1),
+  intensity      INTEGER NOT NULL CHECK (intensity IN (0, 1)),
+  land           INTEGER CHECK (land IS NULL OR land BETWEEN 1 AND 64),
+  instrument     TEXT,
+  measured_at    TEXT,
+  creator        TEXT,
+  comment        TEXT,
+  added_at       TEXT NOT NULL
+);
+CREATE INDEX scans_by_exhibit ON scans(exhibit_id);
+CREATE TABLE features (
+  id          INTEGER PRIMARY KEY,
+  scan_id     INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+  kind        TEXT NOT NULL CHECK (length(kind) > 0),
+  version     INTEGER NOT NULL CHECK (version >= 0),
+  blob        BLOB NOT NULL,
+  created_at  TEXT NOT NULL,
+  UNIQUE (scan_id, kind, version)
+);
+CREATE TABLE audit (
+  seq         INTEGER PRIMARY KEY CHECK (seq >= 1),
+  at          TEXT NOT NULL,
+  actor       TEXT NOT NULL CHECK (length(actor) > 0),
+  action      TEXT NOT NULL CHECK (length(action) > 0),
+  subject     TEXT NOT NULL,
+  exhibit_id  INTEGER REFERENCES exhibits(id),
+  sha256      TEXT CHECK (sha256 IS NULL OR length(sha256) = 64),
+  details     TEXT NOT NULL CHECK (json_valid(details)),
+  prev_hash   TEXT NOT NULL CHECK (length(prev_hash) = 64),
+  row_hash    TEXT NOT NULL UNIQUE CHECK (length(row_hash) = 64)
+);
+CREATE INDEX audit_by_exhibit ON audit(exhibit_id);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN
+  SELECT RAISE(ABORT, 'audit log is append-only');
+END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN
+  SELECT RAISE(ABORT, 'audit log is append-only');
+END;
+)sql";
+
+struct Migration {
+  const char* what;
+  const char* sql;
+};
+
+constexpr std::array kMigrations{
+    Migration{"create cases, exhibits, scans, features and the audit log", kSchemaV1},
+};
+
+// ---------------------------------------------------------------------------
+// Small helpers.
+
+std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+bool IsLowerHex(std::string_view s) {
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+bool HasControlChar(std::string_view s) {
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) return true;
+  }
+  return false;
+}
+
+// Characters (UTF-8 code points), not bytes.
+size_t CharCount(std::string_view s) {
+  size_t n = 0;
+  for (char c : s) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+std::string RandomHex(size_t bytes) {
+  std::vector<unsigned char> buf(bytes);
+  if (RAND_bytes(buf.data(), static_cast<int>(buf.size())) != 1) {
+    throw Error("cannot get random bytes from OpenSSL");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : buf) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+std::string ErrnoText() { return std::strerror(errno); }
+
+// A reference (case or exhibit): non-empty, at most 128 characters, no
+// control characters, no surrounding blanks.
+void CheckRef(const std::string& what, const std::string& ref) {
+  if (ref.empty()) throw Error(what + " is empty");
+  if (HasControlChar(ref)) throw Error(what + " " + Quote(ref) + " contains a control character");
+  if (CharCount(ref) > kMaxRefLength) {
+    throw Error(what + " " + Quote(ref) + " is longer than " + std::to_string(kMaxRefLength) +
+                " characters");
+  }
+  if (ref.front() == ' ' || ref.back() == ' ') {
+    throw Error(what + " " + Quote(ref) + " begins or ends with a blank");
+  }
+}
+
+// A one-line field of the audit log (actor, action, subject).
+void CheckLine(const std::string& what, const std::string& text, bool may_be_empty) {
+  if (!may_be_empty && text.empty()) throw Error(what + " is empty");
+  if (HasControlChar(text)) {
+    throw Error(what + " " + Quote(text) + " contains a control character");
+  }
+}
+
+// A JSON object built by hand (storage does not depend on a JSON library).
+class JsonObject {
+ public:
+  JsonObject& Add(std::string_view key, std::string_view value) {
+    Key(key);
+    Escape(value);
+    return *this;
+  }
+  JsonObject& Add(std::string_view key, const char* value) {
+    return Add(key, std::string_view(value));
+  }
+  JsonObject& Add(std::string_view key, const std::string& value) {
+    return Add(key, std::string_view(value));
+  }
+  JsonObject& Add(std::string_view key, int64_t value) {
+    Key(key);
+    text_ += std::to_string(value);
+    return *this;
+  }
+  JsonObject& Add(std::string_view key, int value) { return Add(key, static_cast<int64_t>(value)); }
+  JsonObject& Add(std::string_view key, double value) {
+    Key(key);
+    if (!std::isfinite(value)) {
+      text_ += "null";
+      return *this;
+    }
+    std::array<char, 64> buf{};
+    const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), value);
+    BIEN_CHECK(ec == std::errc());
+    text_.append(buf.data(), end);
+    return *this;
+  }
+  JsonObject& AddRaw(std::string_view key, std::string_view json) {
+    Key(key);
+    text_ += json;
+    return *this;
+  }
+  template <typename T>
+  JsonObject& Add(std::string_view key, const std::optional<T>& value) {
+    if (value) return Add(key, *value);
+    return AddRaw(key, "null");
+  }
+  bool empty() const { return text_.empty(); }
+  std::string str() const { return "{" + text_ + "}"; }
+
+ private:
+  void Key(std::string_view key) {
+    if (!text_.empty()) text_ += ",";
+    Escape(key);
+    text_ += ":";
+  }
+  void Escape(std::string_view s) {
+    text_ += '"';
+    for (char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      switch (c) {
+        case '"':
+          text_ += "\\\"";
+          break;
+        case '\\':
+          text_ += "\\\\";
+          break;
+        case '\n':
+          text_ += "\\n";
+          break;
+        case '\r':
+          text_ += "\\r";
+          break;
+        case '\t':
+          text_ += "\\t";
+          break;
+        default:
+          if (u < 0x20 || u == 0x7f) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            text_ += "\\u00";
+            text_ += kHex[u >> 4];
+            text_ += kHex[u & 15];
+          } else {
+            text_ += c;
+          }
+      }
+    }
+    text_ += '"';
+  }
+  std::string text_;
+};
+
+// The text whose SHA-256 is an audit row's row_hash (docs/SCHEMA.md).
+std::string AuditCanonicalText(int64_t seq, const std::string& at, const std::string& actor,
+                               const std::string& action, const std::string& subject,
+                               std::optional<int64_t> exhibit_id,
+                               const std::optional<std::string>& sha256, const std::string& details,
+                               const std::string& prev_hash) {
+  std::string text;
+  text += std::to_string(seq) + "\n";
+  text += at + "\n";
+  text += actor + "\n";
+  text += action + "\n";
+  text += subject + "\n";
+  text += (exhibit_id ? std::to_string(*exhibit_id) : std::string()) + "\n";
+  text += sha256.value_or("") + "\n";
+  text += details + "\n";
+  text += prev_hash;
+  return text;
+}
+
+// ---------------------------------------------------------------------------
+// Files.
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  // Closes now, reporting a failure (a deferred write error shows up here).
+  void Close(const fs::path& path) {
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw Error(path.string() + ": close failed: " + ErrnoText());
+  }
+
+ private:
+  int fd_;
+};
+
+void FsyncDir(const fs::path& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) throw Error(dir.string() + ": cannot open folder: " + ErrnoText());
+  if (::fsync(fd.get()) != 0) throw Error(dir.string() + ": fsync failed: " + ErrnoText());
+  fd.Close(dir);
+}
+
+// Writes `bytes` to `tmp` (which must not exist), with `mode`, fsyncs it and
+// renames it to `target`, then fsyncs the target's folder. The temp file is
+// removed on failure.
+void WriteFileAtomically(const fs::path& tmp, const fs::path& target,
+                         std::span<const std::byte> bytes, mode_t mode) {
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (fd.get() < 0) throw Error(tmp.string() + ": cannot create: " + ErrnoText());
+  try {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw Error(tmp.string() + ": write failed: " + ErrnoText());
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::fchmod(fd.get(), mode) != 0) {
+      throw Error(tmp.string() + ": cannot set permissions: " + ErrnoText());
+    }
+    if (::fsync(fd.get()) != 0) throw Error(tmp.string() + ": fsync failed: " + ErrnoText());
+    fd.Close(tmp);
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
+      throw Error(target.string() + ": cannot move " + tmp.filename().string() +
+                  " into place: " + ErrnoText());
+    }
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw;
+  }
+  FsyncDir(target.parent_path());
+}
+
+// True when `path` is a regular file of `size` bytes whose SHA-256 is `sha256`.
+bool FileMatches(const fs::path& path, uint64_t size, const std::string& sha256) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  const auto actual = fs::file_size(path, ec);
+  if (ec || actual != size) return false;
+  try {
+    return Sha256File(path) == sha256;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// node.toml
+
+void WriteNodeToml(const fs::path& dir, const NodeConfig& config) {
+  std::ostringstream out;
+  out << "# A bien evidence node.\n"
+         "# bien.db holds cases, exhibits, scans, features and the hash-chained audit log\n"
+         "# (schema: docs/SCHEMA.md; its version is the database's PRAGMA user_version);\n"
+         "# objects/ holds the original files by SHA-256. Do not edit node_id.\n";
+  out << "name = " << toml::value<std::string>(config.name) << "\n";
+  out << "country = " << toml::value<std::string>(config.country) << "\n";
+  out << "node_id = " << toml::value<std::string>(config.node_id) << "\n";
+  out << "created_at = " << toml::value<std::string>(config.created_at) << "\n";
+  const std::string text = out.str();
+  WriteFileAtomically(dir / ("node.toml." + RandomHex(8) + ".tmp"), dir / "node.toml",
+                      std::as_bytes(std::span<const char>(text.data(), text.size())), 0644);
+}
+
+bool IsCountryCode(const std::string& s) {
+  return s.size() == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z';
+}
+
+NodeConfig ReadNodeToml(const fs::path& path) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path.string());
+  } catch (const toml::parse_error& e) {
+    throw Error(path.string() + ": not valid TOML: " + std::string(e.description()) + " (line " +
+                std::to_string(e.source().begin.line) + ")");
+  }
+  auto get = [&](const char* key) {
+    const auto value = table[key].value<std::string>();
+    if (!value || value->empty()) {
+      throw Error(path.string() + ": missing or empty '" + std::string(key) + "'");
+    }
+    return *value;
+  };
+  NodeConfig config;
+  config.name = get("name");
+  config.country = get("country");
+  config.node_id = get("node_id");
+  config.created_at = get("created_at");
+  if (!IsCountryCode(config.country)) {
+    throw Error(path.string() + ": country " + Quote(config.country) +
+                " is not a two-letter upper-case code");
+  }
+  if (config.node_id.size() != 32 || !IsLowerHex(config.node_id)) {
+    throw Error(path.string() + ": node_id " + Quote(config.node_id) +
+                " is not 32 hexadecimal digits");
+  }
+  return config;
+}
+
+// ---------------------------------------------------------------------------
+// Opening the database.
+
+// Opens bien.db, refuses a newer schema, sets the connection up (WAL,
+// synchronous=FULL, foreign keys, busy timeout) and migrates it forward.
+std::unique_ptr<sql::Db> OpenDatabase(const fs::path& path, bool create) {
+  auto db = std::make_unique<sql::Db>(
+      path, SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOFOLLOW);
+  if (sqlite3_busy_timeout(db->handle(), 5000) != SQLITE_OK) db->Fail("cannot set busy timeout");
+
+  int64_t version = 0;
+  try {
+    // Reading the header is where a damaged or foreign file shows itself.
+    version = db->QueryInt("PRAGMA user_version");
+  } catch (const Error&) {
+    throw Error(path.string() + ": not a usable bien database (" + db->LastError() + ")");
+  }
+  const int64_t known = static_cast<int64_t>(kMigrations.size());
+  if (version > known) {
+    throw Error(path.string() + ": created by a newer bien (schema version " +
+                std::to_string(version) + "; this build knows up to " + std::to_string(known) +
+                ")");
+  }
+  if (version < 0) {
+    throw Error(path.string() + ": invalid schema version " + std::to_string(version));
+  }
+
+  const std::string mode = db->QueryText("PRAGMA journal_mode = WAL");
+  if (mode != "wal") {
+    throw Error(path.string() + ": cannot switch to WAL journal mode (it stays '" + mode + "')");
+  }
+  db->Exec("PRAGMA synchronous = FULL");
+  db->Exec("PRAGMA foreign_keys = ON");
+  if (db->QueryInt("PRAGMA foreign_keys") != 1) {
+    throw Error(path.string() + ": this SQLite cannot enforce foreign keys");
+  }
+
+  for (int64_t step = version; step < known; ++step) {
+    sql::Transaction tx(*db);
+    // Another process may have migrated meanwhile.
+    if (db->QueryInt("PRAGMA user_version") > step) continue;
+    try {
+      db->Exec(kMigrations[static_cast<size_t>(step)].sql);
+    } catch (const Error& e) {
+      throw Error(path.string() + ": migration to schema version " + std::to_string(step + 1) +
+                  " (" + kMigrations[static_cast<size_t>(step)].what + ") failed: " + e.what());
+    }
+    db->Exec("PRAGMA user_version = " + std::to_string(step + 1));
+    tx.Commit();
+  }
+  return db;
+}
+
+// ---------------------------------------------------------------------------
+// The store.
+
+constexpr const char* kExhibitColumns =
+    "SELECT e.id, e.case_id, c.case_ref, e.exhibit_ref, e.kind, e.role, e.calibre, e.firing_pin,"
+    " e.breech_face, e.lands, e.twist, e.created_at,"
+    " (SELECT count(*) FROM scans s WHERE s.exhibit_id = e.id)"
+    " FROM exhibits e JOIN cases c ON c.id = e.case_id ";
+
+constexpr const char* kScanColumns =
+    "SELECT id, exhibit_id, sha256, size_bytes, original_name, format, width, height, dx_m, dy_m,"
+    " nan_share, intensity, land, instrument, measured_at, creator, comment, added_at"
+    " FROM scans ";
+
+constexpr const char* kAuditColumns =
+    "SELECT seq, at, actor, action, subject, exhibit_id, sha256, details, prev_hash, row_hash"
+    " FROM audit ";
+
+std::string Label(const ExhibitRecord& e) { return e.case_ref + "/" + e.exhibit_ref; }
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(fs::path dir, NodeConfig config, std::unique_ptr<sql::Db> db)
+      : dir_(std::move(dir)), config_(std::move(config)), db_(std::move(db)) {}
+
+  const fs::path& dir() const override { return dir_; }
+  const NodeConfig& config() const override { return config_; }
+
+  std::vector<AddResult> AddScans(const std::string& actor, const ExhibitSpec& exhibit,
+                                  std::span<const NewScan> scans) override;
+  std::vector<ExhibitRecord> ListExhibits() const override;
+  ExhibitRecord FindExhibit(std::string_view ref) const override;
+  std::vector<ScanRecord> ScansOf(ExhibitId exhibit) const override;
+  std::vector<ScanRecord> AllScans() const override;
+  std::vector<AuditRecord> AuditTrail(std::optional<ExhibitId> exhibit) const override;
+  void RecordAudit(const std::string& actor, const std::string& action, const std::string& subject,
+                   std::optional<ExhibitId> exhibit, const std::string& details_json) override;
+  fs::path ObjectPath(const std::string& sha256) const override;
+  void PutFeature(ScanId scan, const std::string& kind, int version,
+                  std::span<const std::byte> blob) override;
+  std::optional<std::vector<std::byte>> GetFeature(ScanId scan, const std::string& kind,
+                                                   int version) const override;
+  StoreCounts Counts() const override;
+  VerifyReport Verify() const override;
+
+  // Appends one audit row; the caller holds a write transaction.
+  void AppendAudit(const std::string& actor, const std::string& action, const std::string& subject,
+                   std::optional<ExhibitId> exhibit, const std::optional<std::string>& sha256,
+                   const std::string& details);
+
+ private:
+  // A statement prepared on first use and kept for the store's lifetime.
+  sql::Stmt& Q(const std::string& text) const {
+    auto& slot = stmts_[text];
+    if (!slot) slot = std::make_unique<sql::Stmt>(*db_, text);
+    return *slot;
+  }
+
+  ExhibitRecord ReadExhibit(const sql::Stmt& s) const;
+  ScanRecord ReadScan(const sql::Stmt& s) const;
+  std::vector<ExhibitRecord> QueryExhibits(const std::string& where,
+                                           const std::vector<std::string>& params) const;
+  std::vector<ScanRecord> QueryScans(const std::string& where, std::optional<int64_t> param) const;
+  std::optional<ExhibitRecord> ExhibitByRefs(const std::string& case_ref,
+                                             const std::string& exhibit_ref) const;
+  // Stores an original under objects/ unless an intact copy is already there.
+  void WriteObject(const std::string& sha256, std::span<const std::byte> bytes);
+
+  fs::path dir_;
+  NodeConfig config_;
+  std::unique_ptr<sql::Db> db_;
+  // Declared after db_ so the statements are finalised before it closes.
+  mutable std::unordered_map<std::string, std::unique_ptr<sql::Stmt>> stmts_;
+};
+
+ExhibitRecord SqliteStore::ReadExhibit(const sql::Stmt& s) const {
+  ExhibitRecord e;
+  e.id = ExhibitId(s.Int(0));
+  e.case_id = CaseId(s.Int(1));
+  e.case_ref = s.Text(2);
+  e.exhibit_ref = s.Text(3);
+  const std::string kind = s.Text(4);
+  const std::string role = s.Text(5);
+  const auto k = ParseExhibitKind(kind);
+  const auto r = ParseExhibitRole(role);
+  if (!k || !r) {
+    throw Error(db_->path().string() + ": exhibit #" + std::to_string(e.id.value) +
+                " has an unknown kind or role (" + kind + ", " + role + ")");
+  }
+  e.kind = *k;
+  e.role = *r;
+  e.cc.calibre = s.OptText(6);
+  e.cc.firing_pin = s.OptText(7);
+  e.cc.breech_face = s.OptText(8);
+  if (const auto lands = s.OptInt(9)) e.cc.lands = static_cast<int>(*lands);
+  if (const auto twist = s.OptText(10)) {
+    e.cc.twist = ParseTwist(*twist);
+    if (!e.cc.twist) {
+      throw Error(db_->path().string() + ": exhibit #" + std::to_string(e.id.value) +
+                  " has an unknown twist " + Quote(*twist));
+    }
+  }
+  e.created_at = s.Text(11);
+  e.scan_count = static_cast<int>(s.Int(12));
+  return e;
+}
+
+ScanRecord SqliteStore::ReadScan(const sql::Stmt& s) const {
+  ScanRecord r;
+  r.id = ScanId(s.Int(0));
+  r.exhibit = ExhibitId(s.Int(1));
+  r.sha256 = s.Text(2);
+  r.size_bytes = s.Int(3);
+  r.meta.original_name = s.Text(4);
+  r.meta.format = s.Text(5);
+  r.meta.width = static_cast<int>(s.Int(6));
+  r.meta.height = static_cast<int>(s.Int(7));
+  r.meta.dx_m = s.Double(8);
+  r.meta.dy_m = s.Double(9);
+  r.meta.nan_share = s.Double(10);
+  r.meta.intensity = s.Int(11) != 0;
+  if (const auto land = s.OptInt(12)) r.meta.land = static_cast<int>(*land);
+  r.meta.instrument = s.OptText(13).value_or("");
+  r.meta.measured_at = s.OptText(14).value_or("");
+  r.meta.creator = s.OptText(15).value_or("");
+  r.meta.comment = s.OptText(16).value_or("");
+  r.added_at = s.Text(17);
+  return r;
+}
+
+std::vector<ExhibitRecord> SqliteStore::QueryExhibits(
+    const std::string& where, const std::vector<std::string>& params) const {
+  auto& s = Q(kExhibitColumns + where + " ORDER BY c.case_ref, e.exhibit_ref, e.id");
+  sql::Stmt::Scope scope(s);
+  for (size_t i = 0; i < params.size(); ++i) s.Bind(static_cast<int>(i + 1), params[i]);
+  std::vector<ExhibitRecord> out;
+  while (s.Step()) out.push_back(ReadExhibit(s));
+  return out;
+}
+
+std::vector<ScanRecord> SqliteStore::QueryScans(const std::string& where,
+                                                std::optional<int64_t> param) const {
+  auto& s = Q(kScanColumns + where + " ORDER BY id");
+  sql::Stmt::Scope scope(s);
+  if (param) s.Bind(1, *param);
+  std::vector<ScanRecord> out;
+  while (s.Step()) out.push_back(ReadScan(s));
+  return out;
+}
+
+std::optional<ExhibitRecord> SqliteStore::ExhibitByRefs(const std::string& case_ref,
+                                                        const std::string& exhibit_ref) const {
+  auto found =
+      QueryExhibits("WHERE c.case_ref = ?1 AND e.exhibit_ref = ?2", {case_ref, exhibit_ref});
+  if (found.empty()) return std::nullopt;
+  return std::move(found.front());
+}
+
+std::vector<ExhibitRecord> SqliteStore::ListExhibits() const { return QueryExhibits("", {}); }
+
+ExhibitRecord SqliteStore::FindExhibit(std::string_view ref_view) const {
+  const std::string ref(ref_view);
+  const std::string none = "no exhibit matches " + Quote(ref);
+  if (ref.size() > 1 && ref[0] == '#') {
+    int64_t id = 0;
+    const auto [end, ec] = std::from_chars(ref.data() + 1, ref.data() + ref.size(), id);
+    if (ec == std::errc() && end == ref.data() + ref.size()) {
+      auto found = QueryExhibits("WHERE e.id = CAST(?1 AS INTEGER)", {std::to_string(id)});
+      if (found.empty()) throw Error(none);
+      return std::move(found.front());
+    }
+  }
+  // Every split of CASE/EXHIBIT at a '/' (either ref may itself contain '/'),
+  // and the whole text as an exhibit ref.
+  std::map<int64_t, ExhibitRecord> matches;
+  for (size_t slash = ref.find('/'); slash != std::string::npos; slash = ref.find('/', slash + 1)) {
+    if (auto e = ExhibitByRefs(ref.substr(0, slash), ref.substr(slash + 1))) {
+      matches.emplace(e->id.value, std::move(*e));
+    }
+  }
+  for (auto& e : QueryExhibits("WHERE e.exhibit_ref = ?1", {ref})) {
+    matches.emplace(e.id.value, std::move(e));
+  }
+  if (matches.empty()) throw Error(none);
+  if (matches.size() > 1) {
+    std::vector<std::string> labels;
+    for (const auto& [id, e] : matches) labels.push_back(Label(e));
+    std::sort(labels.begin(), labels.end());
+    std::string list;
+    for (const auto& l : labels) list += (list.empty() ? "" : ", ") + l;
+    throw Error(Quote(ref) + " is ambiguous: matches " + list + " (use CASE/EXHIBIT)");
+  }
+  return std::move(matches.begin()->second);
+}
+
+std::vector<ScanRecord> SqliteStore::ScansOf(ExhibitId exhibit) const {
+  return QueryScans("WHERE exhibit_id = ?1", exhibit.value);
+}
+
+std::vector<ScanRecord> SqliteStore::AllScans() const { return QueryScans("", std::nullopt); }
+
+std::vector<AuditRecord> SqliteStore::AuditTrail(std::optional<ExhibitId> exhibit) const {
+  auto& s =
+      Q(std::string(kAuditColumns) + (exhibit ? "WHERE exhibit_id = ?1 " : "") + "ORDER BY seq");
+  sql::Stmt::Scope scope(s);
+  if (exhibit) s.Bind(1, exhibit->value);
+  std::vector<AuditRecord> out;
+  while (s.Step()) {
+    AuditRecord a;
+    a.seq = s.Int(0);
+    a.at = s.Text(1);
+    a.actor = s.Text(2);
+    a.action = s.Text(3);
+    a.subject = s.Text(4);
+    if (const auto id = s.OptInt(5)) a.exhibit = ExhibitId(*id);
+    a.sha256 = s.OptText(6);
+    a.details = s.Text(7);
+    a.prev_hash = s.Text(8);
+    a.row_hash = s.Text(9);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+void SqliteStore::AppendAudit(const std::string& actor, const std::string& action,
+                              const std::string& subject, std::optional<ExhibitId> exhibit,
+                              const std::optional<std::string>& sha256,
+                              const std::string& details) {
+  CheckLine("the actor (who is acting)", actor, false);
+  CheckLine("the audit action", action, false);
+  CheckLine("the audit subject", subject, true);
+  int64_t seq = 1;
+  std::string prev_hash = kZeroHash;
+  {
+    auto& last = Q("SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1");
+    sql::Stmt::Scope scope(last);
+    if (last.Step()) {
+      seq = last.Int(0) + 1;
+      prev_hash = last.Text(1);
+    }
+  }
+  const std::string at = UtcNowIso8601();
+  std::optional<int64_t> exhibit_id;
+  if (exhibit) exhibit_id = exhibit->value;
+  const std::string row_hash = Sha256Hex(
+      AuditCanonicalText(seq, at, actor, action, subject, exhibit_id, sha256, details, prev_hash));
+  auto& s = Q(
+      "INSERT INTO audit (seq, at, actor, action, subject, exhibit_id, sha256, details, prev_hash,"
+      " row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, seq)
+      .Bind(2, at)
+      .Bind(3, actor)
+      .Bind(4, action)
+      .Bind(5, subject)
+      .Bind(6, exhibit_id)
+      .Bind(7, sha256)
+      .Bind(8, details)
+      .Bind(9, prev_hash)
+      .Bind(10, row_hash);
+  s.Run();
+}
+
+void SqliteStore::RecordAudit(const std::string& actor, const std::string& action,
+                              const std::string& subject, std::optional<ExhibitId> exhibit,
+                              const std::string& details_json) {
+  const std::string details = details_json.empty() ? "{}" : details_json;
+  {
+    auto& s = Q("SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = 'object' ELSE 0 END");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, details);
+    if (!s.Step() || s.OptInt(0).value_or(0) != 1) {
+      throw Error("audit details are not a JSON object: " + details);
+    }
+  }
+  sql::Transaction tx(*db_);
+  AppendAudit(actor, action, subject, exhibit, std::nullopt, details);
+  tx.Commit();
+}
+
+fs::path SqliteStore::ObjectPath(const std::string& sha256) const {
+  if (sha256.size() != 64 || !IsLowerHex(sha256)) {
+    throw Error(Quote(sha256) + " is not a SHA-256 digest (64 lower-case hex digits)");
+  }
+  return dir_ / "objects" / sha256.substr(0, 2) / sha256.substr(2);
+}
+
+void SqliteStore::WriteObject(const std::string& sha256, std::span<const std::byte> bytes) {
+  const fs::path target = ObjectPath(sha256);
+  if (FileMatches(target, bytes.size(), sha256)) return;
+  const fs::path objects = dir_ / "objects";
+  const fs::path shard = target.parent_path();
+  std::error_code ec;
+  if (!fs::is_directory(shard, ec)) {
+    fs::create_directories(shard, ec);
+    if (ec) throw Error(shard.string() + ": cannot create folder: " + ec.message());
+    FsyncDir(objects);
+  }
+  const fs::path tmp_dir = objects / "tmp";
+  fs::create_directories(tmp_dir, ec);
+  if (ec) throw Error(tmp_dir.string() + ": cannot create folder: " + ec.message());
+  WriteFileAtomically(tmp_dir / (RandomHex(16) + ".tmp"), target, bytes, 0444);
+}
+
+std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const ExhibitSpec& spec_in,
+                                             std::span<const NewScan> scans) {
+  // Validate what can be validated without the database.
+  ExhibitSpec spec = spec_in;
+  CheckRef("case reference", spec.case_ref);
+  CheckRef("exhibit reference", spec.exhibit_ref);
+  if (spec.exhibit_ref.front() == '#') {
+    throw Error("exhibit reference " + Quote(spec.exhibit_ref) +
+                " must not begin with '#' (that form names an exhibit by id)");
+  }
+  CheckLine("the actor (who is acting)", actor, false);
+  for (auto* field : {&spec.cc.calibre, &spec.cc.firing_pin, &spec.cc.breech_face}) {
+    if (*field && field->value().empty()) field->reset();  // empty = unknown
+    if (*field) CheckLine("class characteristic", **field, false);
+  }
+  if (spec.cc.lands && (*spec.cc.lands < 1 || *spec.cc.lands > 64)) {
+    throw Error("lands " + std::to_string(*spec.cc.lands) + " is out of range (1 to 64)");
+  }
+  const std::string label = spec.case_ref + "/" + spec.exhibit_ref;
+
+  // Hash every file; find the ones already stored (those need no object).
+  std::vector<std::string> hashes;
+  hashes.reserve(scans.size());
+  for (const auto& scan : scans) hashes.push_back(Sha256Hex(scan.original));
+  auto stored_as = [&](const std::string& sha256) -> std::optional<AddResult> {
+    auto& s =
+        Q("SELECT s.id, s.exhibit_id, c.case_ref, e.exhibit_ref FROM scans s"
+          " JOIN exhibits e ON e.id = s.exhibit_id JOIN cases c ON c.id = e.case_id"
+          " WHERE s.sha256 = ?1");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, sha256);
+    if (!s.Step()) return std::nullopt;
+    AddResult r;
+    r.status = AddStatus::kDuplicate;
+    r.scan = ScanId(s.Int(0));
+    r.exhibit = ExhibitId(s.Int(1));
+    r.sha256 = sha256;
+    r.detail = "already stored as scan " + std::to_string(r.scan.value) + " of exhibit " +
+               s.Text(2) + "/" + s.Text(3);
+    return r;
+  };
+
+  // Originals go to disk before the transaction that records them: a crash in
+  // between leaves an unreferenced object, never a row without its file.
+  {
+    std::set<std::string> written;
+    for (size_t i = 0; i < scans.size(); ++i) {
+      if (written.count(hashes[i]) || stored_as(hashes[i])) continue;
+      WriteObject(hashes[i], scans[i].original);
+      written.insert(hashes[i]);
+    }
+  }
+
+  sql::Transaction tx(*db_);
+  std::optional<ExhibitRecord> existing = ExhibitByRefs(spec.case_ref, spec.exhibit_ref);
+
+  // An existing exhibit must agree; unknown class characteristics are filled in.
+  JsonObject filled;
+  if (existing) {
+    if (existing->kind != spec.kind) {
+      throw Error("exhibit " + label + " is recorded as " + ToString(existing->kind) + ", not " +
+                  ToString(spec.kind));
+    }
+    if (existing->role != spec.role) {
+      throw Error("exhibit " + label + " is recorded as " + ToString(existing->role) + ", not " +
+                  ToString(spec.role));
+    }
+    auto merge_text = [&](const char* name, const std::optional<std::string>& known,
+                          const std::optional<std::string>& given) {
+      if (!given) return;
+      if (known && *known != *given) {
+        throw Error("exhibit " + label + " is recorded with " + name + " " + Quote(*known) +
+                    ", not " + Quote(*given));
+      }
+      if (!known) filled.Add(name, *given);
+    };
+    merge_text("calibre", existing->cc.calibre, spec.cc.calibre);
+    merge_text("firing_pin", existing->cc.firing_pin, spec.cc.firing_pin);
+    merge_text("breech_face", existing->cc.breech_face, spec.cc.breech_face);
+    if (spec.cc.lands) {
+      if (existing->cc.lands && *existing->cc.lands != *spec.cc.lands) {
+        throw Error("exhibit " + label + " is recorded with lands " +
+                    std::to_string(*existing->cc.lands) + ", not " +
+                    std::to_string(*spec.cc.lands));
+      }
+      if (!existing->cc.lands) filled.Add("lands", *spec.cc.lands);
+    }
+    if (spec.cc.twist) {
+      if (existing->cc.twist && *existing->cc.twist != *spec.cc.twist) {
+        throw Error("exhibit " + label + " is recorded with twist " +
+                    Quote(ToString(*existing->cc.twist)) + ", not " +
+                    Quote(ToString(*spec.cc.twist)));
+      }
+      if (!existing->cc.twist) filled.Add("twist", ToString(*spec.cc.twist));
+    }
+  }
+
+  // Which scans are new (a file given twice in one call counts once).
+  std::vector<std::optional<AddResult>> duplicate(scans.size());
+  bool any_new = false;
+  {
+    std::set<std::string> seen;
+    for (size_t i = 0; i < scans.size(); ++i) {
+      duplicate[i] = stored_as(hashes[i]);
+      if (!duplicate[i] && seen.insert(hashes[i]).second) any_new = true;
+    }
+  }
+  if (!existing && !any_new) {
+    // Nothing to record: do not create an empty exhibit.
+    std::vector<AddResult> results;
+    for (size_t i = 0; i < scans.size(); ++i) results.push_back(*duplicate[i]);
+    return results;  // the transaction rolls back, having changed nothing
+  }
+
+  const std::string now = UtcNowIso8601();
+  ExhibitId exhibit_id;
+  if (existing) {
+    exhibit_id = existing->id;
+    if (!filled.empty()) {
+      auto& s = Q(
+          "UPDATE exhibits SET calibre = coalesce(calibre, ?2), firing_pin = coalesce(firing_pin, "
+          "?3), breech_face = coalesce(breech_face, ?4), lands = coalesce(lands, ?5), twist = "
+          "coalesce(twist, ?6) WHERE id = ?1");
+      sql::Stmt::Scope scope(s);
+      s.Bind(1, exhibit_id.value)
+          .Bind(2, spec.cc.calibre)
+          .Bind(3, spec.cc.firing_pin)
+          .Bind(4, spec.cc.breech_face)
+          .Bind(5, spec.cc.lands);
+      if (spec.cc.twist) s.Bind(6, ToString(*spec.cc.twist));
+      s.Run();
+      AppendAudit(actor, "update_exhibit", "exhibit " + label, exhibit_id, std::nullopt,
+                  JsonObject().AddRaw("filled", filled.str()).str());
+    }
+  } else {
+    int64_t case_id = 0;
+    {
+      auto& find = Q("SELECT id FROM cases WHERE case_ref = ?1");
+      sql::Stmt::Scope scope(find);
+      find.Bind(1, spec.case_ref);
+      if (find.Step()) case_id = find.Int(0);
+    }
+    const bool new_case = case_id == 0;
+    if (new_case) {
+      auto& s = Q("INSERT INTO cases (case_ref, created_at) VALUES (?1, ?2)");
+      sql::Stmt::Scope scope(s);
+      s.Bind(1, spec.case_ref).Bind(2, now).Run();
+      case_id = db_->LastInsertRowId();
+    }
+    {
+      auto& s =
+          Q("INSERT INTO exhibits (case_id, exhibit_ref, kind, role, calibre, firing_pin,"
+            " breech_face, lands, twist, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+            " ?10)");
+      sql::Stmt::Scope scope(s);
+      s.Bind(1, case_id)
+          .Bind(2, spec.exhibit_ref)
+          .Bind(3, ToString(spec.kind))
+          .Bind(4, ToString(spec.role))
+          .Bind(5, spec.cc.calibre)
+          .Bind(6, spec.cc.firing_pin)
+          .Bind(7, spec.cc.breech_face)
+          .Bind(8, spec.cc.lands)
+          .Bind(10, now);
+      if (spec.cc.twist) s.Bind(9, ToString(*spec.cc.twist));
+      s.Run();
+      exhibit_id = ExhibitId(db_->LastInsertRowId());
+    }
+    JsonObject details;
+    details.Add("case_ref", spec.case_ref)
+        .AddRaw("new_case", new_case ? "true" : "false")
+        .Add("exhibit_ref", spec.exhibit_ref)
+        .Add("kind", ToString(spec.kind))
+        .Add("role", ToString(spec.role))
+        .Add("calibre", spec.cc.calibre)
+        .Add("firing_pin", spec.cc.firing_pin)
+        .Add("breech_face", spec.cc.breech_face)
+        .Add("lands", spec.cc.lands);
+    if (spec.cc.twist) {
+      details.Add("twist", ToString(*spec.cc.twist));
+    } else {
+      details.AddRaw("twist", "null");
+    }
+    AppendAudit(actor, "add_exhibit", "exhibit " + label, exhibit_id, std::nullopt, details.str());
+  }
+
+  std::vector<AddResult> results;
+  std::unordered_map<std::string, AddResult> added;  // by SHA-256, for repeats in this call
+  for (size_t i = 0; i < scans.size(); ++i) {
+    const std::string& sha = hashes[i];
+    if (duplicate[i]) {
+      results.push_back(*duplicate[i]);
+      continue;
+    }
+    if (auto it = added.find(sha); it != added.end()) {
+      AddResult r = it->second;
+      r.status = AddStatus::kDuplicate;
+      r.detail = "already stored as scan " + std::to_string(r.scan.value) + " of exhibit " + label;
+      results.push_back(r);
+      continue;
+    }
+    const ScanMeta& m = scans[i].meta;
+    const std::string name = m.original_name.empty() ? "(unnamed)" : m.original_name;
+    if (m.original_name.empty()) throw Error("a scan of exhibit " + label + " has no file name");
+    if (m.land && (*m.land < 1 || *m.land > 64)) {
+      throw Error(name + ": land " + std::to_string(*m.land) + " is out of range (1 to 64)");
+    }
+    auto opt = [](const std::string& s) {
+      return s.empty() ? std::nullopt : std::optional<std::string>(s);
+    };
+    {
+      auto& s =
+          Q("INSERT INTO scans (exhibit_id, sha256, size_bytes, original_name, format, width,"
+            " height, dx_m, dy_m, nan_share, intensity, land, instrument, measured_at, creator,"
+            " comment, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
+            " ?14, ?15, ?16, ?17)");
+      sql::Stmt::Scope scope(s);
+      s.Bind(1, exhibit_id.value)
+          .Bind(2, sha)
+          .Bind(3, static_cast<int64_t>(scans[i].original.size()))
+          .Bind(4, m.original_name)
+          .Bind(5, m.format)
+          .Bind(6, m.width)
+          .Bind(7, m.height)
+          .Bind(8, m.dx_m)
+          .Bind(9, m.dy_m)
+          .Bind(10, m.nan_share)
+          .Bind(11, m.intensity ? 1 : 0)
+          .Bind(12, m.land)
+          .Bind(13, opt(m.instrument))
+          .Bind(14, opt(m.measured_at))
+          .Bind(15, opt(m.creator))
+          .Bind(16, opt(m.comment))
+          .Bind(17, now);
+      try {
+        s.Run();
+      } catch (const Error& e) {
+        throw Error(name + ": cannot be recorded: " + e.what());
+      }
+    }
+    AddResult r;
+    r.status = AddStatus::kAdded;
+    r.scan = ScanId(db_->LastInsertRowId());
+    r.exhibit = exhibit_id;
+    r.sha256 = sha;
+    JsonObject details;
+    details.Add("original_name", m.original_name)
+        .Add("format", m.format)
+        .Add("width", m.width)
+        .Add("height", m.height)
+        .Add("dx_m", m.dx_m)
+        .Add("dy_m", m.dy_m);
+    AppendAudit(actor, "add_scan", "scan " + std::to_string(r.scan.value) + " of exhibit " + label,
+                exhibit_id, sha, details.str());
+    added.emplace(sha, r);
+    results.push_back(r);
+  }
+  tx.Commit();
+  return results;
+}
+
+void SqliteStore::PutFeature(ScanId scan, const std::string& kind, int version,
+                             std::span<const std::byte> blob) {
+  if (kind.empty() || HasControlChar(kind)) {
+    throw Error("feature kind " + Quote(kind) + " is empty or has a control character");
+  }
+  if (version < 0) throw Error("feature version " + std::to_string(version) + " is negative");
+  sql::Transaction tx(*db_);
+  {
+    auto& s = Q("SELECT 1 FROM scans WHERE id = ?1");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, scan.value);
+    if (!s.Step()) throw Error("no scan " + std::to_string(scan.value) + " in the store");
+  }
+  auto& s = Q(
+      "INSERT INTO features (scan_id, kind, version, blob, created_at) VALUES (?1, ?2, ?3, ?4, ?5)"
+      " ON CONFLICT (scan_id, kind, version) DO UPDATE SET blob = excluded.blob,"
+      " created_at = excluded.created_at");
+  {
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, scan.value).Bind(2, kind).Bind(3, version).Bind(4, blob).Bind(5, UtcNowIso8601());
+    s.Run();
+  }
+  tx.Commit();
+}
+
+std::optional<std::vector<std::byte>> SqliteStore::GetFeature(ScanId scan, const std::string& kind,
+                                                              int version) const {
+  auto& s = Q("SELECT blob FROM features WHERE scan_id = ?1 AND kind = ?2 AND version = ?3");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, scan.value).Bind(2, kind).Bind(3, version);
+  if (!s.Step()) return std::nullopt;
+  return s.Blob(0);
+}
+
+StoreCounts SqliteStore::Counts() const {
+  auto count = [&](const char* table) {
+    auto& s = Q(std::string("SELECT count(*) FROM ") + table);
+    sql::Stmt::Scope scope(s);
+    if (!s.Step()) db_->Fail(std::string("cannot count ") + table);
+    return s.Int(0);
+  };
+  sql::Transaction read(*db_, sql::Transaction::Mode::kDeferred);  // one snapshot
+  StoreCounts c;
+  c.cases = count("cases");
+  c.exhibits = count("exhibits");
+  c.scans = count("scans");
+  c.features = count("features");
+  c.audit = count("audit");
+  read.Commit();
+  return c;
+}
+
+VerifyReport SqliteStore::Verify() const {
+  VerifyReport report;
+
+  // 1. Every stored original: present, of the recorded size, same SHA-256.
+  struct ScanRow {
+    int64_t id;
+    std::string label;
+    std::string name;
+    std::string sha256;
+    int64_t size;
+  };
+  std::vector<ScanRow> rows;
+  {
+    auto& s =
+        Q("SELECT s.id, c.case_ref || '/' || e.exhibit_ref, s.original_name, s.sha256, s.size_bytes"
+          " FROM scans s JOIN exhibits e ON e.id = s.exhibit_id JOIN cases c ON c.id = e.case_id"
+          " ORDER BY s.id");
+    sql::Stmt::Scope scope(s);
+    while (s.Step()) rows.push_back({s.Int(0), s.Text(1), s.Text(2), s.Text(3), s.Int(4)});
+  }
+  {
+    auto& s = Q("SELECT count(*) FROM scans");
+    sql::Stmt::Scope scope(s);
+    if (s.Step() && s.Int(0) != static_cast<int64_t>(rows.size())) {
+      report.problems.push_back(std::to_string(s.Int(0) - static_cast<int64_t>(rows.size())) +
+                                " scan rows belong to no exhibit or case");
+    }
+  }
+  for (const auto& row : rows) {
+    ++report.objects_checked;
+    const std::string what =
+        "scan " + std::to_string(row.id) + " (exhibit " + row.label + ", " + Quote(row.name) + ")";
+    if (row.sha256.size() != 64 || !IsLowerHex(row.sha256)) {
+      report.problems.push_back(what + ": recorded SHA-256 " + Quote(row.sha256) + " is malformed");
+      continue;
+    }
+    const fs::path path = ObjectPath(row.sha256);
+    const std::string shown = "objects/" + row.sha256.substr(0, 2) + "/" + row.sha256.substr(2);
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+      report.problems.push_back(what + ": stored original " + shown + " is missing");
+      continue;
+    }
+    if (!fs::is_regular_file(path, ec)) {
+      report.problems.push_back(what + ": stored original " + shown + " is not a regular file");
+      continue;
+    }
+    const auto size = fs::file_size(path, ec);
+    if (ec) {
+      report.problems.push_back(what + ": stored original " + shown +
+                                " cannot be read: " + ec.message());
+      continue;
+    }
+    if (size != static_cast<uintmax_t>(row.size)) {
+      report.problems.push_back(what + ": stored original " + shown + " has been modified (size " +
+                                std::to_string(size) + " bytes, recorded " +
+                                std::to_string(row.size) + ")");
+      continue;
+    }
+    std::string actual;
+    try {
+      actual = Sha256File(path);
+    } catch (const Error& e) {
+      report.problems.push_back(what + ": stored original " + shown +
+                                " cannot be read: " + e.what());
+      continue;
+    }
+    if (actual != row.sha256) {
+      report.problems.push_back(what + ": stored original " + shown +
+                                " has been modified (sha256 now " + actual + ")");
+    }
+  }
+
+  // 2. The audit chain: seq 1, 2, 3, ...; each prev_hash is the previous
+  // row's row_hash; each row_hash recomputes from the row's content.
+  {
+    auto& s = Q(std::string(kAuditColumns) + "ORDER BY seq");
+    sql::Stmt::Scope scope(s);
+    int64_t expected = 1;
+    std::string prev_hash = kZeroHash;
+    while (s.Step()) {
+      ++report.audit_rows_checked;
+      const int64_t seq = s.Int(0);
+      const std::string row = "audit row " + std::to_string(seq);
+      bool gap = false;
+      if (seq != expected) {
+        gap = true;
+        const std::string missing = seq - expected == 1
+                                        ? "audit row " + std::to_string(expected) + " missing"
+                                        : "audit rows " + std::to_string(expected) + " to " +
+                                              std::to_string(seq - 1) + " missing";
+        report.problems.push_back(
+            missing + (expected == 1 ? " (chain broken before " + std::to_string(seq) + ")"
+                                     : " (chain broken between " + std::to_string(expected - 1) +
+                                           " and " + std::to_string(seq) + ")"));
+      }
+      const auto at = s.OptText(1).value_or("");
+      const auto actor = s.OptText(2).value_or("");
+      const auto action = s.OptText(3).value_or("");
+      const auto subject = s.OptText(4).value_or("");
+      const auto exhibit_id = s.OptInt(5);
+      const auto sha256 = s.OptText(6);
+      const auto details = s.OptText(7).value_or("");
+      const auto row_prev = s.OptText(8).value_or("");
+      const auto row_hash = s.OptText(9).value_or("");
+      if (!gap && row_prev != prev_hash) {
+        report.problems.push_back(row + ": prev_hash does not match the hash of row " +
+                                  std::to_string(seq - 1) + " (chain broken)");
+      }
+      const std::string recomputed = Sha256Hex(AuditCanonicalText(
+          seq, at, actor, action, subject, exhibit_id, sha256, details, row_prev));
+      if (recomputed != row_hash) {
+        report.problems.push_back(row + ": hash does not match its content (row altered)");
+      }
+      prev_hash = row_hash;
+      expected = seq + 1;
+    }
+  }
+
+  // 3. SQLite's own checks.
+  {
+    sql::Stmt s(*db_, "PRAGMA integrity_check");
+    while (s.Step()) {
+      const std::string message = s.OptText(0).value_or("");
+      if (message != "ok") report.problems.push_back("database integrity: " + message);
+    }
+  }
+  {
+    sql::Stmt s(*db_, "PRAGMA foreign_key_check");
+    while (s.Step()) {
+      report.problems.push_back("foreign key: " + s.OptText(0).value_or("?") + " row " +
+                                std::to_string(s.OptInt(1).value_or(0)) + " refers to a missing " +
+                                s.OptText(2).value_or("?") + " row");
+    }
+  }
+  return report;
+}
+
+}  // namespace
+
+int Store::SchemaVersion() { return static_cast<int>(kMigrations.size()); }
+
+void Store::Create(const fs::path& dir, const NodeConfig& config_in, const std::string& actor) {
+  std::error_code ec;
+  const bool existed = fs::exists(dir, ec);
+  if (existed) {
+    if (!fs::is_directory(dir, ec)) throw Error(dir.string() + ": exists and is not a folder");
+    if (fs::exists(dir / "node.toml", ec) || fs::exists(dir / "bien.db", ec)) {
+      throw Error(dir.string() + ": already holds a bien node");
+    }
+    if (!fs::is_empty(dir, ec)) throw Error(dir.string() + ": folder is not empty");
+    if (ec) throw Error(dir.string() + ": cannot read folder: " + ec.message());
+  }
+  NodeConfig config = config_in;
+  if (config.name.empty()) throw Error("the node name is empty");
+  CheckLine("node name", config.name, false);
+  if (!IsCountryCode(config.country)) {
+    throw Error("country " + Quote(config.country) +
+                " is not an ISO 3166-1 alpha-2 code (two upper-case letters, e.g. RS)");
+  }
+  CheckLine("the actor (who is acting)", actor, false);
+  config.node_id = RandomHex(16);
+  config.created_at = UtcNowIso8601();
+
+  try {
+    fs::create_directories(dir / "objects" / "tmp", ec);
+    if (ec) throw Error(dir.string() + ": cannot create folder: " + ec.message());
+    {
+      auto db = OpenDatabase(dir / "bien.db", /*create=*/true);
+      SqliteStore store(dir, config, std::move(db));
+      JsonObject details;
+      details.Add("name", config.name)
+          .Add("country", config.country)
+          .Add("node_id", config.node_id)
+          .Add("schema_version", SchemaVersion());
+      store.RecordAudit(actor, "init", "node " + config.name, std::nullopt, details.str());
+    }
+    FsyncDir(dir / "objects");
+    // node.toml last: its presence marks a complete node.
+    WriteNodeToml(dir, config);
+    if (!existed) FsyncDir(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
+  } catch (...) {
+    // Leave the folder as it was found (empty, or absent).
+    std::error_code ignored;
+    if (existed) {
+      for (const auto& entry : fs::directory_iterator(dir, ignored)) fs::remove_all(entry, ignored);
+    } else {
+      fs::remove_all(dir, ignored);
+    }
+    throw;
+  }
+}
+
+std::unique_ptr<Store> Store::Open(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    throw Error(dir.string() + ": no such node folder (create one with `bien init`)");
+  }
+  if (!fs::is_directory(dir, ec)) throw Error(dir.string() + ": not a bien node (not a folder)");
+  if (!fs::exists(dir / "node.toml", ec)) {
+    throw Error(dir.string() + ": not a bien node (no node.toml)");
+  }
+  if (!fs::exists(dir / "bien.db", ec))
+    throw Error(dir.string() + ": not a bien node (no bien.db)");
+  NodeConfig config = ReadNodeToml(dir / "node.toml");
+  auto db = OpenDatabase(dir / "bien.db", /*create=*/false);
+  return std::make_unique<SqliteStore>(dir, std::move(config), std::move(db));
+}
+
+}  // namespace bien

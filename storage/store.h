@@ -66,9 +66,9 @@ struct ScanMeta {
   double dx_m = 0;
   double dy_m = 0;
   double nan_share = 0;
-  bool intensity = false;  // a 2D image rather than heights
-  std::optional<int> land; // bullet land number, 1-based
-  std::string instrument;  // empty = unknown (stored as NULL)
+  bool intensity = false;   // a 2D image rather than heights
+  std::optional<int> land;  // bullet land number, 1-based
+  std::string instrument;   // empty = unknown (stored as NULL)
   std::string measured_at;
   std::string creator;
   std::string comment;
@@ -83,8 +83,8 @@ enum class AddStatus { kAdded, kDuplicate };
 
 struct AddResult {
   AddStatus status = AddStatus::kAdded;
-  ScanId scan;
-  ExhibitId exhibit;
+  ScanId scan;        // the new scan; for a duplicate, the scan already holding the file
+  ExhibitId exhibit;  // that scan's exhibit
   std::string sha256;
   std::string detail;  // for a duplicate: where the file is already stored
 };
@@ -112,12 +112,13 @@ struct ScanRecord {
 
 struct AuditRecord {
   int64_t seq = 0;
-  std::string at;       // UTC ISO 8601
-  std::string actor;    // who
-  std::string action;   // e.g. "init", "add_scan", "export"
-  std::string subject;  // e.g. "exhibit 2026-BG-0042/E1"
+  std::string at;                     // UTC ISO 8601
+  std::string actor;                  // who
+  std::string action;                 // e.g. "init", "add_scan", "export"
+  std::string subject;                // e.g. "exhibit 2026-BG-0042/E1"
+  std::optional<ExhibitId> exhibit;   // the exhibit the row is about, if any
   std::optional<std::string> sha256;  // of what was added, when something was
-  std::string details;  // JSON object text
+  std::string details;                // JSON object text
   std::string prev_hash;
   std::string row_hash;
 };

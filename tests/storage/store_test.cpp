@@ -1,0 +1,803 @@
+// The evidence store: node folders, schema and migrations, all-or-nothing
+// ingest, duplicates, class characteristics, the audit chain and Verify.
+#include "storage/store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/hash.h"
+#include "tests/test_util.h"
+
+namespace bien {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::TempDir;
+
+// Runs `f`, expecting a bien::Error whose message contains `text`.
+template <typename F>
+void ExpectError(F&& f, const std::string& text) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error containing: " << text;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos)
+        << "expected '" << text << "' in: " << e.what();
+  }
+}
+
+// A second, raw connection to a node's database, for tampering.
+class RawDb {
+ public:
+  explicit RawDb(const fs::path& path) {
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
+    sqlite3_busy_timeout(db_, 5000);
+  }
+  ~RawDb() { sqlite3_close(db_); }
+  RawDb(const RawDb&) = delete;
+  RawDb& operator=(const RawDb&) = delete;
+  // Returns "" on success, else SQLite's message.
+  std::string Exec(const std::string& sql) {
+    char* message = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message) == SQLITE_OK) return "";
+    std::string text = message ? message : "failed";
+    sqlite3_free(message);
+    return text;
+  }
+  std::string Text(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db_);
+    std::string out;
+    if (sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_text(stmt, 0)) {
+      out = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+std::vector<std::byte> Bytes(const std::string& text) {
+  std::vector<std::byte> out(text.size());
+  for (size_t i = 0; i < text.size(); ++i) out[i] = static_cast<std::byte>(text[i]);
+  return out;
+}
+
+ScanMeta Meta(const std::string& name) {
+  ScanMeta m;
+  m.original_name = name;
+  m.format = "x3p";
+  m.width = 640;
+  m.height = 480;
+  m.dx_m = 1.5625e-6;
+  m.dy_m = 1.5625e-6;
+  m.nan_share = 0.25;
+  return m;
+}
+
+ExhibitSpec Spec(const std::string& case_ref, const std::string& exhibit_ref,
+                 ExhibitKind kind = ExhibitKind::kCartridgeCase) {
+  ExhibitSpec s;
+  s.case_ref = case_ref;
+  s.exhibit_ref = exhibit_ref;
+  s.kind = kind;
+  return s;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    node_ = tmp_ / "node";
+    Store::Create(node_, NodeConfig{"Test lab", "RS", "", ""}, "alice");
+    store_ = Store::Open(node_);
+  }
+
+  // Adds scans with the given contents (names "<content>.x3p").
+  std::vector<AddResult> Add(const ExhibitSpec& spec, const std::vector<std::string>& contents,
+                             std::vector<ScanMeta> metas = {}) {
+    std::vector<std::vector<std::byte>> bytes;
+    for (const auto& c : contents) bytes.push_back(Bytes(c));
+    std::vector<NewScan> scans;
+    for (size_t i = 0; i < contents.size(); ++i) {
+      scans.push_back(NewScan{i < metas.size() ? metas[i] : Meta(contents[i] + ".x3p"), bytes[i]});
+    }
+    return store_->AddScans("alice", spec, scans);
+  }
+
+  fs::path Db() const { return node_ / "bien.db"; }
+
+  TempDir tmp_;
+  fs::path node_;
+  std::unique_ptr<Store> store_;
+};
+
+void ExpectSameCounts(const StoreCounts& a, const StoreCounts& b) {
+  EXPECT_EQ(a.cases, b.cases);
+  EXPECT_EQ(a.exhibits, b.exhibits);
+  EXPECT_EQ(a.scans, b.scans);
+  EXPECT_EQ(a.features, b.features);
+  EXPECT_EQ(a.audit, b.audit);
+}
+
+bool IsHex(const std::string& s) {
+  return s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// ---------------------------------------------------------------------------
+
+TEST(StoreEnums, RoundTrip) {
+  for (auto k : {ExhibitKind::kCartridgeCase, ExhibitKind::kBullet}) {
+    EXPECT_EQ(ParseExhibitKind(ToString(k)), k);
+  }
+  for (auto r : {ExhibitRole::kEvidence, ExhibitRole::kTestFire}) {
+    EXPECT_EQ(ParseExhibitRole(ToString(r)), r);
+  }
+  for (auto t : {Twist::kLeft, Twist::kRight}) EXPECT_EQ(ParseTwist(ToString(t)), t);
+  EXPECT_FALSE(ParseExhibitKind("cartridge"));
+  EXPECT_FALSE(ParseExhibitRole(""));
+  EXPECT_FALSE(ParseTwist("Left"));
+}
+
+TEST_F(StoreTest, CreateThenOpen) {
+  const NodeConfig& c = store_->config();
+  EXPECT_EQ(c.name, "Test lab");
+  EXPECT_EQ(c.country, "RS");
+  EXPECT_EQ(c.node_id.size(), 32u);
+  EXPECT_TRUE(IsHex(c.node_id)) << c.node_id;
+  EXPECT_FALSE(c.created_at.empty());
+  EXPECT_EQ(store_->dir(), node_);
+  EXPECT_TRUE(fs::is_regular_file(node_ / "node.toml"));
+  EXPECT_TRUE(fs::is_regular_file(node_ / "bien.db"));
+  EXPECT_TRUE(fs::is_directory(node_ / "objects" / "tmp"));
+  EXPECT_GE(Store::SchemaVersion(), 1);
+
+  const StoreCounts counts = store_->Counts();
+  EXPECT_EQ(counts.cases, 0);
+  EXPECT_EQ(counts.exhibits, 0);
+  EXPECT_EQ(counts.scans, 0);
+  EXPECT_EQ(counts.audit, 1);
+  const auto audit = store_->AuditTrail(std::nullopt);
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].seq, 1);
+  EXPECT_EQ(audit[0].action, "init");
+  EXPECT_EQ(audit[0].actor, "alice");
+  EXPECT_EQ(audit[0].prev_hash, std::string(64, '0'));
+  EXPECT_NE(audit[0].details.find(c.node_id), std::string::npos) << audit[0].details;
+
+  // A second node gets another id; reopening reads the same config.
+  Store::Create(tmp_ / "other", NodeConfig{"Other", "BA", "", ""}, "bob");
+  EXPECT_NE(Store::Open(tmp_ / "other")->config().node_id, c.node_id);
+  const auto again = Store::Open(node_);
+  EXPECT_EQ(again->config().node_id, c.node_id);
+  EXPECT_EQ(again->config().created_at, c.created_at);
+  EXPECT_TRUE(again->Verify().ok());
+}
+
+TEST_F(StoreTest, NodeTomlQuotesOddNames) {
+  const fs::path dir = tmp_ / "odd";
+  Store::Create(dir, NodeConfig{"Lab \"Q\" \\ Ž", "DE", "", ""}, "alice");
+  EXPECT_EQ(Store::Open(dir)->config().name, "Lab \"Q\" \\ Ž");
+}
+
+TEST_F(StoreTest, CreateRefusesNonEmptyFolderAndBadConfig) {
+  ExpectError(
+      [&] {
+        Store::Create(node_, NodeConfig{"x", "RS", "", ""}, "a");
+      },
+      node_.string() + ": already holds a bien node");
+  const fs::path busy = tmp_ / "busy";
+  fs::create_directories(busy);
+  std::ofstream(busy / "notes.txt") << "mine";
+  ExpectError(
+      [&] {
+        Store::Create(busy, NodeConfig{"x", "RS", "", ""}, "a");
+      },
+      busy.string() + ": folder is not empty");
+  EXPECT_TRUE(fs::exists(busy / "notes.txt"));
+
+  const fs::path fresh = tmp_ / "fresh";
+  for (const char* country : {"rs", "R", "RSX", "R1", ""}) {
+    ExpectError([&] { Store::Create(fresh, NodeConfig{"x", country, "", ""}, "a"); }, "country");
+  }
+  ExpectError([&] { Store::Create(fresh, NodeConfig{"", "RS", "", ""}, "a"); }, "name");
+  EXPECT_FALSE(fs::exists(fresh)) << "a refused create leaves nothing behind";
+
+  // An existing empty folder is fine.
+  const fs::path empty = tmp_ / "empty";
+  fs::create_directories(empty);
+  Store::Create(empty, NodeConfig{"x", "RS", "", ""}, "a");
+  EXPECT_EQ(Store::Open(empty)->Counts().audit, 1);
+}
+
+TEST_F(StoreTest, OpenErrors) {
+  const fs::path missing = tmp_ / "nowhere";
+  ExpectError([&] { Store::Open(missing); },
+              missing.string() + ": no such node folder (create one with `bien init`)");
+
+  const fs::path plain = tmp_ / "plain";
+  fs::create_directories(plain);
+  std::ofstream(plain / "file.txt") << "x";
+  ExpectError([&] { Store::Open(plain); }, plain.string() + ": not a bien node (no node.toml)");
+
+  const fs::path no_db = tmp_ / "no-db";
+  fs::create_directories(no_db);
+  fs::copy_file(node_ / "node.toml", no_db / "node.toml");
+  ExpectError([&] { Store::Open(no_db); }, no_db.string() + ": not a bien node (no bien.db)");
+
+  // Garbage where the database should be: the error names the file.
+  const fs::path corrupt = tmp_ / "corrupt";
+  fs::create_directories(corrupt);
+  fs::copy_file(node_ / "node.toml", corrupt / "node.toml");
+  std::ofstream(corrupt / "bien.db") << std::string(4096, 'z');
+  ExpectError(
+      [&] { Store::Open(corrupt); },
+      (corrupt / "bien.db").string() + ": not a usable bien database (file is not a database)");
+
+  // A node.toml without the fields.
+  const fs::path bad_toml = tmp_ / "bad-toml";
+  fs::create_directories(bad_toml);
+  std::ofstream(bad_toml / "node.toml") << "name = \"x\"\n";
+  std::ofstream(bad_toml / "bien.db");
+  ExpectError([&] { Store::Open(bad_toml); }, (bad_toml / "node.toml").string());
+}
+
+TEST_F(StoreTest, OpenRefusesNewerSchema) {
+  store_.reset();
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("PRAGMA user_version = 99"), "");
+  }
+  ExpectError([&] { Store::Open(node_); },
+              Db().string() +
+                  ": created by a newer bien (schema version 99; this build knows up to " +
+                  std::to_string(Store::SchemaVersion()) + ")");
+  // Refusing changed nothing.
+  RawDb raw(Db());
+  EXPECT_EQ(raw.Text("PRAGMA user_version"), "99");
+}
+
+TEST_F(StoreTest, MigratesAnEmptyVersionZeroDatabase) {
+  store_.reset();
+  for (const char* f : {"bien.db", "bien.db-wal", "bien.db-shm"}) fs::remove(node_ / f);
+  {
+    RawDb raw(Db());  // creates an empty database at user_version 0
+    ASSERT_EQ(raw.Exec("PRAGMA user_version = 0"), "");
+    EXPECT_EQ(raw.Text("SELECT count(*) FROM sqlite_schema"), "0");
+  }
+  auto store = Store::Open(node_);
+  RawDb raw(Db());
+  EXPECT_EQ(raw.Text("PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
+  for (const char* table : {"cases", "exhibits", "scans", "features", "audit"}) {
+    EXPECT_EQ(raw.Text(std::string("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
+                                   "name = '") +
+                       table + "'"),
+              "1")
+        << table;
+  }
+  EXPECT_EQ(raw.Text("SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'"), "2");
+  // The migrated store works.
+  auto bytes = Bytes("scan");
+  const NewScan scan{Meta("a.x3p"), bytes};
+  EXPECT_EQ(store->AddScans("alice", Spec("C", "E"), {&scan, 1})[0].status, AddStatus::kAdded);
+  EXPECT_TRUE(store->Verify().ok());
+  // Opening again does not migrate twice.
+  EXPECT_EQ(Store::Open(node_)->Counts().scans, 1);
+}
+
+TEST_F(StoreTest, WalModeAndForeignKeys) {
+  RawDb raw(Db());
+  EXPECT_EQ(raw.Text("PRAGMA journal_mode"), "wal");
+  // The store's own connection enforces foreign keys: an audit row about an
+  // exhibit that does not exist is refused.
+  const StoreCounts before = store_->Counts();
+  ExpectError([&] { store_->RecordAudit("alice", "export", "x", ExhibitId(999), "{}"); },
+              "FOREIGN KEY constraint failed");
+  ExpectSameCounts(store_->Counts(), before);
+}
+
+TEST_F(StoreTest, AddScansStoresRowsObjectsAndAudit) {
+  ExhibitSpec spec = Spec("2026-1", "E1");
+  spec.role = ExhibitRole::kTestFire;
+  spec.cc.calibre = "9mm Luger";
+  spec.cc.firing_pin = "circular";
+  ScanMeta first = Meta("Fadul 1-1.x3p");
+  first.instrument = "Sensofar S neox";
+  first.measured_at = "2024-01-02T03:04:05Z";
+  first.creator = "lab";
+  first.comment = "first, \"quoted\"\nline";
+  first.land = 3;
+  first.intensity = true;
+  ScanMeta second = Meta("second.png");
+  second.format = "png";
+  const std::string a(5000, 'a');
+  const std::string b = "second file";
+  const auto results = Add(spec, {a, b}, {first, second});
+
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& r : results) {
+    EXPECT_EQ(r.status, AddStatus::kAdded);
+    EXPECT_TRUE(r.detail.empty());
+  }
+  EXPECT_EQ(results[0].sha256, Sha256Hex(std::string_view(a)));
+  EXPECT_EQ(results[1].sha256, Sha256Hex(std::string_view(b)));
+  EXPECT_EQ(results[0].exhibit, results[1].exhibit);
+  EXPECT_NE(results[0].scan, results[1].scan);
+
+  const StoreCounts counts = store_->Counts();
+  EXPECT_EQ(counts.cases, 1);
+  EXPECT_EQ(counts.exhibits, 1);
+  EXPECT_EQ(counts.scans, 2);
+  EXPECT_EQ(counts.audit, 4);  // init, add_exhibit, 2 x add_scan
+
+  const ExhibitRecord e = store_->FindExhibit("2026-1/E1");
+  EXPECT_EQ(e.id, results[0].exhibit);
+  EXPECT_EQ(e.kind, ExhibitKind::kCartridgeCase);
+  EXPECT_EQ(e.role, ExhibitRole::kTestFire);
+  EXPECT_EQ(e.cc.calibre, "9mm Luger");
+  EXPECT_EQ(e.cc.firing_pin, "circular");
+  EXPECT_FALSE(e.cc.breech_face);
+  EXPECT_FALSE(e.cc.lands);
+  EXPECT_FALSE(e.cc.twist);
+  EXPECT_EQ(e.scan_count, 2);
+  ASSERT_EQ(store_->ListExhibits().size(), 1u);
+
+  const auto scans = store_->ScansOf(e.id);
+  ASSERT_EQ(scans.size(), 2u);
+  EXPECT_EQ(scans[0].id, results[0].scan);
+  EXPECT_EQ(scans[0].size_bytes, 5000);
+  EXPECT_EQ(scans[0].meta.original_name, "Fadul 1-1.x3p");
+  EXPECT_EQ(scans[0].meta.width, 640);
+  EXPECT_DOUBLE_EQ(scans[0].meta.dx_m, 1.5625e-6);
+  EXPECT_DOUBLE_EQ(scans[0].meta.nan_share, 0.25);
+  EXPECT_TRUE(scans[0].meta.intensity);
+  EXPECT_EQ(scans[0].meta.land, 3);
+  EXPECT_EQ(scans[0].meta.instrument, "Sensofar S neox");
+  EXPECT_EQ(scans[0].meta.comment, first.comment);
+  EXPECT_EQ(scans[1].meta.format, "png");
+  EXPECT_FALSE(scans[1].meta.land);
+  EXPECT_TRUE(scans[1].meta.instrument.empty());
+  EXPECT_EQ(store_->AllScans().size(), 2u);
+  {
+    RawDb raw(Db());  // unknown = NULL, not ''
+    EXPECT_EQ(raw.Text("SELECT count(*) FROM scans WHERE instrument IS NULL"), "1");
+  }
+
+  // Originals: byte-identical, content-addressed, read-only.
+  for (size_t i = 0; i < 2; ++i) {
+    const fs::path object = store_->ObjectPath(results[i].sha256);
+    EXPECT_EQ(object,
+              node_ / "objects" / results[i].sha256.substr(0, 2) / results[i].sha256.substr(2));
+    EXPECT_EQ(testing::ReadBytes(object), Bytes(i == 0 ? a : b));
+    struct stat st {};
+    ASSERT_EQ(::stat(object.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0444u);
+  }
+  EXPECT_TRUE(fs::is_empty(node_ / "objects" / "tmp"));
+
+  // Audit: exhibit then scans, chained, about the exhibit.
+  const auto trail = store_->AuditTrail(e.id);
+  ASSERT_EQ(trail.size(), 3u);
+  EXPECT_EQ(trail[0].action, "add_exhibit");
+  EXPECT_EQ(trail[0].subject, "exhibit 2026-1/E1");
+  EXPECT_EQ(trail[0].exhibit, e.id);
+  EXPECT_EQ(trail[1].action, "add_scan");
+  EXPECT_EQ(trail[1].subject,
+            "scan " + std::to_string(results[0].scan.value) + " of exhibit 2026-1/E1");
+  EXPECT_EQ(trail[1].sha256, results[0].sha256);
+  EXPECT_NE(trail[1].details.find("\"original_name\":\"Fadul 1-1.x3p\""), std::string::npos)
+      << trail[1].details;
+  EXPECT_NE(trail[1].details.find("\"width\":640"), std::string::npos) << trail[1].details;
+  EXPECT_EQ(trail[2].prev_hash, trail[1].row_hash);
+  EXPECT_EQ(trail[1].prev_hash, trail[0].row_hash);
+  {
+    RawDb raw(Db());
+    EXPECT_EQ(raw.Text("SELECT count(*) FROM audit WHERE NOT json_valid(details)"), "0");
+  }
+  const VerifyReport report = store_->Verify();
+  EXPECT_TRUE(report.ok()) << report.problems[0];
+  EXPECT_EQ(report.objects_checked, 2);
+  EXPECT_EQ(report.audit_rows_checked, 4);
+}
+
+TEST_F(StoreTest, AuditRowHashFollowsTheDocumentedFormula) {
+  Add(Spec("2026-1", "E1"), {"x"});
+  std::string prev(64, '0');
+  for (const auto& a : store_->AuditTrail(std::nullopt)) {
+    const std::string text = std::to_string(a.seq) + "\n" + a.at + "\n" + a.actor + "\n" +
+                             a.action + "\n" + a.subject + "\n" +
+                             (a.exhibit ? std::to_string(a.exhibit->value) : "") + "\n" +
+                             a.sha256.value_or("") + "\n" + a.details + "\n" + a.prev_hash;
+    EXPECT_EQ(a.prev_hash, prev);
+    EXPECT_EQ(a.row_hash, Sha256Hex(std::string_view(text))) << "row " << a.seq;
+    prev = a.row_hash;
+  }
+}
+
+TEST_F(StoreTest, DuplicatesAreIdempotent) {
+  const auto first = Add(Spec("2026-1", "E1"), {"one", "two"});
+  const StoreCounts before = store_->Counts();
+
+  const auto again = Add(Spec("2026-1", "E1"), {"one", "two"});
+  ASSERT_EQ(again.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(again[i].status, AddStatus::kDuplicate);
+    EXPECT_EQ(again[i].scan, first[i].scan);
+    EXPECT_EQ(again[i].sha256, first[i].sha256);
+    EXPECT_EQ(again[i].detail, "already stored as scan " + std::to_string(first[i].scan.value) +
+                                   " of exhibit 2026-1/E1");
+  }
+  ExpectSameCounts(store_->Counts(), before);
+
+  // Already stored under another exhibit: reported where, and the new
+  // exhibit and case are not created for nothing.
+  const auto elsewhere = Add(Spec("2026-9", "E7"), {"one"});
+  EXPECT_EQ(elsewhere[0].status, AddStatus::kDuplicate);
+  EXPECT_EQ(elsewhere[0].detail, "already stored as scan " + std::to_string(first[0].scan.value) +
+                                     " of exhibit 2026-1/E1");
+  ExpectSameCounts(store_->Counts(), before);
+  ExpectError([&] { store_->FindExhibit("2026-9/E7"); }, "no exhibit matches");
+
+  // The same file twice in one call: the second is a duplicate of the first.
+  const auto twice = Add(Spec("2026-1", "E2"), {"three", "three", "one"});
+  ASSERT_EQ(twice.size(), 3u);
+  EXPECT_EQ(twice[0].status, AddStatus::kAdded);
+  EXPECT_EQ(twice[1].status, AddStatus::kDuplicate);
+  EXPECT_EQ(twice[1].scan, twice[0].scan);
+  EXPECT_EQ(twice[1].detail, "already stored as scan " + std::to_string(twice[0].scan.value) +
+                                 " of exhibit 2026-1/E2");
+  EXPECT_EQ(twice[2].status, AddStatus::kDuplicate);
+  EXPECT_EQ(store_->Counts().scans, before.scans + 1);
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
+TEST_F(StoreTest, ConflictingKindOrRoleFailsAndChangesNothing) {
+  Add(Spec("CASE", "EX"), {"cc"});
+  const StoreCounts before = store_->Counts();
+  ExpectError([&] { Add(Spec("CASE", "EX", ExhibitKind::kBullet), {"new bytes"}); },
+              "exhibit CASE/EX is recorded as cartridge_case, not bullet");
+  ExhibitSpec test_fire = Spec("CASE", "EX");
+  test_fire.role = ExhibitRole::kTestFire;
+  ExpectError([&] { Add(test_fire, {"new bytes"}); },
+              "exhibit CASE/EX is recorded as evidence, not test_fire");
+  ExpectSameCounts(store_->Counts(), before);
+  // The same file under the right kind goes in: nothing was half-stored.
+  EXPECT_EQ(Add(Spec("CASE", "EX"), {"new bytes"})[0].status, AddStatus::kAdded);
+}
+
+TEST_F(StoreTest, ClassCharacteristicsFillInAndConflict) {
+  ExhibitSpec spec = Spec("2026-B", "B1", ExhibitKind::kBullet);
+  spec.cc.calibre = "9mm Luger";
+  Add(spec, {"land 1"});
+  ExhibitRecord e = store_->FindExhibit("B1");
+  EXPECT_FALSE(e.cc.lands);
+
+  // Unknown characteristics are filled in and audited; known ones repeated are fine.
+  spec.cc.lands = 6;
+  spec.cc.twist = Twist::kRight;
+  Add(spec, {"land 2"});
+  e = store_->FindExhibit("B1");
+  EXPECT_EQ(e.cc.calibre, "9mm Luger");
+  EXPECT_EQ(e.cc.lands, 6);
+  EXPECT_EQ(e.cc.twist, Twist::kRight);
+  const auto trail = store_->AuditTrail(e.id);
+  const auto update = std::find_if(trail.begin(), trail.end(), [](const AuditRecord& a) {
+    return a.action == "update_exhibit";
+  });
+  ASSERT_NE(update, trail.end());
+  EXPECT_NE(update->details.find("\"lands\":6"), std::string::npos) << update->details;
+  EXPECT_NE(update->details.find("\"twist\":\"right\""), std::string::npos) << update->details;
+  EXPECT_EQ(update->details.find("calibre"), std::string::npos) << update->details;
+
+  // Re-adding with the same characteristics records no update.
+  const StoreCounts before = store_->Counts();
+  Add(spec, {"land 2"});
+  ExpectSameCounts(store_->Counts(), before);
+
+  // A known characteristic that conflicts: refused, naming field and values.
+  ExhibitSpec other = spec;
+  other.cc.calibre = ".45 ACP";
+  ExpectError([&] { Add(other, {"land 3"}); },
+              "exhibit 2026-B/B1 is recorded with calibre '9mm Luger', not '.45 ACP'");
+  other = spec;
+  other.cc.lands = 5;
+  ExpectError([&] { Add(other, {"land 3"}); }, "exhibit 2026-B/B1 is recorded with lands 6, not 5");
+  other = spec;
+  other.cc.twist = Twist::kLeft;
+  ExpectError([&] { Add(other, {"land 3"}); }, "twist 'right', not 'left'");
+  ExpectSameCounts(store_->Counts(), before);
+
+  // Out-of-range lands are refused before anything happens.
+  other = Spec("2026-B", "B2", ExhibitKind::kBullet);
+  other.cc.lands = 65;
+  ExpectError([&] { Add(other, {"land 9"}); }, "lands 65 is out of range");
+  ExpectSameCounts(store_->Counts(), before);
+}
+
+TEST_F(StoreTest, BatchIsAllOrNothing) {
+  Add(Spec("2026-1", "E0"), {"earlier"});
+  const StoreCounts before = store_->Counts();
+  const auto trail_before = store_->AuditTrail(std::nullopt);
+
+  // The second scan's land violates the range: the first, already inserted in
+  // the transaction, is rolled back with it, and so are the new case and exhibit.
+  ScanMeta bad = Meta("bad.x3p");
+  bad.land = 0;
+  ExpectError(
+      [&] {
+        Add(Spec("2026-2", "E1"), {"good", "bad"}, {Meta("good.x3p"), bad});
+      },
+      "bad.x3p: land 0 is out of range");
+  ExpectSameCounts(store_->Counts(), before);
+
+  // A value only the database CHECKs (width 0), into an existing exhibit.
+  ScanMeta zero = Meta("zero.x3p");
+  zero.width = 0;
+  ExpectError(
+      [&] {
+        Add(Spec("2026-1", "E0"), {"good", "zero"}, {Meta("good.x3p"), zero});
+      },
+      "zero.x3p: cannot be recorded");
+  ExpectSameCounts(store_->Counts(), before);
+  EXPECT_EQ(store_->AuditTrail(std::nullopt).size(), trail_before.size());
+  ExpectError([&] { store_->FindExhibit("2026-2/E1"); }, "no exhibit matches");
+  EXPECT_EQ(store_->FindExhibit("2026-1/E0").scan_count, 1);
+
+  // The good file was not recorded: it goes in now as new.
+  EXPECT_EQ(Add(Spec("2026-2", "E1"), {"good"})[0].status, AddStatus::kAdded);
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
+TEST_F(StoreTest, RejectsBadReferences) {
+  const StoreCounts before = store_->Counts();
+  ExpectError([&] { Add(Spec("", "E1"), {"x"}); }, "case reference is empty");
+  ExpectError([&] { Add(Spec("C", ""), {"x"}); }, "exhibit reference is empty");
+  ExpectError([&] { Add(Spec("C\n1", "E1"), {"x"}); }, "control character");
+  ExpectError([&] { Add(Spec("C", std::string(129, 'e')), {"x"}); }, "longer than 128");
+  ExpectError([&] { Add(Spec("C", "#5"), {"x"}); }, "must not begin with '#'");
+  ExpectError([&] { Add(Spec(" C", "E1"), {"x"}); }, "blank");
+  ExpectError([&] { store_->AddScans("", Spec("C", "E1"), {}); }, "actor");
+  ExpectSameCounts(store_->Counts(), before);
+  // 128 characters of UTF-8 are fine.
+  std::string long_ref;
+  for (int i = 0; i < 128; ++i) long_ref += "Ž";
+  EXPECT_EQ(Add(Spec("C", long_ref), {"x"})[0].status, AddStatus::kAdded);
+}
+
+TEST_F(StoreTest, AuditLogIsAppendOnly) {
+  Add(Spec("2026-1", "E1"), {"x"});
+  store_.reset();
+  RawDb raw(Db());
+  EXPECT_NE(
+      raw.Exec("UPDATE audit SET actor = 'mallory' WHERE seq = 2").find("audit log is append-only"),
+      std::string::npos);
+  EXPECT_NE(raw.Exec("DELETE FROM audit WHERE seq = 3").find("audit log is append-only"),
+            std::string::npos);
+  EXPECT_EQ(raw.Text("SELECT actor FROM audit WHERE seq = 2"), "alice");
+  EXPECT_EQ(raw.Text("SELECT count(*) FROM audit"), "3");
+}
+
+TEST_F(StoreTest, RecordAuditAndTrailFilter) {
+  const auto added = Add(Spec("2026-1", "E1"), {"x"});
+  Add(Spec("2026-1", "E2"), {"y"});
+  store_->RecordAudit("bob", "export", "exhibit 2026-1/E1", added[0].exhibit, "{\"files\":1}");
+  store_->RecordAudit("bob", "note", "node", std::nullopt, "");
+  const auto trail = store_->AuditTrail(added[0].exhibit);
+  ASSERT_EQ(trail.size(), 3u);
+  EXPECT_EQ(trail.back().action, "export");
+  EXPECT_EQ(trail.back().actor, "bob");
+  EXPECT_EQ(trail.back().details, "{\"files\":1}");
+  for (const auto& a : trail) EXPECT_EQ(a.exhibit, added[0].exhibit);
+  const auto all = store_->AuditTrail(std::nullopt);
+  EXPECT_EQ(all.size(), 7u);
+  EXPECT_EQ(all.back().details, "{}");
+  EXPECT_FALSE(all.back().exhibit);
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].seq, static_cast<int64_t>(i + 1));
+
+  const StoreCounts before = store_->Counts();
+  ExpectError([&] { store_->RecordAudit("bob", "export", "x", std::nullopt, "not json"); },
+              "audit details are not a JSON object");
+  ExpectError([&] { store_->RecordAudit("bob", "export", "x", std::nullopt, "[1]"); },
+              "audit details are not a JSON object");
+  ExpectError([&] { store_->RecordAudit("bob", "", "x", std::nullopt, "{}"); }, "action");
+  ExpectSameCounts(store_->Counts(), before);
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
+TEST_F(StoreTest, FindExhibitForms) {
+  const auto a = Add(Spec("2026-1", "E1"), {"a"});
+  const auto b = Add(Spec("2026-2", "E1"), {"b"});
+  const auto c = Add(Spec("2026-2", "E2"), {"c"});
+  const auto d = Add(Spec("LAB/2026/7", "K/1"), {"d"});
+
+  EXPECT_EQ(store_->FindExhibit("2026-1/E1").id, a[0].exhibit);
+  EXPECT_EQ(store_->FindExhibit("2026-2/E1").id, b[0].exhibit);
+  EXPECT_EQ(store_->FindExhibit("E2").id, c[0].exhibit);
+  EXPECT_EQ(store_->FindExhibit("#" + std::to_string(b[0].exhibit.value)).id, b[0].exhibit);
+  EXPECT_EQ(store_->FindExhibit("LAB/2026/7/K/1").id, d[0].exhibit);
+  EXPECT_EQ(store_->FindExhibit("K/1").id, d[0].exhibit);
+  const ExhibitRecord r = store_->FindExhibit("2026-2/E2");
+  EXPECT_EQ(r.case_ref, "2026-2");
+  EXPECT_EQ(r.exhibit_ref, "E2");
+  EXPECT_EQ(r.scan_count, 1);
+
+  ExpectError([&] { store_->FindExhibit("E1"); },
+              "'E1' is ambiguous: matches 2026-1/E1, 2026-2/E1 (use CASE/EXHIBIT)");
+  ExpectError([&] { store_->FindExhibit("E9"); }, "no exhibit matches 'E9'");
+  ExpectError([&] { store_->FindExhibit("2026-3/E1"); }, "no exhibit matches '2026-3/E1'");
+  ExpectError([&] { store_->FindExhibit("#999"); }, "no exhibit matches '#999'");
+  ExpectError([&] { store_->FindExhibit(""); }, "no exhibit matches ''");
+}
+
+TEST_F(StoreTest, FeaturesPutGetUpsert) {
+  const auto added = Add(Spec("2026-1", "E1"), {"x", "y"});
+  const ScanId s1 = added[0].scan;
+  const ScanId s2 = added[1].scan;
+  EXPECT_FALSE(store_->GetFeature(s1, "ccf", 1));
+
+  const auto v1 = Bytes(std::string("\0\1\2\3", 4));
+  const auto v2 = Bytes("second version");
+  store_->PutFeature(s1, "ccf", 1, v1);
+  store_->PutFeature(s1, "ccf", 2, v2);
+  store_->PutFeature(s2, "ccf", 1, std::vector<std::byte>{});
+  EXPECT_EQ(store_->GetFeature(s1, "ccf", 1), v1);
+  EXPECT_EQ(store_->GetFeature(s1, "ccf", 2), v2);
+  const auto empty = store_->GetFeature(s2, "ccf", 1);
+  ASSERT_TRUE(empty) << "an empty blob is stored, not NULL";
+  EXPECT_TRUE(empty->empty());
+  EXPECT_FALSE(store_->GetFeature(s1, "other", 1));
+  EXPECT_EQ(store_->Counts().features, 3);
+
+  // Same (scan, kind, version): replaced, not added.
+  store_->PutFeature(s1, "ccf", 1, v2);
+  EXPECT_EQ(store_->GetFeature(s1, "ccf", 1), v2);
+  EXPECT_EQ(store_->Counts().features, 3);
+
+  ExpectError([&] { store_->PutFeature(ScanId(999), "ccf", 1, v1); }, "no scan 999");
+  ExpectError([&] { store_->PutFeature(s1, "", 1, v1); }, "feature kind");
+  EXPECT_EQ(store_->Counts().features, 3);
+}
+
+TEST_F(StoreTest, ObjectPathRejectsNonDigests) {
+  ExpectError([&] { store_->ObjectPath("../../etc/passwd"); }, "not a SHA-256");
+  ExpectError([&] { store_->ObjectPath(std::string(64, 'A')); }, "not a SHA-256");
+}
+
+TEST_F(StoreTest, ExistingObjectIsKeptOrRepaired) {
+  // An object left by an earlier failed ingest is reused when intact...
+  const std::string content = "orphan";
+  const std::string sha = Sha256Hex(std::string_view(content));
+  const fs::path object = store_->ObjectPath(sha);
+  fs::create_directories(object.parent_path());
+  testing::WriteBytes(object, Bytes(content));
+  EXPECT_EQ(Add(Spec("C", "E"), {content})[0].status, AddStatus::kAdded);
+  EXPECT_EQ(testing::ReadBytes(object), Bytes(content));
+  // ... and replaced when it does not match its name.
+  const std::string other = "other";
+  const fs::path object2 = store_->ObjectPath(Sha256Hex(std::string_view(other)));
+  fs::create_directories(object2.parent_path());
+  testing::WriteBytes(object2, Bytes("garbage"));
+  EXPECT_EQ(Add(Spec("C", "E"), {other})[0].status, AddStatus::kAdded);
+  EXPECT_EQ(testing::ReadBytes(object2), Bytes(other));
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
+// ---------------------------------------------------------------------------
+// Verify
+
+TEST_F(StoreTest, VerifyDetectsModifiedObject) {
+  const auto added = Add(Spec("2026-1", "E1"), {std::string(1000, 'q')}, {Meta("Fadul 1-1.x3p")});
+  ASSERT_TRUE(store_->Verify().ok());
+  const fs::path object = store_->ObjectPath(added[0].sha256);
+  fs::permissions(object, fs::perms::owner_write, fs::perm_options::add);
+  {
+    std::fstream f(object, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('!');
+  }
+  const VerifyReport report = store_->Verify();
+  ASSERT_EQ(report.problems.size(), 1u);
+  const std::string& p = report.problems[0];
+  EXPECT_NE(p.find("scan " + std::to_string(added[0].scan.value) +
+                   " (exhibit 2026-1/E1, 'Fadul 1-1.x3p'): stored original objects/" +
+                   added[0].sha256.substr(0, 2) + "/" + added[0].sha256.substr(2) +
+                   " has been modified (sha256 "),
+            std::string::npos)
+      << p;
+  EXPECT_EQ(report.objects_checked, 1);
+
+  // A changed size is caught too.
+  std::ofstream(object, std::ios::app) << "more";
+  EXPECT_NE(store_->Verify().problems.at(0).find("has been modified (size 1004 bytes"),
+            std::string::npos);
+}
+
+TEST_F(StoreTest, VerifyDetectsMissingObject) {
+  const auto added = Add(Spec("2026-1", "E1"), {"a", "b"}, {Meta("a.x3p"), Meta("b.x3p")});
+  fs::remove(store_->ObjectPath(added[1].sha256));
+  const VerifyReport report = store_->Verify();
+  ASSERT_EQ(report.problems.size(), 1u);
+  EXPECT_EQ(report.problems[0], "scan " + std::to_string(added[1].scan.value) +
+                                    " (exhibit 2026-1/E1, 'b.x3p'): stored original objects/" +
+                                    added[1].sha256.substr(0, 2) + "/" + added[1].sha256.substr(2) +
+                                    " is missing");
+  EXPECT_EQ(report.objects_checked, 2);
+}
+
+TEST_F(StoreTest, VerifyDetectsAlteredAuditRow) {
+  Add(Spec("2026-1", "E1"), {"a", "b"});
+  ASSERT_TRUE(store_->Verify().ok());
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("DROP TRIGGER audit_no_update"), "");
+    ASSERT_EQ(raw.Exec("UPDATE audit SET actor = 'mallory' WHERE seq = 3"), "");
+  }
+  const VerifyReport report = store_->Verify();
+  ASSERT_EQ(report.problems.size(), 1u);
+  EXPECT_EQ(report.problems[0], "audit row 3: hash does not match its content (row altered)");
+  EXPECT_EQ(report.audit_rows_checked, 4);
+}
+
+TEST_F(StoreTest, VerifyDetectsRehashedAuditRow) {
+  // Recomputing the altered row's own hash breaks the link to the next row.
+  Add(Spec("2026-1", "E1"), {"a", "b"});
+  auto trail = store_->AuditTrail(std::nullopt);
+  const AuditRecord& a = trail[1];
+  const std::string text = std::to_string(a.seq) + "\n" + a.at + "\nmallory\n" + a.action + "\n" +
+                           a.subject + "\n" + std::to_string(a.exhibit->value) + "\n" +
+                           a.sha256.value_or("") + "\n" + a.details + "\n" + a.prev_hash;
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("DROP TRIGGER audit_no_update"), "");
+    ASSERT_EQ(raw.Exec("UPDATE audit SET actor = 'mallory', row_hash = '" +
+                       Sha256Hex(std::string_view(text)) + "' WHERE seq = 2"),
+              "");
+  }
+  const VerifyReport report = store_->Verify();
+  ASSERT_EQ(report.problems.size(), 1u);
+  EXPECT_NE(report.problems[0].find("audit row 3: prev_hash does not match"), std::string::npos)
+      << report.problems[0];
+}
+
+TEST_F(StoreTest, VerifyDetectsDeletedAuditRow) {
+  Add(Spec("2026-1", "E1"), {"a", "b", "c"});
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("DROP TRIGGER audit_no_delete"), "");
+    ASSERT_EQ(raw.Exec("DELETE FROM audit WHERE seq = 3"), "");
+  }
+  VerifyReport report = store_->Verify();
+  ASSERT_EQ(report.problems.size(), 1u);
+  EXPECT_EQ(report.problems[0], "audit row 3 missing (chain broken between 2 and 4)");
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("DELETE FROM audit WHERE seq = 1"), "");
+  }
+  report = store_->Verify();
+  ASSERT_EQ(report.problems.size(), 2u);
+  EXPECT_EQ(report.problems[0], "audit row 1 missing (chain broken before 2)");
+}
+
+TEST_F(StoreTest, VerifyRunsDatabaseChecks) {
+  Add(Spec("2026-1", "E1"), {"a"});
+  {
+    RawDb raw(Db());  // a raw connection does not enforce foreign keys
+    ASSERT_EQ(raw.Exec("INSERT INTO exhibits (case_id, exhibit_ref, kind, role, created_at)"
+                       " VALUES (999, 'X', 'bullet', 'evidence', 'now')"),
+              "");
+  }
+  const VerifyReport report = store_->Verify();
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.problems[0], "foreign key: exhibits row 2 refers to a missing cases row");
+}
+
+}  // namespace
+}  // namespace bien
