@@ -119,7 +119,8 @@ void ValidateSurface(const Surface& surface, const std::string& source,
     if (!(span <= limits.max_height_span_m)) {
       throw Error(source + ": heights span " + HumanLength(span) +
                   "; the file's z values are probably not in metres (at most " +
-                  HumanLength(limits.max_height_span_m) + " expected)");
+                  HumanLength(limits.max_height_span_m) +
+                  " expected; state the height unit, mm or um, if the file uses another)");
     }
   }
 }

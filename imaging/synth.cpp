@@ -172,7 +172,7 @@ cv::Mat FirearmTexture(const SynthOptions& o, int firearm) {
 
 void SynthOptions::Check() const {
   auto bad = [](const std::string& what) { throw Error("synthetic scans: " + what); };
-  if (firearms < 1 || firearms > 999) bad("firearms must be between 1 and 999");
+  if (firearms < 1 || firearms > 100000) bad("firearms must be between 1 and 100000");
   if (shots < 1 || shots > 999) bad("shots must be between 1 and 999");
   if (!(std::isfinite(pixel_um) && pixel_um > 0 && pixel_um <= 1000)) {
     bad("pixel size must be a positive number of micrometres (at most 1000)");

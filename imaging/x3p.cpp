@@ -471,11 +471,61 @@ std::atomic<uint64_t> g_tmp_counter{0};
 
 }  // namespace
 
+double MetresPer(LengthUnit unit) {
+  switch (unit) {
+    case LengthUnit::kAuto:
+    case LengthUnit::kMetre:
+      return 1.0;
+    case LengthUnit::kMillimetre:
+      return 1e-3;
+    case LengthUnit::kMicrometre:
+      return 1e-6;
+  }
+  throw Error("unknown length unit");
+}
+
+LengthUnit ParseLengthUnit(const std::string& text) {
+  if (text == "auto") return LengthUnit::kAuto;
+  if (text == "m") return LengthUnit::kMetre;
+  if (text == "mm") return LengthUnit::kMillimetre;
+  if (text == "um" || text == "\u00b5m" || text == "\u03bcm") return LengthUnit::kMicrometre;
+  throw Error("unknown length unit '" + text + "' (expected auto, m, mm or um)");
+}
+
+const char* ToString(LengthUnit unit) {
+  switch (unit) {
+    case LengthUnit::kAuto:
+      return "auto";
+    case LengthUnit::kMetre:
+      return "m";
+    case LengthUnit::kMillimetre:
+      return "mm";
+    case LengthUnit::kMicrometre:
+      return "um";
+  }
+  return "?";
+}
+
 void X3pReadOptions::Check() const {
   if (max_points <= 0) throw Error("X3P read options: max_points must be positive");
-  if (xy_unit != LengthUnit::kAuto && xy_unit != LengthUnit::kMetre &&
-      xy_unit != LengthUnit::kMicrometre) {
-    throw Error("X3P read options: unknown lateral unit");
+  switch (xy_unit) {
+    case LengthUnit::kAuto:
+    case LengthUnit::kMetre:
+    case LengthUnit::kMillimetre:
+    case LengthUnit::kMicrometre:
+      break;
+    default:
+      throw Error("X3P read options: unknown lateral unit");
+  }
+  switch (z_unit) {
+    case LengthUnit::kMetre:
+    case LengthUnit::kMillimetre:
+    case LengthUnit::kMicrometre:
+      break;
+    case LengthUnit::kAuto:
+      throw Error("X3P read options: the height unit cannot be guessed; state m, mm or um");
+    default:
+      throw Error("X3P read options: unknown height unit");
   }
 }
 
@@ -629,20 +679,16 @@ Surface ReadX3pFromMemory(std::span<const std::byte> bytes, const std::string& s
   }
 
   // Lateral spacing in metres.
-  bool micrometres = false;
-  switch (options.xy_unit) {
-    case LengthUnit::kAuto:
-      micrometres = cx.increment >= 1e-3 || cy.increment >= 1e-3;
-      break;
-    case LengthUnit::kMetre:
-      break;
-    case LengthUnit::kMicrometre:
-      micrometres = true;
-      break;
+  double scale = MetresPer(options.xy_unit);
+  if (options.xy_unit == LengthUnit::kAuto && (cx.increment >= 1e-3 || cy.increment >= 1e-3)) {
+    scale = 1e-6;
   }
-  const double scale = micrometres ? 1e-6 : 1.0;
   surface.dx_m = cx.increment * scale;
   surface.dy_m = cy.increment * scale;
+  if (options.z_unit != LengthUnit::kMetre) {
+    const auto z_scale = static_cast<float>(MetresPer(options.z_unit));
+    for (float& v : surface.z) v *= z_scale;
+  }
 
   surface.provenance = ReadProvenance(Child(root, "Record2"));
   if (options.read_mask) {

@@ -28,13 +28,27 @@
 namespace bien {
 
 enum class LengthUnit {
-  kAuto,  // metres, unless the increment is >= 1e-3, then micrometres
+  kAuto,  // lateral only: metres, unless the increment is >= 1e-3, then micrometres
   kMetre,
+  kMillimetre,
   kMicrometre,
 };
 
+// Metres per unit (1 for kMetre and kAuto).
+double MetresPer(LengthUnit unit);
+// "auto", "m", "mm", "um" (also accepts "µm"); throws bien::Error on anything else.
+LengthUnit ParseLengthUnit(const std::string& text);
+const char* ToString(LengthUnit unit);
+
 struct X3pReadOptions {
-  LengthUnit xy_unit = LengthUnit::kAuto;  // how to read CX/CY increments
+  // How to read the CX/CY increments. The standard says metres; some real
+  // files write micrometres, which kAuto recognises by their size.
+  LengthUnit xy_unit = LengthUnit::kAuto;
+  // The unit the file's heights are in (after the CZ increment for integer
+  // data). The standard says metres; files converted from other formats may
+  // hold millimetres or micrometres. kAuto is not accepted here: heights have
+  // no reliable magnitude to guess from, so the user states it.
+  LengthUnit z_unit = LengthUnit::kMetre;
   // Refuse before allocating when SizeX * SizeY exceeds this (default: 400 M points).
   int64_t max_points = 400'000'000;
   bool read_mask = true;

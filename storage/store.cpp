@@ -120,6 +120,7 @@ CREATE TABLE scans (
   height         INTEGER NOT NULL CHECK (height > 0),
   dx_m           REAL NOT NULL CHECK (dx_m > 0),
   dy_m           REAL NOT NULL CHECK (dy_m > 0),
+  z_scale        REAL NOT NULL DEFAULT 1 CHECK (z_scale > 0),
   nan_share      REAL NOT NULL CHECK (nan_share BETWEEN 0 AND 1),
   intensity      INTEGER NOT NULL CHECK (intensity IN (0, 1)),
   land           INTEGER CHECK (land IS NULL OR land BETWEEN 1 AND 64),
@@ -538,7 +539,7 @@ constexpr const char* kExhibitColumns =
 
 constexpr const char* kScanColumns =
     "SELECT id, exhibit_id, sha256, size_bytes, original_name, format, width, height, dx_m, dy_m,"
-    " nan_share, intensity, land, instrument, measured_at, creator, comment, added_at"
+    " nan_share, intensity, land, instrument, measured_at, creator, comment, added_at, z_scale"
     " FROM scans ";
 
 constexpr const char* kAuditColumns =
@@ -654,6 +655,7 @@ ScanRecord SqliteStore::ReadScan(const sql::Stmt& s) const {
   r.meta.creator = s.OptText(15).value_or("");
   r.meta.comment = s.OptText(16).value_or("");
   r.added_at = s.Text(17);
+  r.meta.z_scale = s.Double(18);
   return r;
 }
 
@@ -1045,8 +1047,8 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
       auto& s =
           Q("INSERT INTO scans (exhibit_id, sha256, size_bytes, original_name, format, width,"
             " height, dx_m, dy_m, nan_share, intensity, land, instrument, measured_at, creator,"
-            " comment, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,"
-            " ?14, ?15, ?16, ?17)");
+            " comment, added_at, z_scale) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,"
+            " ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
       sql::Stmt::Scope scope(s);
       s.Bind(1, exhibit_id.value)
           .Bind(2, sha)
@@ -1064,7 +1066,8 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
           .Bind(14, opt(m.measured_at))
           .Bind(15, opt(m.creator))
           .Bind(16, opt(m.comment))
-          .Bind(17, now);
+          .Bind(17, now)
+          .Bind(18, m.z_scale);
       try {
         s.Run();
       } catch (const Error& e) {

@@ -65,6 +65,9 @@ struct ScanMeta {
   int height = 0;
   double dx_m = 0;
   double dy_m = 0;
+  // Metres per height unit of the original file (1 for X3P files that follow
+  // the standard), so the original can be re-read as it was at ingest.
+  double z_scale = 1;
   double nan_share = 0;
   bool intensity = false;   // a 2D image rather than heights
   std::optional<int> land;  // bullet land number, 1-based

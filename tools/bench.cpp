@@ -94,9 +94,8 @@ int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args) {
     Store::Create(work / "node-fadul", NodeConfig{"bench", "ZZ", "", ""}, ctx.actor);
     auto store = Store::Open(work / "node-fadul");
     log("fadul: ingesting " + std::to_string(items.size()) + " real scans...\n");
-    runs.push_back(
-        {"fadul (real, 6.25 um, ~545 px)",
-         IngestItems(*store, ctx.actor, std::move(items), "auto", args.jobs, false, ctx.err)});
+    runs.push_back({"fadul (real, 6.25 um, ~545 px)",
+                    IngestItems(*store, ctx.actor, std::move(items), args.jobs, false, ctx.err)});
   } else {
     log("fadul: real data not found (pass --data or set BIEN_DATA_DIR); skipped\n");
   }
@@ -122,8 +121,8 @@ int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args) {
     Store::Create(work / "node-synth", NodeConfig{"bench", "ZZ", "", ""}, ctx.actor);
     auto store = Store::Open(work / "node-synth");
     log("synthetic: ingesting...\n");
-    runs.push_back({"synthetic (6.25 um, 545 px)", IngestItems(*store, ctx.actor, std::move(items),
-                                                               "auto", args.jobs, false, ctx.err)});
+    runs.push_back({"synthetic (6.25 um, 545 px)",
+                    IngestItems(*store, ctx.actor, std::move(items), args.jobs, false, ctx.err)});
   }
 
   const double peak = PeakRssMiB();

@@ -73,7 +73,13 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_ingest->add_option("--twist", ingest.twist, "left | right");
   c_ingest->add_option("--land", ingest.land, "Land number of a single bullet-land scan");
   c_ingest->add_option("--pixel-size-um", ingest.pixel_size_um, "Pixel size of 2D images (um)");
-  c_ingest->add_option("--xy-unit", ingest.xy_unit, "X3P lateral unit: auto | m | um")
+  c_ingest
+      ->add_option("--xy-unit", ingest.xy_unit,
+                   "X3P lateral increment unit: auto (metres, or um when >= 1e-3) | m | mm | um")
+      ->capture_default_str();
+  c_ingest
+      ->add_option("--z-unit", ingest.z_unit,
+                   "X3P height unit: m (the standard) | mm | um, for files that break it")
       ->capture_default_str();
   c_ingest->add_option("--jobs", ingest.jobs, "Reader threads (default: all cores)");
   c_ingest->callback([&] { action = [&](Context& ctx) { return CmdIngest(ctx, ingest); }; });

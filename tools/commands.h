@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "imaging/x3p.h"
 #include "storage/store.h"
 #include "tools/cli.h"
 
@@ -38,6 +39,9 @@ struct IngestItem {
   ExhibitSpec exhibit;
   std::optional<int> land;
   std::optional<double> pixel_size_um;
+  // How to read X3P lateral increments and heights; unset = auto / metres.
+  std::optional<LengthUnit> xy_unit;
+  std::optional<LengthUnit> z_unit;
   std::string error;  // set when the item was already invalid (e.g. a bad manifest row)
   std::string label;  // how to name the item in messages (path, or manifest:line path)
 };
@@ -54,6 +58,7 @@ struct IngestArgs {
   std::optional<int> land;
   std::optional<double> pixel_size_um;
   std::string xy_unit = "auto";
+  std::string z_unit = "m";
   int jobs = 0;  // parser threads; 0 = number of cores
 };
 int CmdIngest(Context& ctx, const IngestArgs& args);
@@ -77,8 +82,7 @@ struct IngestSummary {
   double seconds = 0;
 };
 IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<IngestItem> items,
-                          const std::string& xy_unit, int jobs, bool progress,
-                          std::ostream& progress_out);
+                          int jobs, bool progress, std::ostream& progress_out);
 // Reads a manifest CSV into items (columns in docs/INGEST.md). Paths are
 // relative to the manifest's folder. Throws bien::Error for an unreadable
 // file or a bad header; a bad row becomes an item with `error` set.

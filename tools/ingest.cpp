@@ -80,11 +80,12 @@ struct ParsedGroup {
   std::vector<ParsedScan> scans;
 };
 
-LengthUnit ParseXyUnit(const std::string& text) {
-  if (text == "auto") return LengthUnit::kAuto;
-  if (text == "m") return LengthUnit::kMetre;
-  if (text == "um") return LengthUnit::kMicrometre;
-  throw Error("unknown --xy-unit '" + text + "' (expected auto, m or um)");
+LengthUnit ParseZUnit(const std::string& text) {
+  const LengthUnit unit = ParseLengthUnit(text);
+  if (unit == LengthUnit::kAuto) {
+    throw Error("the height unit cannot be guessed: give m, mm or um");
+  }
+  return unit;
 }
 
 std::vector<std::byte> ReadFileBytes(const std::filesystem::path& path, const std::string& label) {
@@ -106,7 +107,7 @@ std::vector<std::byte> ReadFileBytes(const std::filesystem::path& path, const st
   return bytes;
 }
 
-ParsedScan ParseItem(const IngestItem& item, size_t index, LengthUnit xy_unit) {
+ParsedScan ParseItem(const IngestItem& item, size_t index) {
   ParsedScan parsed;
   parsed.item = index;
   if (!item.error.empty()) {
@@ -116,7 +117,8 @@ ParsedScan ParseItem(const IngestItem& item, size_t index, LengthUnit xy_unit) {
   try {
     parsed.bytes = ReadFileBytes(item.path, item.label);
     ScanReadOptions options;
-    options.x3p.xy_unit = xy_unit;
+    options.x3p.xy_unit = item.xy_unit.value_or(LengthUnit::kAuto);
+    options.x3p.z_unit = item.z_unit.value_or(LengthUnit::kMetre);
     options.pixel_size_um = item.pixel_size_um;
     ScanFormat format = ScanFormat::kUnknown;
     const Surface surface = ReadScanFromMemory(parsed.bytes, item.label, options, &format);
@@ -128,6 +130,7 @@ ParsedScan ParseItem(const IngestItem& item, size_t index, LengthUnit xy_unit) {
     m.height = surface.height;
     m.dx_m = surface.dx_m;
     m.dy_m = surface.dy_m;
+    m.z_scale = MetresPer(options.x3p.z_unit);
     m.nan_share = surface.NanShare();
     m.intensity = surface.values == SurfaceValues::kIntensity;
     m.land = item.land;
@@ -178,9 +181,7 @@ class Progress {
 }  // namespace
 
 IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<IngestItem> items,
-                          const std::string& xy_unit_text, int jobs, bool progress,
-                          std::ostream& progress_out) {
-  const LengthUnit xy_unit = ParseXyUnit(xy_unit_text);
+                          int jobs, bool progress, std::ostream& progress_out) {
   const auto start = std::chrono::steady_clock::now();
 
   // Group by exhibit, in first-seen order.
@@ -207,8 +208,7 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
     workers.emplace_back([&] {
       for (size_t g = next_group++; g < groups.size(); g = next_group++) {
         ParsedGroup parsed{g, {}};
-        for (size_t item : groups[g].items)
-          parsed.scans.push_back(ParseItem(items[item], item, xy_unit));
+        for (size_t item : groups[g].items) parsed.scans.push_back(ParseItem(items[item], item));
         queue.Push(std::move(parsed));
       }
       if (--running == 0) queue.Close();
@@ -268,8 +268,8 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
 namespace {
 
 const std::vector<std::string> kManifestColumns = {
-    "path",       "case",        "exhibit", "kind",  "role", "calibre",
-    "firing_pin", "breech_face", "lands",   "twist", "land", "pixel_size_um"};
+    "path",        "case",  "exhibit", "kind", "role",          "calibre", "firing_pin",
+    "breech_face", "lands", "twist",   "land", "pixel_size_um", "xy_unit", "z_unit"};
 
 std::optional<std::string> NonEmpty(const std::string& s) {
   if (s.empty()) return std::nullopt;
@@ -388,6 +388,8 @@ std::vector<IngestItem> ReadManifest(const std::filesystem::path& manifest) {
       if (const std::string px = cell(row, "pixel_size_um"); !px.empty()) {
         item.pixel_size_um = ParsePositive(px, "pixel_size_um");
       }
+      if (const std::string u = cell(row, "xy_unit"); !u.empty()) item.xy_unit = ParseLengthUnit(u);
+      if (const std::string u = cell(row, "z_unit"); !u.empty()) item.z_unit = ParseZUnit(u);
     } catch (const Error& e) {
       item.error = where + ": " + e.what();
     }
@@ -445,10 +447,16 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
   if (!args.manifest && args.files.empty()) {
     throw Error("nothing to ingest: give FILE arguments or --manifest FILE.csv");
   }
-  ParseXyUnit(args.xy_unit);
+  const LengthUnit xy_unit = ParseLengthUnit(args.xy_unit);
+  const LengthUnit z_unit = ParseZUnit(args.z_unit);
   std::vector<IngestItem> items;
   if (args.manifest) {
     items = ReadManifest(*args.manifest);
+    // Command-line units are the default for rows that leave the columns empty.
+    for (auto& item : items) {
+      if (!item.xy_unit) item.xy_unit = xy_unit;
+      if (!item.z_unit) item.z_unit = z_unit;
+    }
   } else {
     if (args.kind.empty()) throw Error("--kind is required (cartridge_case or bullet)");
     if (args.role.empty()) throw Error("--role is required (evidence or test_fire)");
@@ -468,12 +476,14 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
       item.exhibit = spec;
       item.land = args.land;
       item.pixel_size_um = args.pixel_size_um;
+      item.xy_unit = xy_unit;
+      item.z_unit = z_unit;
       items.push_back(std::move(item));
     }
   }
   auto store = Store::Open(ctx.NodeDir());
-  const IngestSummary summary = IngestItems(*store, ctx.actor, std::move(items), args.xy_unit,
-                                            args.jobs, ctx.progress, ctx.err);
+  const IngestSummary summary =
+      IngestItems(*store, ctx.actor, std::move(items), args.jobs, ctx.progress, ctx.err);
   if (ctx.json) {
     ctx.out << SummaryJson(summary).dump(2) << "\n";
   } else {

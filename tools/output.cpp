@@ -41,6 +41,7 @@ nlohmann::json ToJson(const ScanRecord& s) {
           {"height", s.meta.height},
           {"dx_m", s.meta.dx_m},
           {"dy_m", s.meta.dy_m},
+          {"z_scale", s.meta.z_scale},
           {"nan_share", s.meta.nan_share},
           {"intensity", s.meta.intensity},
           {"land", OrNull(s.meta.land)},

@@ -278,7 +278,7 @@ TEST(RealFormat, SampleLandHasAMask) {
   EXPECT_EQ(std::memcmp(r.z.data(), s.z.data(), s.z.size() * sizeof(float)), 0);
 }
 
-TEST(RealFormat, TinyGridsAreReadButTheirHeightsAreNotMetres) {
+TEST(RealFormat, TinyGridsNeedTheirUnitsStated) {
   const fs::path data = BIEN_REQUIRE_SHARED_DATA();
   // pyramid: increments 1 -> 1 µm by the unit rule; z 2..10 (F, CZ increment 1).
   const Surface p = ReadX3p(Format(data, "pyramid.x3p"));
@@ -295,7 +295,7 @@ TEST(RealFormat, TinyGridsAreReadButTheirHeightsAreNotMetres) {
         }
         return std::string();
       }(),
-      "pyramid.x3p: too small (5 x 5 points"));
+      "pyramid.x3p: heights span 8 m"));
   // testing: increment 0.0275 read as micrometres -> 27.5 nm; heights -0.024..0.009
   // (probably millimetres), a span of 33 "metres-as-written" mm: refused.
   const Surface t = ReadX3p(Format(data, "testing.x3p"));
@@ -306,6 +306,19 @@ TEST(RealFormat, TinyGridsAreReadButTheirHeightsAreNotMetres) {
   } catch (const Error& e) {
     EXPECT_TRUE(Contains(e.what(), "testing.x3p: heights span 32.8 mm"));
   }
+
+  // With their units stated, both are valid surfaces.
+  X3pReadOptions um;
+  um.xy_unit = um.z_unit = LengthUnit::kMicrometre;
+  const Surface pu = ReadX3p(Format(data, "pyramid.x3p"), um);
+  EXPECT_NO_THROW(ValidateSurface(pu, "pyramid.x3p"));
+  EXPECT_FLOAT_EQ(ComputeStats(pu).max, 10e-6f);
+  X3pReadOptions mm;
+  mm.xy_unit = mm.z_unit = LengthUnit::kMillimetre;
+  const Surface tm = ReadX3p(Format(data, "testing.x3p"), mm);
+  EXPECT_NO_THROW(ValidateSurface(tm, "testing.x3p"));
+  EXPECT_NEAR(tm.dx_m, 27.5e-6, 1e-11);
+  EXPECT_NEAR(ComputeStats(tm).max - ComputeStats(tm).min, 32.8e-6, 0.1e-6);
 }
 
 // ------------------------------------------------------------------ round trip

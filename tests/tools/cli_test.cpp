@@ -217,6 +217,23 @@ TEST_F(CliTest, HeightsInWrongUnit) {
   for (float& v : s.z) v *= 1e6f;  // micrometres written as if metres
   WriteX3p(s, dir_ / "micrometres.x3p");
   ExpectRejected(dir_ / "micrometres.x3p", "metres");
+  for (const auto& [unit, problem] : {std::pair{"furlong", "unknown length unit 'furlong'"},
+                                      std::pair{"auto", "cannot be guessed"}}) {
+    const CliResult bad = Ingest(dir_ / "micrometres.x3p", "E-bad", {"--z-unit", unit});
+    EXPECT_NE(bad.code, 0) << bad.err;
+    EXPECT_TRUE(Contains(bad.err, problem)) << bad.err;
+  }
+
+  // Once the user states the unit, the file ingests and the scale is kept with
+  // the scan, so the untouched original can be re-read the same way.
+  const CliResult r = Ingest(dir_ / "micrometres.x3p", "E-um", {"--z-unit", "um", "--json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const CliResult shown = RunBien({"show", "--node", node_, "--json", "2026-BA-1/E-um"});
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  const auto j = nlohmann::json::parse(shown.out);
+  ASSERT_EQ(j["scans"].size(), 1u);
+  EXPECT_DOUBLE_EQ(j["scans"][0]["z_scale"].get<double>(), 1e-6);
+  EXPECT_EQ(RunBien({"verify", "--node", node_}).code, 0);
 }
 
 TEST_F(CliTest, EmptyAndUnreadableImages) {
