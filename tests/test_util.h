@@ -6,11 +6,18 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace bien::testing {
+
+// Success when `text` contains `part`; the failure message shows both.
+::testing::AssertionResult Contains(const std::string& text, const std::string& part);
+
+// The message of the bien::Error `f` throws; fails the test when none is thrown.
+std::string ErrorOf(const std::function<void()>& f);
 
 // A folder unique to the running test, removed when the object goes away
 // (kept when BIEN_KEEP_TEST_DIRS is set, for debugging).

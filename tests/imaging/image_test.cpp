@@ -17,23 +17,10 @@
 namespace bien {
 namespace {
 
+using testing::Contains;
+using testing::ErrorOf;
 using testing::TempDir;
 namespace fs = std::filesystem;
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no bien::Error thrown";
-  return "";
-}
-
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "'" << text << "' does not contain '" << part << "'";
-}
 
 ImageReadOptions Pixel(double um) {
   ImageReadOptions o;

@@ -26,6 +26,8 @@ namespace bien {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Contains;
+using testing::ErrorOf;
 using testing::TempDir;
 
 struct Expected {
@@ -121,11 +123,6 @@ std::string TestName(const std::string& folder, const std::string& name) {
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
   }
   return out;
-}
-
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "'" << text << "' does not contain '" << part << "'";
 }
 
 // ------------------------------------------------------------------ inventory

@@ -24,6 +24,8 @@
 namespace bien {
 namespace {
 
+using testing::Contains;
+using testing::ErrorOf;
 using testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -129,22 +131,6 @@ std::string DoubleData(int n = 12) {
   std::vector<double> v;
   for (int i = 0; i < n; ++i) v.push_back((i - 5) * 1e-6);
   return LittleEndian(v);
-}
-
-::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "'" << text << "' does not contain '" << part << "'";
-}
-
-// The message of the bien::Error `f` throws; fails the test when none is thrown.
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no bien::Error thrown";
-  return "";
 }
 
 // Reads a hand-made archive, expecting an error that names the file and `problem`.

@@ -15,10 +15,6 @@
 namespace bien::testing {
 namespace {
 
-bool Contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
