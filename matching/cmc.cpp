@@ -1,0 +1,741 @@
+#include "matching/cmc.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+#include <string>
+
+#include "core/error.h"
+
+namespace bien {
+namespace {
+
+constexpr double kDegToRad = std::numbers::pi / 180.0;
+
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+// Angle in (-180, 180].
+double WrapDeg(double a) {
+  a = std::fmod(a, 360.0);
+  if (a <= -180) a += 360;
+  if (a > 180) a -= 360;
+  return a;
+}
+
+// One resolution of a surface: standardised heights (zero mean, unit variance
+// over the valid points; 0 elsewhere) and the validity mask (1 / 0), CV_32F.
+// Pixel (x, y) of the level lies at ((x - cx) * px_um, (y - cy) * px_um)
+// micrometres from the input surface's centre.
+struct Level {
+  cv::Mat z;
+  cv::Mat m;
+  double px_um = 0;
+  double cx = 0;
+  double cy = 0;
+  int valid = 0;
+};
+
+Level MakeLevel(const Surface& s, double in_px_um, double out_px_um) {
+  cv::Mat z(s.height, s.width, CV_32F), m(s.height, s.width, CV_32F);
+  for (int y = 0; y < s.height; ++y) {
+    const float* src = &s.z[static_cast<size_t>(y) * s.width];
+    float* zr = z.ptr<float>(y);
+    float* mr = m.ptr<float>(y);
+    for (int x = 0; x < s.width; ++x) {
+      const bool ok = std::isfinite(src[x]);
+      zr[x] = ok ? src[x] : 0.f;
+      mr[x] = ok ? 1.f : 0.f;
+    }
+  }
+  const double f = out_px_um / in_px_um;  // input pixels per level pixel
+  Level level;
+  level.px_um = out_px_um;
+  if (std::abs(f - 1.0) > 1e-6) {
+    const int w = std::max(1, static_cast<int>(std::lround(s.width / f)));
+    const int h = std::max(1, static_cast<int>(std::lround(s.height / f)));
+    cv::Mat zm, mm;
+    cv::resize(z, zm, cv::Size(w, h), 0, 0, f > 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    cv::resize(m, mm, cv::Size(w, h), 0, 0, f > 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    // Heights were zero where invalid: divide by the mask share, and keep a
+    // level pixel only when most of its area was measured.
+    z = cv::Mat::zeros(h, w, CV_32F);
+    m = cv::Mat::zeros(h, w, CV_32F);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        const float share = mm.at<float>(y, x);
+        if (share >= 0.5f) {
+          z.at<float>(y, x) = zm.at<float>(y, x) / share;
+          m.at<float>(y, x) = 1.f;
+        }
+      }
+    }
+    level.cx = s.width / (2 * f) - 0.5;
+    level.cy = s.height / (2 * f) - 0.5;
+  } else {
+    level.cx = (s.width - 1) / 2.0;
+    level.cy = (s.height - 1) / 2.0;
+  }
+  // Standardise over the valid points.
+  const double n = cv::sum(m)[0];
+  level.valid = static_cast<int>(n);
+  if (n >= 2) {
+    const double mean = cv::sum(z)[0] / n;
+    cv::Mat centred = z - mean;
+    centred = centred.mul(m);
+    const double var = cv::sum(centred.mul(centred))[0] / n;
+    const double sd = var > 0 ? std::sqrt(var) : 1.0;
+    level.z = centred / sd;
+  } else {
+    level.z = z;
+  }
+  level.m = m;
+  return level;
+}
+
+// A canvas of odd side centred on the level's centre, large enough to hold
+// every valid point under any rotation about that centre.
+struct Canvas {
+  cv::Mat z;  // standardised heights, 0 where invalid
+  cv::Mat m;
+  int side = 0;
+};
+
+int CanvasSide(const Level& l) {
+  double r2 = 0;
+  for (int y = 0; y < l.m.rows; ++y) {
+    const float* mr = l.m.ptr<float>(y);
+    for (int x = 0; x < l.m.cols; ++x) {
+      if (mr[x] > 0) r2 = std::max(r2, (x - l.cx) * (x - l.cx) + (y - l.cy) * (y - l.cy));
+    }
+  }
+  return 2 * static_cast<int>(std::ceil(std::sqrt(r2))) + 3;
+}
+
+// Samples `l` rotated by `angle_deg` (registration convention: canvas point q
+// shows the level's point p with q = Rot(angle) p) into a side x side canvas.
+Canvas Rotated(const Level& l, double angle_deg, int side) {
+  const double a = angle_deg * kDegToRad;
+  const double c = std::cos(a), s = std::sin(a);
+  const double half = (side - 1) / 2.0;
+  // canvas (u, v) -> level pixel: p = Rot(-a) (u - half, v - half) + (cx, cy)
+  cv::Mat map = (cv::Mat_<double>(2, 3) << c, s, -c * half - s * half + l.cx,  //
+                 -s, c, s * half - c * half + l.cy);
+  Canvas out;
+  out.side = side;
+  cv::Mat zm = l.z.mul(l.m);
+  cv::warpAffine(zm, out.z, map, cv::Size(side, side), cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
+                 cv::BORDER_CONSTANT, 0);
+  cv::warpAffine(l.m, out.m, map, cv::Size(side, side), cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
+                 cv::BORDER_CONSTANT, 0);
+  for (int y = 0; y < side; ++y) {
+    float* zr = out.z.ptr<float>(y);
+    float* mr = out.m.ptr<float>(y);
+    for (int x = 0; x < side; ++x) {
+      if (mr[x] >= 0.99f) {
+        zr[x] /= mr[x];
+        mr[x] = 1.f;
+      } else {
+        zr[x] = 0.f;
+        mr[x] = 0.f;
+      }
+    }
+  }
+  return out;
+}
+
+cv::Mat Spectrum(const cv::Mat& a, int p, int x0 = 0, int y0 = 0) {
+  cv::Mat padded = cv::Mat::zeros(p, p, CV_32F);
+  a.copyTo(padded(cv::Rect(x0, y0, a.cols, a.rows)));
+  cv::Mat spec;
+  cv::dft(padded, spec, 0, y0 + a.rows);
+  return spec;
+}
+
+// Cross-correlation c(k) = sum_u a(u) t(u + k) from spectra A and T.
+cv::Mat Correlate(const cv::Mat& t_spec, const cv::Mat& a_spec) {
+  cv::Mat prod, out;
+  cv::mulSpectrums(t_spec, a_spec, prod, 0, true);
+  cv::dft(prod, out, cv::DFT_INVERSE | cv::DFT_REAL_OUTPUT | cv::DFT_SCALE);
+  return out;
+}
+
+struct Pose {
+  double angle_deg = 0;
+  double dx_um = 0;
+  double dy_um = 0;
+  double score = -2;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- prepared
+
+struct PreparedCell {
+  CmcCell info;      // grid position, rectangle in input pixels, valid share
+  cv::Rect rect;     // in fine-level pixels
+  double cx_um = 0;  // cell centre relative to the surface centre
+  double cy_um = 0;
+  cv::Mat spec_a;  // spectra of r*m, r^2*m and m at the cell FFT size
+  cv::Mat spec_a2;
+  cv::Mat spec_m;
+  int valid = 0;
+  double sum_r = 0;   // of the standardised cell over its valid points (about 0)
+  double sum_rr = 0;  // (about the valid count)
+};
+
+class CmcPrepared {
+ public:
+  std::string source;
+  double in_px_um = 0;
+  int in_width = 0;
+  int in_height = 0;
+  Level coarse;
+  Level fine;
+  int coarse_side = 0;  // rotation-safe canvas side at the coarse level
+  int cell_side = 0;    // fine pixels
+  int window = 0;       // search radius in fine pixels
+  int cell_fft = 0;     // FFT size of a cell search
+  std::vector<PreparedCell> cells;
+};
+
+void CmcOptions::Check() const {
+  auto bad = [](const std::string& what) { throw Error("CMC options: " + what); };
+  auto positive = [&](double v, const char* name) {
+    if (!(std::isfinite(v) && v > 0)) bad(std::string(name) + " must be positive");
+  };
+  positive(cell_pixel_um, "cell_pixel_um");
+  positive(coarse_pixel_um, "coarse_pixel_um");
+  if (coarse_pixel_um < cell_pixel_um) bad("coarse_pixel_um must not be finer than cell_pixel_um");
+  if (cells_per_side < 2 || cells_per_side > 32) bad("cells_per_side must be 2..32");
+  if (!(min_cell_valid > 0 && min_cell_valid <= 1)) bad("min_cell_valid must be in (0, 1]");
+  if (!(coarse_step_deg > 0 && coarse_step_deg <= 30)) bad("coarse_step_deg must be in (0, 30]");
+  if (coarse_candidates < 1 || coarse_candidates > 16) bad("coarse_candidates must be 1..16");
+  if (choice_cells < 1) bad("choice_cells must be at least 1");
+  if (!(candidate_separation_deg >= 0 && candidate_separation_deg < 180)) {
+    bad("candidate_separation_deg must be in [0, 180)");
+  }
+  if (!(fine_range_deg >= 0 && fine_range_deg <= 45)) bad("fine_range_deg must be in [0, 45]");
+  positive(fine_step_deg, "fine_step_deg");
+  positive(search_radius_um, "search_radius_um");
+  positive(max_shift_um, "max_shift_um");
+  if (!(min_ccf > 0 && min_ccf < 1)) bad("min_ccf must be in (0, 1)");
+  if (!(prune_ccf >= 0 && prune_ccf <= min_ccf)) bad("prune_ccf must be in [0, min_ccf]");
+  if (!(angle_tolerance_deg >= 0)) bad("angle_tolerance_deg must not be negative");
+  if (!(translation_tolerance_um >= 0)) bad("translation_tolerance_um must not be negative");
+  if (!(min_overlap > 0 && min_overlap <= 1)) bad("min_overlap must be in (0, 1]");
+}
+
+std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std::string& source,
+                                              const CmcOptions& options) {
+  options.Check();
+  if (surface.width <= 0 || surface.height <= 0 || surface.z.empty()) {
+    throw Error(source + ": empty surface");
+  }
+  if (!(surface.dx_m > 0) || std::abs(surface.dx_m - surface.dy_m) > 1e-3 * surface.dx_m) {
+    throw Error(source + ": CMC needs square pixels (x " + Num(surface.dx_m * 1e6) + " um, y " +
+                Num(surface.dy_m * 1e6) + " um); preprocess the scan first");
+  }
+  if (surface.ValidCount() == 0) throw Error(source + ": all points are NaN");
+  auto p = std::make_shared<CmcPrepared>();
+  p->source = source;
+  p->in_px_um = surface.dx_m * 1e6;
+  p->in_width = surface.width;
+  p->in_height = surface.height;
+  const double cell_px = std::max(options.cell_pixel_um, p->in_px_um);
+  const double coarse_px = std::max(options.coarse_pixel_um, cell_px);
+  p->fine = MakeLevel(surface, p->in_px_um, cell_px);
+  p->coarse = MakeLevel(surface, p->in_px_um, coarse_px);
+  p->coarse_side = CanvasSide(p->coarse);
+
+  // Grid over the valid bounding box at the fine level.
+  const Level& f = p->fine;
+  cv::Mat mask8;
+  f.m.convertTo(mask8, CV_8U);
+  const cv::Rect box = cv::boundingRect(mask8);
+  const int n = options.cells_per_side;
+  p->cell_side = std::max(
+      4, static_cast<int>(std::ceil(std::max(box.width, box.height) / static_cast<double>(n))));
+  // The search radius is at least search_radius_um, widened to fill the FFT
+  // size (a power of two when one is close: OpenCV is fastest there).
+  const int min_window =
+      std::max(1, static_cast<int>(std::lround(options.search_radius_um / f.px_um)));
+  const int need = p->cell_side + 2 * min_window;
+  int fft = cv::getOptimalDFTSize(need);
+  int pow2 = 1;
+  while (pow2 < need) pow2 *= 2;
+  if (pow2 <= need * 1.15) fft = pow2;
+  p->cell_fft = fft;
+  p->window = (fft - p->cell_side) / 2;
+  const double f_in = cell_px / p->in_px_um;  // input pixels per fine pixel
+  for (int row = 0; row < n; ++row) {
+    for (int col = 0; col < n; ++col) {
+      PreparedCell cell;
+      cell.info.row = row;
+      cell.info.col = col;
+      // Centre the grid on the box.
+      const int x0 = box.x + (box.width - n * p->cell_side) / 2 + col * p->cell_side;
+      const int y0 = box.y + (box.height - n * p->cell_side) / 2 + row * p->cell_side;
+      cell.rect = cv::Rect(x0, y0, p->cell_side, p->cell_side);
+      const cv::Rect inside = cell.rect & cv::Rect(0, 0, f.m.cols, f.m.rows);
+      cell.valid = inside.area() > 0 ? static_cast<int>(cv::sum(f.m(inside))[0]) : 0;
+      cell.info.valid_share = static_cast<double>(cell.valid) / cell.rect.area();
+      cell.info.x = static_cast<int>(std::lround(x0 * f_in));
+      cell.info.y = static_cast<int>(std::lround(y0 * f_in));
+      cell.info.width = static_cast<int>(std::lround(p->cell_side * f_in));
+      cell.info.height = cell.info.width;
+      cell.cx_um = (x0 + (p->cell_side - 1) / 2.0 - f.cx) * f.px_um;
+      cell.cy_um = (y0 + (p->cell_side - 1) / 2.0 - f.cy) * f.px_um;
+      cell.info.used = cell.info.valid_share >= options.min_cell_valid && cell.valid >= 16;
+      if (cell.info.used) {
+        cv::Mat r = cv::Mat::zeros(p->cell_side, p->cell_side, CV_32F);
+        cv::Mat m = cv::Mat::zeros(p->cell_side, p->cell_side, CV_32F);
+        f.z(inside).copyTo(r(cv::Rect(inside.x - x0, inside.y - y0, inside.width, inside.height)));
+        f.m(inside).copyTo(m(cv::Rect(inside.x - x0, inside.y - y0, inside.width, inside.height)));
+        // Standardise the cell over its own valid points.
+        const double cn = cv::sum(m)[0];
+        const double mean = cv::sum(r)[0] / cn;
+        cv::Mat c = (r - mean).mul(m);
+        const double sd = std::sqrt(std::max(cv::sum(c.mul(c))[0] / cn, 1e-12));
+        c /= sd;
+        cell.sum_r = cv::sum(c)[0];
+        cell.sum_rr = cv::sum(c.mul(c))[0];
+        cell.spec_a = Spectrum(c, p->cell_fft);
+        cell.spec_a2 = Spectrum(c.mul(c), p->cell_fft);
+        cell.spec_m = Spectrum(m, p->cell_fft);
+      }
+      p->cells.push_back(std::move(cell));
+    }
+  }
+  int used = 0;
+  for (const auto& c : p->cells) used += c.info.used ? 1 : 0;
+  if (used == 0) {
+    throw Error(source + ": no cell has enough valid points (at least " +
+                Num(100 * options.min_cell_valid) + " % of a cell)");
+  }
+  return p;
+}
+
+namespace {
+
+// Full-circle search at the coarse level: the reference rotated in steps over
+// 360 degrees, each angle correlated with the target over translations within
+// max_shift_um. The score is the mean product of the standardised heights over
+// the overlap (an approximation of the NCC that needs two FFTs per angle).
+std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tgt,
+                                   const CmcOptions& o) {
+  const Level& r = ref.coarse;
+  const Level& t = tgt.coarse;
+  const int side = std::max(ref.coarse_side, tgt.coarse_side);
+  const int dm = std::max(1, static_cast<int>(std::lround(o.max_shift_um / r.px_um)));
+  const int p = cv::getOptimalDFTSize(side + 2 * dm);
+  const Canvas tc = Rotated(t, 0, side);
+  const cv::Mat t_spec = Spectrum(tc.z, p, dm, dm);
+  const cv::Mat n_spec = Spectrum(tc.m, p, dm, dm);
+  const double full = std::min(r.valid, t.valid);
+  const double min_overlap = o.min_overlap * full;
+
+  auto evaluate = [&](double angle) {
+    const Canvas rc = Rotated(r, angle, side);
+    const cv::Mat c_rt = Correlate(t_spec, Spectrum(rc.z, p));
+    const cv::Mat c_n = Correlate(n_spec, Spectrum(rc.m, p));
+    Pose pose;
+    pose.angle_deg = angle;
+    for (int ky = 0; ky <= 2 * dm; ++ky) {
+      const float* rt = c_rt.ptr<float>(ky);
+      const float* nn = c_n.ptr<float>(ky);
+      for (int kx = 0; kx <= 2 * dm; ++kx) {
+        if (nn[kx] < min_overlap) continue;
+        const double score = rt[kx] / std::sqrt(nn[kx] * full);
+        if (score > pose.score) {
+          pose.score = score;
+          pose.dx_um = (kx - dm) * r.px_um;
+          pose.dy_um = (ky - dm) * r.px_um;
+        }
+      }
+    }
+    return pose;
+  };
+  const int steps = std::max(1, static_cast<int>(std::lround(360.0 / o.coarse_step_deg)));
+  const double step = 360.0 / steps;
+  std::vector<Pose> best(steps);
+  for (int i = 0; i < steps; ++i) best[i] = evaluate(WrapDeg(i * step));
+  // Local maxima over angle, best first, separated by candidate_separation_deg.
+  std::vector<Pose> order = best;
+  std::sort(order.begin(), order.end(), [](const Pose& a, const Pose& b) {
+    return a.score != b.score ? a.score > b.score : a.angle_deg < b.angle_deg;
+  });
+  std::vector<Pose> out;
+  for (const Pose& c : order) {
+    if (c.score <= -2) break;
+    bool near = false;
+    for (const Pose& k : out) {
+      near = near || std::abs(WrapDeg(c.angle_deg - k.angle_deg)) < o.candidate_separation_deg;
+    }
+    if (!near) out.push_back(c);
+    if (static_cast<int>(out.size()) == o.coarse_candidates) break;
+  }
+  // Refine each candidate's angle between the steps: the vertex of the
+  // parabola through the scores at its angle and its two neighbours, kept
+  // when it scores at least as well.
+  for (Pose& c : out) {
+    const int i = static_cast<int>(std::lround(WrapDeg(c.angle_deg) / step + steps)) % steps;
+    const double sm = best[(i + steps - 1) % steps].score, sp = best[(i + 1) % steps].score;
+    const double curvature = sm - 2 * c.score + sp;
+    if (sm <= -2 || sp <= -2 || curvature >= 0) continue;
+    const double delta = std::clamp(0.5 * (sm - sp) / curvature, -0.5, 0.5);
+    if (std::abs(delta) < 0.05) continue;
+    const Pose refined = evaluate(WrapDeg(c.angle_deg + delta * step));
+    if (refined.score >= c.score) c = refined;
+  }
+  return out;
+}
+
+// The target resampled into the reference's fine frame under pose (angle, d),
+// with a margin of `window` pixels on every side.
+Canvas TargetInReferenceFrame(const CmcPrepared& ref, const CmcPrepared& tgt, double angle_deg,
+                              double dx_um, double dy_um) {
+  const Level& r = ref.fine;
+  const Level& t = tgt.fine;
+  const int w = ref.window;
+  const double a = angle_deg * kDegToRad;
+  const double c = std::cos(a), s = std::sin(a);
+  // canvas (u, v) -> reference pixel (u - w, v - w) -> p_um -> q = Rot p + d -> target pixel
+  const double k = r.px_um / t.px_um;
+  const double ox = -(w + r.cx), oy = -(w + r.cy);
+  cv::Mat map = (cv::Mat_<double>(2, 3) << k * c, -k * s,
+                 k * (c * ox - s * oy) + dx_um / t.px_um + t.cx,  //
+                 k * s, k * c, k * (s * ox + c * oy) + dy_um / t.px_um + t.cy);
+  Canvas out;
+  const cv::Size size(r.z.cols + 2 * w, r.z.rows + 2 * w);
+  cv::Mat zm = t.z.mul(t.m);
+  cv::warpAffine(zm, out.z, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT,
+                 0);
+  cv::warpAffine(t.m, out.m, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
+                 cv::BORDER_CONSTANT, 0);
+  for (int y = 0; y < size.height; ++y) {
+    float* zr = out.z.ptr<float>(y);
+    float* mr = out.m.ptr<float>(y);
+    for (int x = 0; x < size.width; ++x) {
+      if (mr[x] >= 0.99f) {
+        zr[x] /= mr[x];
+        mr[x] = 1.f;
+      } else {
+        zr[x] = 0.f;
+        mr[x] = 0.f;
+      }
+    }
+  }
+  return out;
+}
+
+struct CellHit {
+  double ccf = -2;
+  double angle_deg = 0;
+  double dx_um = 0;
+  double dy_um = 0;
+  bool searched = false;
+};
+
+// Masked NCC of one reference cell over the +-window translations of the
+// warped target (pose angle, d); the hit's registration is in micrometres.
+CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, const Canvas& warped,
+                   double angle_deg, double dx_um, double dy_um, double min_overlap) {
+  const int w = ref.window;
+  const int p = ref.cell_fft;
+  const int side = ref.cell_side;
+  const int region = side + 2 * w;
+  // The region of the warped target around the cell's home position.
+  cv::Mat t = cv::Mat::zeros(region, region, CV_32F), n = cv::Mat::zeros(region, region, CV_32F);
+  const cv::Rect want(cell.rect.x, cell.rect.y, region, region);  // canvas has a w margin
+  const cv::Rect have = want & cv::Rect(0, 0, warped.z.cols, warped.z.rows);
+  CellHit hit;
+  hit.searched = true;
+  if (have.area() == 0) return hit;
+  const cv::Rect dst(have.x - want.x, have.y - want.y, have.width, have.height);
+  warped.z(have).copyTo(t(dst));
+  warped.m(have).copyTo(n(dst));
+  const double region_valid = cv::sum(n)[0];
+  if (region_valid < min_overlap) return hit;
+  // Sums over the overlap of the cell at each shift k (0..2w per axis):
+  // s_rt = sum r t, s_r = sum r, s_rr = sum r^2, s_t = sum t, s_tt = sum t^2,
+  // s_n = count. Where the cell or the region is fully valid, some of them are
+  // box sums or constants, which saves FFTs; the result is the same.
+  const bool cell_full = cell.valid == side * side;
+  const bool region_full = region_valid == static_cast<double>(region) * region;
+  const int shifts = 2 * w + 1;
+  const cv::Rect out(0, 0, shifts, shifts);
+  const cv::Mat ft = Spectrum(t, p);
+  const cv::Mat s_rt = Correlate(ft, cell.spec_a)(out);
+  cv::Mat s_r, s_rr, s_t, s_tt, s_n;
+  if (region_full) {
+    s_r = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_r));
+    s_rr = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_rr));
+    s_n = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.valid));
+  } else {
+    const cv::Mat fn = Spectrum(n, p);
+    s_r = Correlate(fn, cell.spec_a)(out);
+    s_rr = Correlate(fn, cell.spec_a2)(out);
+    if (!cell_full) s_n = Correlate(fn, cell.spec_m)(out);
+  }
+  if (cell_full) {
+    // Box sums of side x side windows from integral images.
+    cv::Mat it, itt, in;
+    cv::integral(t, it, itt, CV_64F, CV_64F);
+    auto box = [&](const cv::Mat& ii, int x, int y) {
+      return ii.at<double>(y + side, x + side) - ii.at<double>(y, x + side) -
+             ii.at<double>(y + side, x) + ii.at<double>(y, x);
+    };
+    s_t.create(out.size(), CV_32F);
+    s_tt.create(out.size(), CV_32F);
+    for (int y = 0; y < shifts; ++y) {
+      for (int x = 0; x < shifts; ++x) {
+        s_t.at<float>(y, x) = static_cast<float>(box(it, x, y));
+        s_tt.at<float>(y, x) = static_cast<float>(box(itt, x, y));
+      }
+    }
+    if (!region_full) {
+      cv::integral(n, in, CV_64F);
+      s_n.create(out.size(), CV_32F);
+      for (int y = 0; y < shifts; ++y) {
+        for (int x = 0; x < shifts; ++x) s_n.at<float>(y, x) = static_cast<float>(box(in, x, y));
+      }
+    }
+  } else {
+    s_t = Correlate(ft, cell.spec_m)(out);
+    s_tt = Correlate(Spectrum(t.mul(t), p), cell.spec_m)(out);
+  }
+  int bx = -1, by = -1;
+  for (int ky = 0; ky <= 2 * w; ++ky) {
+    for (int kx = 0; kx <= 2 * w; ++kx) {
+      const double no = s_n.at<float>(ky, kx);
+      if (no < min_overlap) continue;
+      const double sr = s_r.at<float>(ky, kx), st = s_t.at<float>(ky, kx);
+      const double num = s_rt.at<float>(ky, kx) - sr * st / no;
+      const double vr = s_rr.at<float>(ky, kx) - sr * sr / no;
+      const double vt = s_tt.at<float>(ky, kx) - st * st / no;
+      if (vr <= 1e-6 * no || vt <= 1e-6 * no) continue;
+      const double ccf = num / std::sqrt(vr * vt);
+      if (ccf > hit.ccf) {
+        hit.ccf = ccf;
+        bx = kx;
+        by = ky;
+      }
+    }
+  }
+  if (bx < 0) return hit;
+  // Shift s (reference pixels, in the rotated frame) -> target displacement.
+  const double sx = (bx - w) * ref.fine.px_um, sy = (by - w) * ref.fine.px_um;
+  const double a = angle_deg * kDegToRad;
+  hit.angle_deg = angle_deg;
+  hit.dx_um = dx_um + std::cos(a) * sx - std::sin(a) * sy;
+  hit.dy_um = dy_um + std::sin(a) * sx + std::cos(a) * sy;
+  return hit;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  const size_t mid = v.size() / 2;
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(mid), v.end());
+  double m = v[mid];
+  if (v.size() % 2 == 0) {
+    m = (m + *std::max_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(mid))) / 2;
+  }
+  return m;
+}
+
+// The cell's registration expressed as where the cell centre lands, so that
+// cells can be compared against one consensus (angle, dx, dy).
+struct Consensus {
+  Registration reg;
+  int congruent = 0;
+};
+
+// Consensus of the high-correlation cells and the congruent count. The
+// consensus is the mode, not the mean: the pose of the high-correlation cell
+// that the most other such cells agree with (within the tolerances), refined
+// to the median of the cells that agree with it. A few cells matching
+// elsewhere do not pull it away from where most cells match.
+Consensus Agree(const CmcPrepared& ref, const std::vector<CellHit>& hits, const Pose& fallback,
+                const CmcOptions& o, std::vector<bool>* congruent) {
+  auto agrees = [&](const CellHit& h, double angle, double dx, double dy) {
+    return std::abs(WrapDeg(h.angle_deg - angle)) <= o.angle_tolerance_deg &&
+           std::abs(h.dx_um - dx) <= o.translation_tolerance_um &&
+           std::abs(h.dy_um - dy) <= o.translation_tolerance_um;
+  };
+  std::vector<size_t> high;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    if (ref.cells[i].info.used && hits[i].searched && hits[i].ccf >= o.min_ccf) high.push_back(i);
+  }
+  Consensus c;
+  c.reg = {WrapDeg(fallback.angle_deg), fallback.dx_um, fallback.dy_um};
+  size_t best_votes = 0;
+  double best_ccf = -1;
+  for (size_t i : high) {
+    size_t votes = 0;
+    double ccf = 0;
+    for (size_t j : high) {
+      if (agrees(hits[j], hits[i].angle_deg, hits[i].dx_um, hits[i].dy_um)) {
+        ++votes;
+        ccf += hits[j].ccf;
+      }
+    }
+    if (votes > best_votes || (votes == best_votes && ccf > best_ccf)) {
+      best_votes = votes;
+      best_ccf = ccf;
+      std::vector<double> angles, dxs, dys;
+      for (size_t j : high) {
+        if (!agrees(hits[j], hits[i].angle_deg, hits[i].dx_um, hits[i].dy_um)) continue;
+        angles.push_back(WrapDeg(hits[j].angle_deg - hits[i].angle_deg));
+        dxs.push_back(hits[j].dx_um);
+        dys.push_back(hits[j].dy_um);
+      }
+      c.reg = {WrapDeg(hits[i].angle_deg + Median(angles)), Median(dxs), Median(dys)};
+    }
+  }
+  congruent->assign(hits.size(), false);
+  for (size_t i : high) {
+    const bool ok = agrees(hits[i], c.reg.angle_deg, c.reg.dx_um, c.reg.dy_um);
+    (*congruent)[i] = ok;
+    c.congruent += ok ? 1 : 0;
+  }
+  return c;
+}
+
+// Searches the reference cells (those with `take[i]`, or all when empty) at
+// the pose's angle, then, when `all_angles`, the cells that correlate at least
+// prune_ccf there at the other angles of the fine range. `known` holds hits
+// already computed at the pose's angle (searched = true), which are reused.
+std::vector<CellHit> SearchCells(const CmcPrepared& ref, const CmcPrepared& tgt, const Pose& pose,
+                                 const CmcOptions& o, bool all_angles,
+                                 const std::vector<bool>& take = {},
+                                 const std::vector<CellHit>& known = {}) {
+  std::vector<CellHit> hits(ref.cells.size());
+  const int k = static_cast<int>(std::floor(o.fine_range_deg / o.fine_step_deg + 1e-9));
+  std::vector<double> offsets{0};
+  if (all_angles) {
+    for (int i = 1; i <= k; ++i) {
+      offsets.push_back(-i * o.fine_step_deg);
+      offsets.push_back(i * o.fine_step_deg);
+    }
+  }
+  for (size_t a = 0; a < offsets.size(); ++a) {
+    const double angle = WrapDeg(pose.angle_deg + offsets[a]);
+    Canvas warped;
+    for (size_t i = 0; i < ref.cells.size(); ++i) {
+      const PreparedCell& cell = ref.cells[i];
+      if (!cell.info.used || (!take.empty() && !take[i])) continue;
+      if (a == 0 && i < known.size() && known[i].searched) {
+        hits[i] = known[i];
+        continue;
+      }
+      if (a > 0 && hits[i].ccf < o.prune_ccf) continue;
+      if (warped.z.empty())
+        warped = TargetInReferenceFrame(ref, tgt, angle, pose.dx_um, pose.dy_um);
+      const CellHit h =
+          SearchCell(ref, cell, warped, angle, pose.dx_um, pose.dy_um, o.min_overlap * cell.valid);
+      if (h.ccf > hits[i].ccf || !hits[i].searched) hits[i] = h;
+    }
+  }
+  return hits;
+}
+
+CmcDirection Direction(const CmcPrepared& ref, const CmcPrepared& tgt, const Pose& pose,
+                       const CmcOptions& o, const std::vector<CellHit>& known = {}) {
+  const std::vector<CellHit> hits = SearchCells(ref, tgt, pose, o, true, {}, known);
+  std::vector<bool> congruent;
+  const Consensus c = Agree(ref, hits, pose, o, &congruent);
+  CmcDirection d;
+  d.registration = c.reg;
+  d.congruent = c.congruent;
+  for (size_t i = 0; i < ref.cells.size(); ++i) {
+    CmcCell cell = ref.cells[i].info;
+    if (cell.used) {
+      ++d.valid_cells;
+      cell.ccf = std::max(0.0, hits[i].ccf);
+      cell.registration = {WrapDeg(hits[i].angle_deg), hits[i].dx_um, hits[i].dy_um};
+      cell.congruent = congruent[i];
+    }
+    d.cells.push_back(cell);
+  }
+  return d;
+}
+
+Pose Inverse(const Registration& r) {
+  // q = Rot(a) p + d  <=>  p = Rot(-a) q - Rot(-a) d
+  const double a = -r.angle_deg * kDegToRad;
+  Pose p;
+  p.angle_deg = WrapDeg(-r.angle_deg);
+  p.dx_um = -(std::cos(a) * r.dx_um - std::sin(a) * r.dy_um);
+  p.dy_um = -(std::sin(a) * r.dx_um + std::cos(a) * r.dy_um);
+  return p;
+}
+
+}  // namespace
+
+CmcResult CompareCmc(const CmcPrepared& reference, const CmcPrepared& target,
+                     const CmcOptions& options) {
+  options.Check();
+  if (std::abs(reference.in_px_um - target.in_px_um) > 1e-3 * reference.in_px_um) {
+    throw Error("cannot compare " + reference.source + " (" + Num(reference.in_px_um) +
+                " um pixels) with " + target.source + " (" + Num(target.in_px_um) +
+                " um pixels): preprocess both to the same working pixel size");
+  }
+  if (std::abs(reference.fine.px_um - target.fine.px_um) > 1e-6 || reference.cell_side <= 0 ||
+      target.cell_side <= 0) {
+    throw Error("cannot compare " + reference.source + " with " + target.source +
+                ": prepared with different options");
+  }
+  const std::vector<Pose> candidates = CoarseCandidates(reference, target, options);
+  if (candidates.empty()) {
+    throw Error(reference.source + " and " + target.source +
+                " do not overlap at any rotation within " + Num(options.max_shift_um) +
+                " um of translation");
+  }
+  // Pick the candidate whose pose most cells agree with at its own angle,
+  // judged on the `choice_cells` fullest cells to keep it cheap.
+  Pose best = candidates.front();
+  std::vector<CellHit> best_hits;
+  if (candidates.size() > 1) {
+    std::vector<size_t> order;
+    for (size_t i = 0; i < reference.cells.size(); ++i) {
+      if (reference.cells[i].info.used) order.push_back(i);
+    }
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return reference.cells[a].info.valid_share > reference.cells[b].info.valid_share;
+    });
+    std::vector<bool> take(reference.cells.size(), false);
+    for (size_t k = 0; k < order.size() && k < static_cast<size_t>(options.choice_cells); ++k) {
+      take[order[k]] = true;
+    }
+    int best_count = -1;
+    for (const Pose& c : candidates) {
+      std::vector<CellHit> hits = SearchCells(reference, target, c, options, false, take);
+      std::vector<bool> congruent;
+      const int count = Agree(reference, hits, c, options, &congruent).congruent;
+      if (count > best_count) {
+        best_count = count;
+        best = c;
+        best_hits = std::move(hits);
+      }
+    }
+  }
+  CmcResult result;
+  result.forward = Direction(reference, target, best, options, best_hits);
+  result.backward = Direction(target, reference, Inverse(result.forward.registration), options);
+  result.combined = (result.forward.congruent + result.backward.congruent) / 2.0;
+  return result;
+}
+
+CmcResult CompareCmc(const Surface& reference, const Surface& target, const CmcOptions& options) {
+  const auto r = PrepareCmc(reference, "reference", options);
+  const auto t = PrepareCmc(target, "target", options);
+  return CompareCmc(*r, *t, options);
+}
+
+}  // namespace bien

@@ -1,0 +1,100 @@
+// Congruent matching cells (CMC) for breech-face impressions.
+//
+// After Song (2013), Tong et al. (2015, "high CMC") and Chen et al. (2017):
+// the reference surface is split into a grid of cells; each cell is searched
+// for in the target over rotations and translations by NaN-aware (masked)
+// normalised cross-correlation, computed with FFTs. A cell is congruent when
+// its best correlation reaches `min_ccf` and its (angle, dx, dy) agrees with
+// the consensus registration of all cells within the tolerances. The search
+// covers the full circle: a coarse whole-surface registration over 360 degrees
+// at low resolution proposes candidate poses, the cells are then searched
+// around each candidate and the candidate with most congruent cells wins.
+// Both directions are computed (reference cells in the target, target cells
+// in the reference).
+//
+// Coordinates: a registration maps a point p of the reference (micrometres,
+// relative to the reference surface's centre, x right, y down) to the target:
+//   q = Rot(angle) * p + (dx, dy), relative to the target's centre,
+// with Rot(a) = [cos a, -sin a; sin a, cos a] (angle counter-clockwise as seen
+// with y down, i.e. clockwise on screen). Deterministic for given inputs.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "imaging/surface.h"
+
+namespace bien {
+
+struct CmcOptions {
+  // Resolution: inputs (preprocessed, same pixel size) are resampled to these.
+  double cell_pixel_um = 15.625;  // resolution of the cell search
+  double coarse_pixel_um = 50;    // resolution of the full-circle registration
+  // Cells.
+  int cells_per_side = 8;        // grid over the reference's valid bounding box
+  double min_cell_valid = 0.15;  // a cell with less valid share is excluded
+  // Full-circle coarse registration.
+  double coarse_step_deg = 7.5;          // angle step over 360 degrees
+  int coarse_candidates = 5;             // poses handed to the cell search
+  int choice_cells = 24;                 // fullest cells that judge between candidate poses
+  double max_shift_um = 400;             // largest translation between the two centres
+  double candidate_separation_deg = 15;  // minimum angle between candidates
+  // Cell search around each candidate pose.
+  double fine_range_deg = 2;  // +- around the candidate angle
+  double fine_step_deg = 2;
+  double search_radius_um = 250;  // translation window around the predicted place (at least)
+  // Congruency.
+  double min_ccf = 0.5;            // minimum masked NCC of a congruent cell
+  double prune_ccf = 0.4;          // cells below this at the candidate angle skip the other angles
+  double angle_tolerance_deg = 3;  // |cell angle - consensus|
+  double translation_tolerance_um = 50;  // |cell shift - consensus| per axis
+  double min_overlap = 0.5;  // cell's valid points that must overlap valid target points
+  void Check() const;        // throws bien::Error on a bad value
+};
+
+struct Registration {
+  double angle_deg = 0;  // in (-180, 180]
+  double dx_um = 0;
+  double dy_um = 0;
+};
+
+struct CmcCell {
+  int row = 0;  // grid position
+  int col = 0;
+  // The cell's rectangle in the pixels of the surface given to CompareCmc.
+  int x = 0, y = 0, width = 0, height = 0;
+  double valid_share = 0;     // share of the cell's points that are valid
+  bool used = false;          // false: excluded (too few valid points)
+  double ccf = 0;             // best masked NCC found
+  Registration registration;  // where the cell matched best
+  bool congruent = false;
+};
+
+struct CmcDirection {
+  int congruent = 0;           // congruent cells
+  int valid_cells = 0;         // cells used
+  Registration registration;   // consensus registration of this direction
+  std::vector<CmcCell> cells;  // every cell of the grid, row-major
+};
+
+struct CmcResult {
+  CmcDirection forward;   // reference cells found in the target
+  CmcDirection backward;  // target cells found in the reference
+  // The score: the mean of the two directions' congruent cell counts.
+  double combined = 0;
+};
+
+// A surface made ready for many comparisons (resampled levels, cells and
+// their spectra). Build once per scan; thread-safe to share.
+class CmcPrepared;
+std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std::string& source,
+                                              const CmcOptions& options = {});
+
+// Throws bien::Error for different pixel sizes, all-NaN input, no usable
+// cells or no overlap, naming the sources.
+CmcResult CompareCmc(const CmcPrepared& reference, const CmcPrepared& target,
+                     const CmcOptions& options = {});
+CmcResult CompareCmc(const Surface& reference, const Surface& target,
+                     const CmcOptions& options = {});
+
+}  // namespace bien
