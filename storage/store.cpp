@@ -168,8 +168,25 @@ struct Migration {
   const char* sql;
 };
 
+constexpr const char* kSchemaV2 = R"sql(
+ALTER TABLE exhibits ADD COLUMN firearm_ref TEXT
+  CHECK (firearm_ref IS NULL OR length(firearm_ref) BETWEEN 1 AND 128);
+CREATE TABLE knm_scores (
+  id           INTEGER PRIMARY KEY,
+  method       TEXT NOT NULL CHECK (length(method) > 0),
+  sha_a        TEXT NOT NULL CHECK (length(sha_a) = 64 AND sha_a NOT GLOB '*[^0-9a-f]*'),
+  sha_b        TEXT NOT NULL CHECK (length(sha_b) = 64 AND sha_b NOT GLOB '*[^0-9a-f]*'),
+  score        REAL NOT NULL,
+  origin       TEXT NOT NULL CHECK (length(origin) > 0),
+  recorded_at  TEXT NOT NULL,
+  CHECK (sha_a < sha_b),
+  UNIQUE (method, sha_a, sha_b)
+);
+)sql";
+
 constexpr std::array kMigrations{
     Migration{"create cases, exhibits, scans, features and the audit log", kSchemaV1},
+    Migration{"add exhibits.firearm_ref and the known-non-match score table", kSchemaV2},
 };
 
 // ---------------------------------------------------------------------------
@@ -534,7 +551,7 @@ std::unique_ptr<sql::Db> OpenDatabase(const fs::path& path, bool create) {
 constexpr const char* kExhibitColumns =
     "SELECT e.id, e.case_id, c.case_ref, e.exhibit_ref, e.kind, e.role, e.calibre, e.firing_pin,"
     " e.breech_face, e.lands, e.twist, e.created_at,"
-    " (SELECT count(*) FROM scans s WHERE s.exhibit_id = e.id)"
+    " (SELECT count(*) FROM scans s WHERE s.exhibit_id = e.id), e.firearm_ref"
     " FROM exhibits e JOIN cases c ON c.id = e.case_id ";
 
 constexpr const char* kScanColumns =
@@ -570,6 +587,9 @@ class SqliteStore final : public Store {
                   std::span<const std::byte> blob) override;
   std::optional<std::vector<std::byte>> GetFeature(ScanId scan, const std::string& kind,
                                                    int version) const override;
+  int RecordKnmScores(const std::string& method, const std::string& origin,
+                      const std::vector<KnmScore>& scores, const std::string& actor) override;
+  std::vector<double> KnmScores(const std::string& method) const override;
   StoreCounts Counts() const override;
   VerifyReport Verify() const override;
 
@@ -632,6 +652,7 @@ ExhibitRecord SqliteStore::ReadExhibit(const sql::Stmt& s) const {
   }
   e.created_at = s.Text(11);
   e.scan_count = static_cast<int>(s.Int(12));
+  e.firearm_ref = s.OptText(13);
   return e;
 }
 
@@ -912,6 +933,7 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
     merge_text("calibre", existing->cc.calibre, spec.cc.calibre);
     merge_text("firing_pin", existing->cc.firing_pin, spec.cc.firing_pin);
     merge_text("breech_face", existing->cc.breech_face, spec.cc.breech_face);
+    merge_text("firearm_ref", existing->firearm_ref, spec.firearm_ref);
     if (spec.cc.lands) {
       if (existing->cc.lands && *existing->cc.lands != *spec.cc.lands) {
         throw Error("exhibit " + label + " is recorded with lands " +
@@ -955,13 +977,14 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
       auto& s = Q(
           "UPDATE exhibits SET calibre = coalesce(calibre, ?2), firing_pin = coalesce(firing_pin, "
           "?3), breech_face = coalesce(breech_face, ?4), lands = coalesce(lands, ?5), twist = "
-          "coalesce(twist, ?6) WHERE id = ?1");
+          "coalesce(twist, ?6), firearm_ref = coalesce(firearm_ref, ?7) WHERE id = ?1");
       sql::Stmt::Scope scope(s);
       s.Bind(1, exhibit_id.value)
           .Bind(2, spec.cc.calibre)
           .Bind(3, spec.cc.firing_pin)
           .Bind(4, spec.cc.breech_face)
-          .Bind(5, spec.cc.lands);
+          .Bind(5, spec.cc.lands)
+          .Bind(7, spec.firearm_ref);
       if (spec.cc.twist) s.Bind(6, ToString(*spec.cc.twist));
       s.Run();
       AppendAudit(actor, "update_exhibit", "exhibit " + label, exhibit_id, std::nullopt,
@@ -985,8 +1008,8 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
     {
       auto& s =
           Q("INSERT INTO exhibits (case_id, exhibit_ref, kind, role, calibre, firing_pin,"
-            " breech_face, lands, twist, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-            " ?10)");
+            " breech_face, lands, twist, created_at, firearm_ref) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+            " ?7, ?8, ?9, ?10, ?11)");
       sql::Stmt::Scope scope(s);
       s.Bind(1, case_id)
           .Bind(2, spec.exhibit_ref)
@@ -996,7 +1019,8 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
           .Bind(6, spec.cc.firing_pin)
           .Bind(7, spec.cc.breech_face)
           .Bind(8, spec.cc.lands)
-          .Bind(10, now);
+          .Bind(10, now)
+          .Bind(11, spec.firearm_ref);
       if (spec.cc.twist) s.Bind(9, ToString(*spec.cc.twist));
       s.Run();
       exhibit_id = ExhibitId(db_->LastInsertRowId());
@@ -1016,6 +1040,7 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
     } else {
       details.AddRaw("twist", "null");
     }
+    details.Add("firearm_ref", spec.firearm_ref);
     AppendAudit(actor, "add_exhibit", "exhibit " + label, exhibit_id, std::nullopt, details.str());
   }
 
@@ -1127,6 +1152,58 @@ std::optional<std::vector<std::byte>> SqliteStore::GetFeature(ScanId scan, const
   s.Bind(1, scan.value).Bind(2, kind).Bind(3, version);
   if (!s.Step()) return std::nullopt;
   return s.Blob(0);
+}
+
+int SqliteStore::RecordKnmScores(const std::string& method, const std::string& origin,
+                                 const std::vector<KnmScore>& scores, const std::string& actor) {
+  if (method.empty()) throw Error("known-non-match scores: the method name is empty");
+  if (origin.empty()) throw Error("known-non-match scores: the origin is empty");
+  for (const KnmScore& k : scores) {
+    if (k.sha_a.size() != 64 || !IsLowerHex(k.sha_a) || k.sha_b.size() != 64 ||
+        !IsLowerHex(k.sha_b)) {
+      throw Error("known-non-match scores: '" + k.sha_a + "', '" + k.sha_b +
+                  "' are not both sha256 digests (64 lower-case hex digits)");
+    }
+    if (!(k.sha_a < k.sha_b)) {
+      throw Error("known-non-match scores: pair " + k.sha_a.substr(0, 12) + "…, " +
+                  k.sha_b.substr(0, 12) + "… must be two different files, smaller sha first");
+    }
+    if (!std::isfinite(k.score)) throw Error("known-non-match scores: a score is not finite");
+  }
+  const std::string now = UtcNowIso8601();
+  sql::Transaction tx(*db_);
+  auto& s =
+      Q("INSERT INTO knm_scores (method, sha_a, sha_b, score, origin, recorded_at) VALUES (?1, ?2, "
+        "?3, ?4, ?5, ?6) ON CONFLICT (method, sha_a, sha_b) DO UPDATE SET score = excluded.score, "
+        "origin = excluded.origin, recorded_at = excluded.recorded_at");
+  for (const KnmScore& k : scores) {
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, method)
+        .Bind(2, k.sha_a)
+        .Bind(3, k.sha_b)
+        .Bind(4, k.score)
+        .Bind(5, origin)
+        .Bind(6, now);
+    s.Run();
+  }
+  AppendAudit(actor, "record_knm_scores", "known-non-match scores " + method, std::nullopt,
+              std::nullopt,
+              JsonObject()
+                  .Add("method", method)
+                  .Add("origin", origin)
+                  .AddRaw("count", std::to_string(scores.size()))
+                  .str());
+  tx.Commit();
+  return static_cast<int>(scores.size());
+}
+
+std::vector<double> SqliteStore::KnmScores(const std::string& method) const {
+  auto& s = Q("SELECT score FROM knm_scores WHERE method = ?1 ORDER BY score");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, method);
+  std::vector<double> out;
+  while (s.Step()) out.push_back(s.Double(0));
+  return out;
 }
 
 StoreCounts SqliteStore::Counts() const {

@@ -55,6 +55,9 @@ struct ExhibitSpec {
   ExhibitKind kind = ExhibitKind::kCartridgeCase;
   ExhibitRole role = ExhibitRole::kEvidence;
   ClassCharacteristics cc;
+  // The firearm that fired it, when known (test fires: lab id or serial number).
+  // Exhibits with different firearm refs are known non-matches (bien calibrate).
+  std::optional<std::string> firearm_ref;
 };
 
 // What ingest learned from one scan file.
@@ -100,6 +103,7 @@ struct ExhibitRecord {
   ExhibitKind kind = ExhibitKind::kCartridgeCase;
   ExhibitRole role = ExhibitRole::kEvidence;
   ClassCharacteristics cc;
+  std::optional<std::string> firearm_ref;
   std::string created_at;
   int scan_count = 0;
 };
@@ -124,6 +128,14 @@ struct AuditRecord {
   std::string details;                // JSON object text
   std::string prev_hash;
   std::string row_hash;
+};
+
+// A comparison score between two originals (by sha256, sha_a < sha_b) known
+// to come from different firearms.
+struct KnmScore {
+  std::string sha_a;
+  std::string sha_b;
+  double score = 0;
 };
 
 struct StoreCounts {
@@ -191,6 +203,15 @@ class Store {
                           std::span<const std::byte> blob) = 0;
   virtual std::optional<std::vector<std::byte>> GetFeature(ScanId scan, const std::string& kind,
                                                            int version) const = 0;
+
+  // Known-non-match scores of a comparison method (e.g. "cmc-v1"), for score
+  // calibration (docs/SCORES.md). Records in one transaction with one audit
+  // row; re-recording a pair replaces its score. Returns the rows written.
+  // Throws bien::Error on a bad sha, equal shas, a non-finite score or an
+  // empty method or origin.
+  virtual int RecordKnmScores(const std::string& method, const std::string& origin,
+                              const std::vector<KnmScore>& scores, const std::string& actor) = 0;
+  virtual std::vector<double> KnmScores(const std::string& method) const = 0;
 
   virtual StoreCounts Counts() const = 0;
 

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -797,6 +798,77 @@ TEST_F(StoreTest, VerifyRunsDatabaseChecks) {
   const VerifyReport report = store_->Verify();
   ASSERT_FALSE(report.ok());
   EXPECT_EQ(report.problems[0], "foreign key: exhibits row 2 refers to a missing cases row");
+}
+
+}  // namespace
+}  // namespace bien
+
+namespace bien {
+namespace {
+
+std::string Sha(char c) { return std::string(64, c); }
+
+TEST_F(StoreTest, KnmScoresAreRecordedAuditedAndReplaced) {
+  EXPECT_TRUE(store_->KnmScores("cmc-v1").empty());
+  EXPECT_EQ(store_->RecordKnmScores("cmc-v1", "eval",
+                                    {{Sha('a'), Sha('b'), 2.5}, {Sha('a'), Sha('c'), 1.0}}, "bob"),
+            2);
+  EXPECT_EQ(store_->KnmScores("cmc-v1"), (std::vector<double>{1.0, 2.5}));
+  EXPECT_TRUE(store_->KnmScores("cmc-v2").empty());  // another method starts empty
+  // The same pair again replaces its score.
+  store_->RecordKnmScores("cmc-v1", "calibrate", {{Sha('a'), Sha('b'), 4.0}}, "bob");
+  EXPECT_EQ(store_->KnmScores("cmc-v1"), (std::vector<double>{1.0, 4.0}));
+  const auto audit = store_->AuditTrail(std::nullopt);
+  EXPECT_EQ(audit.back().action, "record_knm_scores");
+  EXPECT_TRUE(store_->Verify().ok());
+
+  ExpectError(
+      [&] {
+        store_->RecordKnmScores("cmc-v1", "eval", {{"xyz", Sha('b'), 1}}, "bob");
+      },
+      "sha256");
+  ExpectError(
+      [&] {
+        store_->RecordKnmScores("cmc-v1", "eval", {{Sha('b'), Sha('a'), 1}}, "bob");
+      },
+      "smaller sha first");
+  ExpectError(
+      [&] {
+        store_->RecordKnmScores("cmc-v1", "eval", {{Sha('a'), Sha('b'), NAN}}, "bob");
+      },
+      "not finite");
+  ExpectError([&] { store_->RecordKnmScores("", "eval", {}, "bob"); }, "method");
+  // A failed call changed nothing.
+  EXPECT_EQ(store_->KnmScores("cmc-v1").size(), 2u);
+}
+
+TEST_F(StoreTest, FirearmReferenceIsKeptAndNeverSilentlyChanged) {
+  ExhibitSpec spec = Spec("C1", "T1");
+  spec.role = ExhibitRole::kTestFire;
+  spec.firearm_ref = "RUGER-P95-0001";
+  Add(spec, {"scan one"});
+  EXPECT_EQ(store_->FindExhibit("C1/T1").firearm_ref, "RUGER-P95-0001");
+  spec.firearm_ref = "OTHER";
+  ExpectError([&] { Add(spec, {"scan two"}); }, "firearm_ref");
+  EXPECT_EQ(store_->FindExhibit("C1/T1").scan_count, 1);
+}
+
+TEST_F(StoreTest, VersionOneDatabaseMigratesToVersionTwo) {
+  store_.reset();
+  {
+    // Turn the node back into a version-1 database.
+    RawDb raw(Db());
+    raw.Exec("DROP TABLE knm_scores");
+    raw.Exec("ALTER TABLE exhibits DROP COLUMN firearm_ref");
+    raw.Exec("PRAGMA user_version = 1");
+  }
+  store_ = Store::Open(node_);
+  RawDb check(Db());
+  EXPECT_EQ(check.Text("PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
+  EXPECT_EQ(Store::SchemaVersion(), 2);
+  store_->RecordKnmScores("cmc-v1", "eval", {{Sha('a'), Sha('b'), 2.0}}, "bob");
+  EXPECT_EQ(store_->KnmScores("cmc-v1").size(), 1u);
+  EXPECT_TRUE(store_->Verify().ok());
 }
 
 }  // namespace
