@@ -16,8 +16,6 @@
 
 namespace bien::cli {
 
-namespace {
-
 double PeakRssMiB() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -40,6 +38,8 @@ std::optional<std::filesystem::path> FindDataDir(
   }
   return std::nullopt;
 }
+
+namespace {
 
 struct BenchRun {
   std::string name;

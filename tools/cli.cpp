@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "tools/commands.h"
+#include "tools/compare.h"
 
 namespace bien::cli {
 
@@ -72,6 +73,8 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_ingest->add_option("--lands", ingest.lands, "Number of lands/grooves");
   c_ingest->add_option("--twist", ingest.twist, "left | right");
   c_ingest->add_option("--land", ingest.land, "Land number of a single bullet-land scan");
+  c_ingest->add_option("--firearm", ingest.firearm,
+                       "Reference of the firearm that fired it (test fires), e.g. a serial number");
   c_ingest->add_option("--pixel-size-um", ingest.pixel_size_um, "Pixel size of 2D images (um)");
   c_ingest
       ->add_option("--xy-unit", ingest.xy_unit,
@@ -121,6 +124,40 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_synth->add_option("--size-px", synth.size_px, "Scan side in pixels")->capture_default_str();
   c_synth->callback([&] { action = [&](Context& ctx) { return CmdSynth(ctx, synth); }; });
 
+  // compare
+  CompareArgs compare;
+  auto* c_compare = app.add_subcommand(
+      "compare", "Compare two cartridge cases' breech faces (congruent matching cells)");
+  c_compare->add_option("a", compare.a, "Reference: a scan file, or a stored CASE/EXHIBIT or #ID")
+      ->required();
+  c_compare->add_option("b", compare.b, "Target: a scan file, or a stored CASE/EXHIBIT or #ID")
+      ->required();
+  c_compare->add_option("--png", compare.png, "Write a picture of the comparison to this file");
+  c_compare->add_option("--pixel-size-um", compare.pixel_size_um, "Pixel size of 2D images (um)");
+  c_compare->callback([&] { action = [&](Context& ctx) { return CmdCompare(ctx, compare); }; });
+
+  // eval
+  EvalArgs eval;
+  auto* c_eval = app.add_subcommand(
+      "eval", "Compare every pair of a labelled folder and report accuracy and speed");
+  c_eval->add_option("--truth", eval.truth, "DIR/truth.csv with columns path, source")->required();
+  c_eval->add_option("--rotate-random", eval.rotate_random,
+                     "Rotate every scan by a random angle first (seed)");
+  c_eval->add_option("--jobs", eval.jobs, "Threads (default: all cores)");
+  c_eval->add_option("--pixel-size-um", eval.pixel_size_um, "Pixel size of 2D images (um)");
+  c_eval->callback([&] { action = [&](Context& ctx) { return CmdEval(ctx, eval); }; });
+
+  // calibrate
+  CalibrateArgs calibrate;
+  auto* c_calibrate = app.add_subcommand(
+      "calibrate",
+      "Compare stored cartridge cases of different firearms to learn what scores mean");
+  c_calibrate->add_option("--max-pairs", calibrate.max_pairs, "Most pairs to compare")
+      ->capture_default_str();
+  c_calibrate->add_option("--jobs", calibrate.jobs, "Threads (default: all cores)");
+  c_calibrate->callback(
+      [&] { action = [&](Context& ctx) { return CmdCalibrate(ctx, calibrate); }; });
+
   // bench
   auto* c_bench = app.add_subcommand("bench", "Measure speed and memory");
   c_bench->require_subcommand(1);
@@ -135,6 +172,16 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_ingest->add_option("--work", bench_ingest.work, "Scratch folder (default: temporary)");
   c_bench_ingest->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchIngest(ctx, bench_ingest); }; });
+
+  BenchCompareArgs bench_compare;
+  auto* c_bench_compare = c_bench->add_subcommand(
+      "compare", "Milliseconds per breech-face comparison on the Fadul scans, one thread");
+  c_bench_compare->add_option("--data", bench_compare.data,
+                              "Real data folder (default: $BIEN_DATA_DIR or ../shared/data)");
+  c_bench_compare->add_option("--pairs", bench_compare.pairs, "Comparisons to time")
+      ->capture_default_str();
+  c_bench_compare->callback(
+      [&] { action = [&](Context& ctx) { return CmdBenchCompare(ctx, bench_compare); }; });
 
   // demo
   DemoArgs demo;

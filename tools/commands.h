@@ -54,6 +54,7 @@ struct IngestArgs {
   std::string kind;
   std::string role;
   std::optional<std::string> calibre, firing_pin, breech_face, twist;
+  std::optional<std::string> firearm;  // reference of the firearm that fired a test fire
   std::optional<int> lands;
   std::optional<int> land;
   std::optional<double> pixel_size_um;
@@ -87,6 +88,12 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
 // relative to the manifest's folder. Throws bien::Error for an unreadable
 // file or a bad header; a bad row becomes an item with `error` set.
 std::vector<IngestItem> ReadManifest(const std::filesystem::path& manifest);
+
+// Peak resident memory of this process, MiB.
+double PeakRssMiB();
+// The real-data folder: `given`, else $BIEN_DATA_DIR, else ../shared/data or
+// ../../shared/data from the working folder; nullopt when none exists.
+std::optional<std::filesystem::path> FindDataDir(const std::optional<std::filesystem::path>& given);
 
 int CmdList(Context& ctx, const std::optional<std::string>& case_ref);
 int CmdShow(Context& ctx, const std::string& exhibit);

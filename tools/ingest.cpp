@@ -381,6 +381,7 @@ std::vector<IngestItem> ReadManifest(const std::filesystem::path& manifest) {
                    NonEmpty(cell(row, "breech_face")),
                    lands.empty() ? std::nullopt : std::optional<int>(ParseInt(lands, "lands")),
                    NonEmpty(cell(row, "twist")));
+      item.exhibit.firearm_ref = NonEmpty(cell(row, "firearm"));
       if (const std::string land = cell(row, "land"); !land.empty()) {
         item.land = ParseInt(land, "land");
         if (*item.land < 1 || *item.land > 64) throw Error("land " + land + " is out of range");
@@ -460,9 +461,10 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
   } else {
     if (args.kind.empty()) throw Error("--kind is required (cartridge_case or bullet)");
     if (args.role.empty()) throw Error("--role is required (evidence or test_fire)");
-    const ExhibitSpec spec =
-        MakeSpec(args.case_ref, args.exhibit_ref, args.kind, args.role, args.calibre,
-                 args.firing_pin, args.breech_face, args.lands, args.twist);
+    ExhibitSpec spec = MakeSpec(args.case_ref, args.exhibit_ref, args.kind, args.role, args.calibre,
+                                args.firing_pin, args.breech_face, args.lands, args.twist);
+    spec.firearm_ref = args.firearm;
+    if (spec.firearm_ref && spec.firearm_ref->empty()) throw Error("--firearm must not be empty");
     if (args.land && args.files.size() != 1) {
       throw Error("--land names the land of a single scan; give one file with it");
     }

@@ -79,6 +79,7 @@ int CmdShow(Context& ctx, const std::string& ref) {
           << "kind      " << ToString(e.kind) << "\n"
           << "role      " << ToString(e.role) << "\n"
           << "class     " << Describe(e.cc) << "\n"
+          << "firearm   " << e.firearm_ref.value_or("unknown") << "\n"
           << "created   " << e.created_at << "\n\n"
           << "scans (" << scans.size() << ")\n";
   for (const auto& s : scans) {

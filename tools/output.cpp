@@ -25,9 +25,10 @@ nlohmann::json ToJson(const ClassCharacteristics& cc) {
 }
 
 nlohmann::json ToJson(const ExhibitRecord& e) {
-  return {{"id", e.id.value},           {"case", e.case_ref},       {"exhibit", e.exhibit_ref},
-          {"kind", ToString(e.kind)},   {"role", ToString(e.role)}, {"class", ToJson(e.cc)},
-          {"created_at", e.created_at}, {"scans", e.scan_count}};
+  return {
+      {"id", e.id.value},           {"case", e.case_ref},       {"exhibit", e.exhibit_ref},
+      {"kind", ToString(e.kind)},   {"role", ToString(e.role)}, {"class", ToJson(e.cc)},
+      {"created_at", e.created_at}, {"scans", e.scan_count},    {"firearm", OrNull(e.firearm_ref)}};
 }
 
 nlohmann::json ToJson(const ScanRecord& s) {

@@ -1,0 +1,147 @@
+// `bien compare` and `bien eval` end to end: synthetic sets always, the Fadul
+// set where the real data is present.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "imaging/synth.h"
+#include "tests/test_util.h"
+#include "tests/tools/cli_util.h"
+
+namespace bien::testing {
+namespace {
+
+nlohmann::json Json(const CliResult& r) {
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  return nlohmann::json::parse(r.out);
+}
+
+class CompareCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    SynthOptions o;
+    o.firearms = 3;
+    o.shots = 2;
+    o.seed = 11;
+    o.size_px = 320;
+    files_ = WriteSynthSet(dir_.path() / "set", o);
+  }
+  std::string File(int i) const { return (dir_.path() / "set" / files_[i].file_name).string(); }
+
+  TempDir dir_;
+  std::vector<SynthFile> files_;
+};
+
+TEST_F(CompareCli, ComparesTwoFilesWithScoresRegistrationAndPicture) {
+  const auto png = dir_.path() / "pair.png";
+  const auto km = Json(RunBien({"compare", File(0), File(1), "--json", "--png", png.string()}));
+  const auto knm = Json(RunBien({"compare", File(0), File(2), "--json"}));
+  EXPECT_GT(km["combined"].get<double>(), 3 * std::max(1.0, knm["combined"].get<double>()));
+  EXPECT_EQ(km["forward"]["cells"].size(), 64u);
+  EXPECT_TRUE(km["registration"].contains("angle_deg"));
+  // Without a node the strength is stated as unknown, never left out.
+  EXPECT_TRUE(Contains(km["strength"]["text"].get<std::string>(), "unknown"));
+  const cv::Mat picture = cv::imread(png.string());
+  ASSERT_FALSE(picture.empty());
+  EXPECT_GT(picture.cols, 300);
+
+  const CliResult text = RunBien({"compare", File(0), File(1)});
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_TRUE(Contains(text.out, "CMC score"));
+  EXPECT_TRUE(Contains(text.out, "registration"));
+  EXPECT_TRUE(Contains(text.out, "strength"));
+}
+
+TEST_F(CompareCli, EvalReportsTheNamedFieldsAndFeedsTheNodeDistribution) {
+  const std::string node = (dir_.path() / "node").string();
+  ASSERT_EQ(RunBien({"init", "--node", node}).code, 0);
+  const std::string truth = (dir_.path() / "set" / "truth.csv").string();
+  const auto j = Json(RunBien({"eval", "--truth", truth, "--json", "--node", node}));
+  for (const char* field : {"pairs", "km", "knm", "auc", "eer", "min_km", "max_knm", "top1",
+                            "top10", "ms_per_comparison"}) {
+    EXPECT_TRUE(j.contains(field)) << field;
+  }
+  EXPECT_EQ(j["pairs"].get<int>(), 15);
+  EXPECT_EQ(j["km"].get<int>(), 3);
+  EXPECT_EQ(j["knm"].get<int>(), 12);
+  EXPECT_DOUBLE_EQ(j["auc"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(j["top1"].get<double>(), 1.0);
+  EXPECT_EQ(j["knm_scores_recorded"].get<int>(), 12);
+
+  // The node now reports how often known non-matches reach a score.
+  const auto c = Json(RunBien({"compare", "--node", node, File(0), File(1), "--json"}));
+  EXPECT_EQ(c["strength"]["knm_total"].get<int>(), 12);
+  EXPECT_EQ(c["strength"]["knm_at_least"].get<int>(), 0);
+  EXPECT_LT(c["strength"]["rate_upper95"].get<double>(), 0.25);
+
+  // Rotated at random, the synthetic mates are still found first.
+  const auto r = Json(RunBien({"eval", "--truth", truth, "--json", "--rotate-random", "5"}));
+  EXPECT_DOUBLE_EQ(r["auc"].get<double>(), 1.0);
+}
+
+TEST_F(CompareCli, ComparesStoredExhibits) {
+  const std::string node = (dir_.path() / "node").string();
+  ASSERT_EQ(RunBien({"init", "--node", node}).code, 0);
+  for (int i : {0, 1}) {
+    ASSERT_EQ(RunBien({"ingest", "--node", node, File(i), "--case", "C1", "--exhibit",
+                       "E" + std::to_string(i), "--kind", "cartridge_case", "--role", "evidence"})
+                  .code,
+              0);
+  }
+  const auto j = Json(RunBien({"compare", "--node", node, "C1/E0", "C1/E1", "--json"}));
+  EXPECT_GE(j["combined"].get<double>(), 6);
+  EXPECT_EQ(j["reference"]["label"].get<std::string>(), "C1/E0");
+}
+
+TEST_F(CompareCli, CalibrateComparesTestFiresOfDifferentFirearms) {
+  const std::string node = (dir_.path() / "node").string();
+  ASSERT_EQ(RunBien({"init", "--node", node}).code, 0);
+  // Before any firearm is known, calibrate explains what it needs.
+  CliResult r = RunBien({"calibrate", "--node", node});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "--firearm")) << r.err;
+  for (size_t i = 0; i < files_.size(); ++i) {
+    ASSERT_EQ(RunBien({"ingest", "--node", node, File(static_cast<int>(i)), "--case",
+                       "TF-" + files_[i].source, "--exhibit", "T" + std::to_string(i), "--kind",
+                       "cartridge_case", "--role", "test_fire", "--firearm", files_[i].source})
+                  .code,
+              0);
+  }
+  const auto j = Json(RunBien({"calibrate", "--node", node, "--json"}));
+  EXPECT_EQ(j["firearms"].get<int>(), 3);
+  EXPECT_EQ(j["pairs"].get<int>(), 12);  // 15 pairs less the 3 same-firearm ones
+  EXPECT_EQ(j["recorded"].get<int>(), 12);
+  EXPECT_EQ(j["distribution_size"].get<int>(), 12);
+  const auto c = Json(RunBien({"compare", "--node", node, File(0), File(1), "--json"}));
+  EXPECT_EQ(c["strength"]["knm_total"].get<int>(), 12);
+  EXPECT_EQ(RunBien({"verify", "--node", node}).code, 0);
+}
+
+TEST_F(CompareCli, BadInputsAreNamed) {
+  CliResult r = RunBien({"compare", File(0), (dir_.path() / "missing.x3p").string()});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "missing.x3p")) << r.err;
+  r = RunBien({"eval", "--truth", (dir_.path() / "nothing" / "truth.csv").string()});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "truth.csv")) << r.err;
+}
+
+TEST(CompareCliReal, FadulEvalSeparatesEveryPairAtAnyRotation) {
+  const auto data = BIEN_REQUIRE_SHARED_DATA();
+  const std::string truth = (data / "cartridge/fadul/truth.csv").string();
+  for (const std::vector<std::string>& extra :
+       {std::vector<std::string>{}, std::vector<std::string>{"--rotate-random", "2026"}}) {
+    std::vector<std::string> args{"eval", "--truth", truth, "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto j = Json(RunBien(args));
+    EXPECT_EQ(j["pairs"].get<int>(), 780);
+    EXPECT_EQ(j["km"].get<int>(), 63);
+    EXPECT_DOUBLE_EQ(j["auc"].get<double>(), 1.0) << j.dump();
+    EXPECT_GT(j["min_km"].get<double>(), j["max_knm"].get<double>()) << j.dump();
+    EXPECT_DOUBLE_EQ(j["top1"].get<double>(), 1.0) << j.dump();
+  }
+}
+
+}  // namespace
+}  // namespace bien::testing

@@ -1,0 +1,567 @@
+#include "tools/compare.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <random>
+#include <thread>
+
+#include "core/csv.h"
+#include "core/error.h"
+#include "core/hash.h"
+#include "imaging/preprocess.h"
+#include "imaging/surface_io.h"
+#include "imaging/transform.h"
+#include "matching/calibration.h"
+#include "matching/cmc.h"
+#include "matching/metrics.h"
+#include "storage/store.h"
+#include "tools/compare_picture.h"
+#include "tools/output.h"
+
+namespace bien::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string Fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// A scan as given on the command line: its heights and where they came from.
+struct Operand {
+  std::string label;
+  std::string sha256;
+  Surface surface;
+};
+
+std::vector<std::byte> ReadAll(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot open for reading");
+  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(path.string() + ": read failed");
+  std::vector<std::byte> bytes(chars.size());
+  std::memcpy(bytes.data(), chars.data(), chars.size());
+  return bytes;
+}
+
+Operand LoadFile(const std::filesystem::path& path, std::optional<double> pixel_size_um) {
+  Operand op;
+  op.label = path.string();
+  const std::vector<std::byte> bytes = ReadAll(path);
+  op.sha256 = Sha256Hex(bytes);
+  ScanReadOptions options;
+  options.pixel_size_um = pixel_size_um;
+  op.surface = ReadScanFromMemory(bytes, op.label, options);
+  ValidateSurface(op.surface, op.label);
+  return op;
+}
+
+// A stored exhibit's breech-face scan, read from its untouched original the
+// way it was read at ingest (stored spacing and height scale).
+Operand LoadStored(const Store& store, const std::string& ref) {
+  const ExhibitRecord e = store.FindExhibit(ref);
+  const std::string name = e.case_ref + "/" + e.exhibit_ref;
+  if (e.kind != ExhibitKind::kCartridgeCase) {
+    throw Error(name + ": is a " + ToString(e.kind) +
+                "; only cartridge-case (breech-face) comparison is available");
+  }
+  const auto scans = store.ScansOf(e.id);
+  if (scans.empty()) throw Error(name + ": has no scans");
+  const ScanRecord& scan = scans.front();
+  Operand op;
+  op.label = name;
+  op.sha256 = scan.sha256;
+  const std::vector<std::byte> bytes = ReadAll(store.ObjectPath(scan.sha256));
+  if (Sha256Hex(bytes) != scan.sha256) {
+    throw Error(name + ": the stored original does not match its hash; run bien verify");
+  }
+  ScanReadOptions options;
+  if (scan.meta.intensity) options.pixel_size_um = scan.meta.dx_m * 1e6;
+  op.surface = ReadScanFromMemory(bytes, name, options);
+  op.surface.dx_m = scan.meta.dx_m;
+  op.surface.dy_m = scan.meta.dy_m;
+  if (scan.meta.z_scale != 1.0) {
+    for (float& v : op.surface.z) v = static_cast<float>(v * scan.meta.z_scale);
+  }
+  return op;
+}
+
+Operand LoadOperand(const Context& ctx, const std::string& arg, std::optional<double> px,
+                    std::unique_ptr<Store>& store) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(arg, ec)) return LoadFile(arg, px);
+  if (!ctx.node) {
+    throw Error(arg + ": no such file (to compare a stored exhibit, name the node with --node)");
+  }
+  if (!store) store = Store::Open(ctx.NodeDir());
+  return LoadStored(*store, arg);
+}
+
+nlohmann::json RegistrationJson(const Registration& r) {
+  return {{"angle_deg", r.angle_deg}, {"dx_um", r.dx_um}, {"dy_um", r.dy_um}};
+}
+
+nlohmann::json DirectionJson(const CmcDirection& d) {
+  nlohmann::json cells = nlohmann::json::array();
+  for (const CmcCell& c : d.cells) {
+    nlohmann::json j = {{"row", c.row},
+                        {"col", c.col},
+                        {"x", c.x},
+                        {"y", c.y},
+                        {"width", c.width},
+                        {"height", c.height},
+                        {"valid_share", c.valid_share},
+                        {"used", c.used}};
+    if (c.used) {
+      j["ccf"] = c.ccf;
+      j["registration"] = RegistrationJson(c.registration);
+      j["congruent"] = c.congruent;
+    }
+    cells.push_back(std::move(j));
+  }
+  return {{"congruent", d.congruent},
+          {"valid_cells", d.valid_cells},
+          {"registration", RegistrationJson(d.registration)},
+          {"cells", cells}};
+}
+
+std::string DescribeRegistration(const Registration& r) {
+  return "rotate " + Fixed(r.angle_deg, 1) + " deg, shift (" + Fixed(r.dx_um, 0) + ", " +
+         Fixed(r.dy_um, 0) + ") um";
+}
+
+// The node's known-non-match distribution for the comparator, if a node is named.
+std::optional<KnmDistribution> NodeDistribution(const Context& ctx, std::unique_ptr<Store>& store) {
+  if (!ctx.node) return std::nullopt;
+  if (!store) store = Store::Open(ctx.NodeDir());
+  return KnmDistribution(store->KnmScores(kCmcMethod));
+}
+
+Surface Preprocessed(const Operand& op, PreprocessReport* report) {
+  return PreprocessBreechFace(op.surface, op.label, PreprocessOptions{}, report);
+}
+
+}  // namespace
+
+int CmdCompare(Context& ctx, const CompareArgs& args) {
+  std::unique_ptr<Store> store;
+  const Operand a = LoadOperand(ctx, args.a, args.pixel_size_um, store);
+  const Operand b = LoadOperand(ctx, args.b, args.pixel_size_um, store);
+  const auto t0 = Clock::now();
+  PreprocessReport ra, rb;
+  const Surface pa = Preprocessed(a, &ra);
+  const Surface pb = Preprocessed(b, &rb);
+  const double preprocess_ms = MsSince(t0);
+  const auto t1 = Clock::now();
+  const CmcOptions options;
+  const auto prep_a = PrepareCmc(pa, a.label, options);
+  const auto prep_b = PrepareCmc(pb, b.label, options);
+  const CmcResult r = CompareCmc(*prep_a, *prep_b, options);
+  const double compare_ms = MsSince(t1);
+
+  const std::optional<KnmDistribution> knm = NodeDistribution(ctx, store);
+  const std::string strength =
+      knm ? knm->Describe(r.combined)
+          : "unknown: no node named, so no known-non-match distribution (see docs/SCORES.md)";
+
+  if (args.png) {
+    ComparisonPicture picture;
+    picture.reference_label = a.label;
+    picture.target_label = b.label;
+    picture.caption_lines = {"CMC " + Fixed(r.combined, 1) + "  (forward " +
+                                 std::to_string(r.forward.congruent) + " of " +
+                                 std::to_string(r.forward.valid_cells) + ", backward " +
+                                 std::to_string(r.backward.congruent) + " of " +
+                                 std::to_string(r.backward.valid_cells) + " congruent cells)",
+                             "target registered: " + DescribeRegistration(r.forward.registration),
+                             "strength: " + strength};
+    WriteComparisonPng(pa, pb, r, picture, *args.png);
+  }
+
+  if (ctx.json) {
+    nlohmann::json j = {{"reference", {{"label", a.label}, {"sha256", a.sha256}}},
+                        {"target", {{"label", b.label}, {"sha256", b.sha256}}},
+                        {"method", kCmcMethod},
+                        {"combined", r.combined},
+                        {"forward", DirectionJson(r.forward)},
+                        {"backward", DirectionJson(r.backward)},
+                        {"registration", RegistrationJson(r.forward.registration)},
+                        {"strength", {{"text", strength}}},
+                        {"preprocess_ms", preprocess_ms},
+                        {"compare_ms", compare_ms}};
+    if (knm) {
+      const Exceedance e = knm->At(r.combined);
+      j["strength"]["knm_at_least"] = e.at_least;
+      j["strength"]["knm_total"] = e.total;
+      j["strength"]["rate"] = std::isfinite(e.rate) ? nlohmann::json(e.rate) : nullptr;
+      j["strength"]["rate_upper95"] = e.rate_upper95;
+    }
+    if (args.png) j["png"] = args.png->string();
+    ctx.out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  auto side = [](const Operand& op, const Surface& s, const CmcDirection& d) {
+    return op.label + "  (" + std::to_string(s.width) + " x " + std::to_string(s.height) +
+           " px at " + Fixed(s.dx_m * 1e6, 3) + " um after preprocessing; " +
+           std::to_string(d.valid_cells) + " cells used)";
+  };
+  ctx.out << "reference      " << side(a, pa, r.forward) << "\n"
+          << "target         " << side(b, pb, r.backward) << "\n"
+          << "CMC score      " << Fixed(r.combined, 1) << "  (forward " << r.forward.congruent
+          << " of " << r.forward.valid_cells << ", backward " << r.backward.congruent << " of "
+          << r.backward.valid_cells << " congruent cells)\n"
+          << "registration   target = reference " << DescribeRegistration(r.forward.registration)
+          << "\n"
+          << "strength       " << strength << "\n"
+          << "time           preprocess " << Fixed(preprocess_ms, 0) << " ms, compare "
+          << Fixed(compare_ms, 0) << " ms\n";
+  if (args.png) ctx.out << "picture        " << args.png->string() << "\n";
+  return kExitOk;
+}
+
+namespace {
+
+struct EvalItem {
+  std::string path;
+  std::string source;
+  std::string sha256;
+  std::shared_ptr<const CmcPrepared> prepared;
+  double preprocess_ms = 0;
+};
+
+// Runs f(i) for i in [0, n) on `jobs` threads; the first exception is
+// rethrown on the caller's thread after all threads stop.
+template <typename F>
+void ParallelFor(size_t n, int jobs, F f) {
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < jobs; ++t) {
+      threads.emplace_back([&] {
+        for (size_t i = next++; i < n && !failed; i = next++) {
+          try {
+            f(i);
+          } catch (...) {
+            std::lock_guard lock(error_mutex);
+            if (!error) error = std::current_exception();
+            failed = true;
+          }
+        }
+      });
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+class EvalProgress {
+ public:
+  EvalProgress(bool enabled, std::ostream& out, std::string what, size_t total)
+      : enabled_(enabled), out_(out), what_(std::move(what)), total_(total) {}
+  void Step() {
+    const size_t done = ++done_;
+    if (!enabled_ || (done % 8 != 0 && done != total_)) return;
+    std::lock_guard lock(mutex_);
+    out_ << "\r  " << what_ << " " << done << "/" << total_ << std::flush;
+    if (done == total_) out_ << "\n";
+  }
+
+ private:
+  bool enabled_;
+  std::ostream& out_;
+  std::string what_;
+  size_t total_;
+  std::atomic<size_t> done_{0};
+  std::mutex mutex_;
+};
+
+nlohmann::json NumberOrNull(double v) { return std::isfinite(v) ? nlohmann::json(v) : nullptr; }
+
+}  // namespace
+
+int CmdEval(Context& ctx, const EvalArgs& args) {
+  const CsvTable truth = ReadCsvFile(args.truth);
+  const auto path_col = truth.Column("path");
+  const auto source_col = truth.Column("source");
+  if (!path_col || !source_col) {
+    throw Error(args.truth.string() + ": needs the columns path and source");
+  }
+  const std::filesystem::path base = args.truth.parent_path();
+  std::vector<EvalItem> items;
+  for (size_t i = 0; i < truth.rows.size(); ++i) {
+    EvalItem item;
+    item.path = truth.rows[i][*path_col];
+    item.source = truth.rows[i][*source_col];
+    if (item.path.empty() || item.source.empty()) {
+      throw Error(args.truth.string() + ":" + std::to_string(truth.row_lines[i]) +
+                  ": path and source must not be empty");
+    }
+    items.push_back(std::move(item));
+  }
+  if (items.size() < 2) throw Error(args.truth.string() + ": needs at least two scans");
+  int jobs = args.jobs > 0 ? args.jobs : static_cast<int>(std::thread::hardware_concurrency());
+  jobs = std::max(1, jobs);
+  cv::setNumThreads(1);  // parallel over comparisons instead
+
+  // Random rotations, one per scan, drawn up front so they do not depend on
+  // thread scheduling.
+  std::vector<double> rotation(items.size(), 0.0);
+  if (args.rotate_random) {
+    std::mt19937_64 rng(*args.rotate_random);
+    std::uniform_real_distribution<double> angle(0.0, 360.0);
+    for (double& r : rotation) r = angle(rng);
+  }
+
+  const CmcOptions options;
+  const auto t_prep = Clock::now();
+  EvalProgress prep_progress(ctx.progress, ctx.err, "preprocessed", items.size());
+  ParallelFor(items.size(), jobs, [&](size_t i) {
+    const auto t0 = Clock::now();
+    Operand op = LoadFile(base / items[i].path, args.pixel_size_um);
+    items[i].sha256 = op.sha256;
+    if (rotation[i] != 0) op.surface = RotateSurface(op.surface, rotation[i]);
+    const Surface processed = Preprocessed(op, nullptr);
+    items[i].prepared = PrepareCmc(processed, items[i].path, options);
+    items[i].preprocess_ms = MsSince(t0);
+    prep_progress.Step();
+  });
+  const double prep_wall_s = MsSince(t_prep) / 1000;
+
+  std::vector<PairScore> pairs;
+  for (size_t i = 0; i < items.size(); ++i) {
+    for (size_t j = i + 1; j < items.size(); ++j) {
+      PairScore p;
+      p.a = static_cast<int>(i);
+      p.b = static_cast<int>(j);
+      p.same_source = items[i].source == items[j].source;
+      pairs.push_back(p);
+    }
+  }
+  std::vector<double> ms(pairs.size());
+  const auto t_cmp = Clock::now();
+  EvalProgress cmp_progress(ctx.progress, ctx.err, "compared", pairs.size());
+  ParallelFor(pairs.size(), jobs, [&](size_t k) {
+    const auto t0 = Clock::now();
+    const CmcResult r =
+        CompareCmc(*items[pairs[k].a].prepared, *items[pairs[k].b].prepared, options);
+    pairs[k].score = r.combined;
+    ms[k] = MsSince(t0);
+    cmp_progress.Step();
+  });
+  const double cmp_wall_s = MsSince(t_cmp) / 1000;
+  const EvalMetrics m = ComputeEvalMetrics(static_cast<int>(items.size()), pairs);
+  double total_ms = 0;
+  for (double v : ms) total_ms += v;
+  const double ms_per_comparison = total_ms / static_cast<double>(pairs.size());
+
+  // A node named with --node keeps the known-non-match scores for calibration.
+  int recorded = 0;
+  if (ctx.node) {
+    std::vector<KnmScore> knm;
+    for (const PairScore& p : pairs) {
+      if (p.same_source || items[p.a].sha256 == items[p.b].sha256) continue;
+      KnmScore s;
+      s.sha_a = std::min(items[p.a].sha256, items[p.b].sha256);
+      s.sha_b = std::max(items[p.a].sha256, items[p.b].sha256);
+      s.score = p.score;
+      knm.push_back(std::move(s));
+    }
+    auto store = Store::Open(ctx.NodeDir());
+    recorded = store->RecordKnmScores(kCmcMethod, args.rotate_random ? "eval-rotated" : "eval", knm,
+                                      ctx.actor);
+  }
+
+  if (ctx.json) {
+    nlohmann::json j = {{"truth", args.truth.string()},
+                        {"method", kCmcMethod},
+                        {"scans", items.size()},
+                        {"pairs", m.pairs},
+                        {"km", m.km},
+                        {"knm", m.knm},
+                        {"auc", NumberOrNull(m.auc)},
+                        {"eer", NumberOrNull(m.eer)},
+                        {"min_km", NumberOrNull(m.min_km)},
+                        {"max_knm", NumberOrNull(m.max_knm)},
+                        {"top1", NumberOrNull(m.top1)},
+                        {"top10", NumberOrNull(m.top10)},
+                        {"queries", m.queries},
+                        {"ms_per_comparison", ms_per_comparison},
+                        {"comparison_wall_seconds", cmp_wall_s},
+                        {"preprocess_wall_seconds", prep_wall_s},
+                        {"jobs", jobs}};
+    if (args.rotate_random) j["rotate_random_seed"] = *args.rotate_random;
+    if (ctx.node) j["knm_scores_recorded"] = recorded;
+    ctx.out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  auto num = [](double v, int digits) { return std::isfinite(v) ? Fixed(v, digits) : "n/a"; };
+  ctx.out << "evaluated       " << args.truth.string() << " (" << items.size() << " scans"
+          << (args.rotate_random
+                  ? ", each rotated at random, seed " + std::to_string(*args.rotate_random)
+                  : "")
+          << ")\n"
+          << "pairs           " << m.pairs << "  (" << m.km << " known matches, " << m.knm
+          << " known non-matches)\n"
+          << "ROC AUC         " << num(m.auc, 4) << "\n"
+          << "EER             " << num(100 * m.eer, 2) << " %\n"
+          << "lowest KM       " << num(m.min_km, 1) << "\n"
+          << "highest KNM     " << num(m.max_knm, 1) << "\n"
+          << "top-1 / top-10  " << num(100 * m.top1, 1) << " % / " << num(100 * m.top10, 1)
+          << " %  (" << m.queries << " scans with a mate)\n"
+          << "time            " << Fixed(ms_per_comparison, 1) << " ms per comparison (one core), "
+          << Fixed(cmp_wall_s, 1) << " s for all pairs on " << jobs << " threads; preprocessing "
+          << Fixed(prep_wall_s, 1) << " s\n";
+  if (ctx.node) {
+    ctx.out << "recorded        " << recorded
+            << " known-non-match scores into the node's distribution (" << kCmcMethod << ")\n";
+  }
+  return kExitOk;
+}
+
+int CmdCalibrate(Context& ctx, const CalibrateArgs& args) {
+  if (args.max_pairs < 1) throw Error("--max-pairs must be at least 1");
+  auto store = Store::Open(ctx.NodeDir());
+  std::vector<ExhibitRecord> exhibits;
+  std::map<std::string, int> firearms;
+  for (auto& e : store->ListExhibits()) {
+    if (e.kind != ExhibitKind::kCartridgeCase || !e.firearm_ref || e.scan_count == 0) continue;
+    ++firearms[*e.firearm_ref];
+    exhibits.push_back(std::move(e));
+  }
+  if (firearms.size() < 2) {
+    throw Error(
+        "calibrate needs cartridge cases of at least two firearms with a firearm "
+        "reference (bien ingest --firearm REF); this node has " +
+        std::to_string(firearms.size()));
+  }
+  std::vector<std::pair<size_t, size_t>> pairs;
+  for (size_t i = 0; i < exhibits.size() && static_cast<int>(pairs.size()) < args.max_pairs; ++i) {
+    for (size_t j = i + 1; j < exhibits.size() && static_cast<int>(pairs.size()) < args.max_pairs;
+         ++j) {
+      if (*exhibits[i].firearm_ref != *exhibits[j].firearm_ref) pairs.emplace_back(i, j);
+    }
+  }
+  int jobs = args.jobs > 0 ? args.jobs : static_cast<int>(std::thread::hardware_concurrency());
+  jobs = std::max(1, jobs);
+  cv::setNumThreads(1);
+  const CmcOptions options;
+  std::vector<std::shared_ptr<const CmcPrepared>> prepared(exhibits.size());
+  std::vector<std::string> sha(exhibits.size());
+  std::vector<bool> needed(exhibits.size(), false);
+  for (const auto& [i, j] : pairs) needed[i] = needed[j] = true;
+  EvalProgress prep_progress(ctx.progress, ctx.err, "preprocessed", exhibits.size());
+  ParallelFor(exhibits.size(), jobs, [&](size_t i) {
+    if (needed[i]) {
+      const Operand op = LoadStored(*store, "#" + std::to_string(exhibits[i].id.value));
+      sha[i] = op.sha256;
+      prepared[i] = PrepareCmc(Preprocessed(op, nullptr), op.label, options);
+    }
+    prep_progress.Step();
+  });
+  std::vector<KnmScore> scores(pairs.size());
+  EvalProgress cmp_progress(ctx.progress, ctx.err, "compared", pairs.size());
+  ParallelFor(pairs.size(), jobs, [&](size_t k) {
+    const auto [i, j] = pairs[k];
+    scores[k].sha_a = std::min(sha[i], sha[j]);
+    scores[k].sha_b = std::max(sha[i], sha[j]);
+    scores[k].score = CompareCmc(*prepared[i], *prepared[j], options).combined;
+    cmp_progress.Step();
+  });
+  std::erase_if(scores, [](const KnmScore& s) { return s.sha_a == s.sha_b; });
+  const int recorded = store->RecordKnmScores(kCmcMethod, "calibrate", scores, ctx.actor);
+  const size_t total = store->KnmScores(kCmcMethod).size();
+  if (ctx.json) {
+    ctx.out << nlohmann::json{{"firearms", firearms.size()}, {"exhibits", exhibits.size()},
+                              {"pairs", pairs.size()},       {"recorded", recorded},
+                              {"distribution_size", total},  {"method", kCmcMethod}}
+                   .dump(2)
+            << "\n";
+    return kExitOk;
+  }
+  ctx.out << "compared " << pairs.size() << " pairs of cartridge cases from " << firearms.size()
+          << " different firearms (" << exhibits.size() << " exhibits)\n"
+          << "recorded " << recorded << " known-non-match scores; the node's " << kCmcMethod
+          << " distribution now holds " << total << "\n";
+  return kExitOk;
+}
+
+int CmdBenchCompare(Context& ctx, const BenchCompareArgs& args) {
+  if (args.pairs < 1) throw Error("--pairs must be at least 1");
+  const auto data = FindDataDir(args.data);
+  if (!data) throw Error("real data not found: pass --data or set BIEN_DATA_DIR");
+  const std::filesystem::path dir = *data / "cartridge" / "fadul";
+  const CsvTable truth = ReadCsvFile(dir / "truth.csv");
+  const auto path_col = truth.Column("path");
+  if (!path_col) throw Error((dir / "truth.csv").string() + ": no path column");
+  cv::setNumThreads(1);
+  const CmcOptions options;
+  std::vector<std::shared_ptr<const CmcPrepared>> prepared;
+  std::vector<double> preprocess_ms, prepare_ms;
+  for (const auto& row : truth.rows) {
+    const Operand op = LoadFile(dir / row[*path_col], std::nullopt);
+    auto t0 = Clock::now();
+    const Surface s = Preprocessed(op, nullptr);
+    preprocess_ms.push_back(MsSince(t0));
+    t0 = Clock::now();
+    prepared.push_back(PrepareCmc(s, op.label, options));
+    prepare_ms.push_back(MsSince(t0));
+  }
+  std::vector<double> ms;
+  for (size_t i = 0; i < prepared.size() && static_cast<int>(ms.size()) < args.pairs; ++i) {
+    for (size_t j = i + 1; j < prepared.size() && static_cast<int>(ms.size()) < args.pairs; ++j) {
+      const auto t0 = Clock::now();
+      CompareCmc(*prepared[i], *prepared[j], options);
+      ms.push_back(MsSince(t0));
+    }
+  }
+  auto stats = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    double sum = 0;
+    for (double x : v) sum += x;
+    return nlohmann::json{{"mean", sum / v.size()},
+                          {"median", v[v.size() / 2]},
+                          {"p90", v[std::min(v.size() - 1, v.size() * 9 / 10)]},
+                          {"max", v.back()}};
+  };
+  const nlohmann::json j = {{"scans", prepared.size()},
+                            {"comparisons", ms.size()},
+                            {"threads", 1},
+                            {"preprocess_ms", stats(preprocess_ms)},
+                            {"prepare_ms", stats(prepare_ms)},
+                            {"compare_ms", stats(ms)},
+                            {"peak_rss_mib", PeakRssMiB()}};
+  if (ctx.json) {
+    ctx.out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  auto line = [&](const char* name, const nlohmann::json& s) {
+    ctx.out << name << "mean " << Fixed(s["mean"].get<double>(), 1) << " ms, median "
+            << Fixed(s["median"].get<double>(), 1) << " ms, p90 "
+            << Fixed(s["p90"].get<double>(), 1) << " ms, max " << Fixed(s["max"].get<double>(), 1)
+            << " ms\n";
+  };
+  ctx.out << "Fadul breech faces, one thread: " << prepared.size() << " scans, " << ms.size()
+          << " comparisons (both directions, full-circle rotation search)\n";
+  line("preprocess  ", j["preprocess_ms"]);
+  line("prepare     ", j["prepare_ms"]);
+  line("compare     ", j["compare_ms"]);
+  ctx.out << "peak resident memory: " << Fixed(PeakRssMiB(), 0) << " MiB\n";
+  return kExitOk;
+}
+
+}  // namespace bien::cli
