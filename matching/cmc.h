@@ -36,7 +36,7 @@ struct CmcOptions {
   // Full-circle coarse registration.
   double coarse_step_deg = 7.5;          // angle step over 360 degrees
   int coarse_candidates = 5;             // poses handed to the cell search
-  int choice_cells = 24;                 // fullest cells that judge between candidate poses
+  int choice_cells = 16;                 // fullest cells that judge between candidate poses
   double max_shift_um = 400;             // largest translation between the two centres
   double candidate_separation_deg = 15;  // minimum angle between candidates
   // Cell search around each candidate pose.
