@@ -268,8 +268,8 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
 namespace {
 
 const std::vector<std::string> kManifestColumns = {
-    "path",        "case",  "exhibit", "kind", "role",          "calibre", "firing_pin",
-    "breech_face", "lands", "twist",   "land", "pixel_size_um", "xy_unit", "z_unit"};
+    "path",  "case",  "exhibit", "kind",          "role",    "calibre", "firing_pin", "breech_face",
+    "lands", "twist", "land",    "pixel_size_um", "xy_unit", "z_unit",  "firearm"};
 
 std::optional<std::string> NonEmpty(const std::string& s) {
   if (s.empty()) return std::nullopt;

@@ -244,7 +244,8 @@ int CmdDemo(Context& ctx, const DemoArgs& args) {
   const auto node = (dir / "node").string();
   ctx.out << "bien demo: generates synthetic cartridge-case scans with bien's own generator,\n"
              "creates a node, ingests the scans as test fires and crime-scene evidence,\n"
-             "lists the node and verifies every stored original and the audit chain.\n";
+             "lists the node, compares evidence with test fires (congruent matching cells)\n"
+             "and verifies every stored original and the audit chain.\n";
 
   int rc = DemoStep(ctx, "1. generate 3 firearms x 2 shots (X3P, 6.25 um)",
                     {"synth", "--out", samples, "--firearms", "3", "--shots", "2", "--seed", "7"});
@@ -259,7 +260,7 @@ int CmdDemo(Context& ctx, const DemoArgs& args) {
   const auto source_col = truth.Column("source");
   if (!path_col || !source_col) throw Error("demo: truth.csv lacks path/source columns");
   std::ofstream manifest(dir / "samples" / "manifest.csv");
-  manifest << "path,case,exhibit,kind,role,calibre,firing_pin\n";
+  manifest << "path,case,exhibit,kind,role,calibre,firing_pin,firearm\n";
   int shot_of_source = 0;
   std::string last_source;
   for (const auto& row : truth.rows) {
@@ -270,7 +271,8 @@ int CmdDemo(Context& ctx, const DemoArgs& args) {
     manifest << CsvEscape(row[*path_col]) << ","
              << (test_fire ? "TF-" + source : "2026-RS-" + source) << ","
              << (test_fire ? "T1" : "E1") << ",cartridge_case,"
-             << (test_fire ? "test_fire" : "evidence") << ",9mm Luger,circular\n";
+             << (test_fire ? "test_fire" : "evidence") << ",9mm Luger,circular,"
+             << (test_fire ? "PISTOL-" + source : "") << "\n";
   }
   manifest.close();
   rc = DemoStep(ctx, "3. ingest the scans (manifest: samples/manifest.csv)",
@@ -285,7 +287,17 @@ int CmdDemo(Context& ctx, const DemoArgs& args) {
   rc = DemoStep(ctx, "6. show one exhibit with its chain of custody",
                 {"show", "--node", node, "2026-RS-F02/E1"});
   if (rc != kExitOk) return rc;
-  rc = DemoStep(ctx, "7. verify stored originals and the audit chain", {"verify", "--node", node});
+  rc = DemoStep(ctx, "7. learn what scores mean: compare test fires of different pistols",
+                {"calibrate", "--node", node});
+  if (rc != kExitOk) return rc;
+  rc = DemoStep(ctx, "8. compare crime-scene evidence with the test fire of pistol F02 (a match)",
+                {"compare", "--node", node, "2026-RS-F02/E1", "TF-F02/T1", "--png",
+                 (dir / "F02 evidence vs test fire.png").string()});
+  if (rc != kExitOk) return rc;
+  rc = DemoStep(ctx, "9. compare it with the test fire of pistol F01 (not a match)",
+                {"compare", "--node", node, "2026-RS-F02/E1", "TF-F01/T1"});
+  if (rc != kExitOk) return rc;
+  rc = DemoStep(ctx, "10. verify stored originals and the audit chain", {"verify", "--node", node});
   if (rc != kExitOk) return rc;
   ctx.out << "\ndemo finished: node in " << node << "\n";
   return kExitOk;
