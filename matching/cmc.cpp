@@ -106,6 +106,25 @@ struct Canvas {
   int side = 0;
 };
 
+// After warping z*m and m bilinearly: keep the points whose interpolation
+// used only valid neighbours (mask ~1), undo the mask weighting there, and
+// drop the rest.
+void KeepFullyCovered(Canvas& c) {
+  for (int y = 0; y < c.z.rows; ++y) {
+    float* zr = c.z.ptr<float>(y);
+    float* mr = c.m.ptr<float>(y);
+    for (int x = 0; x < c.z.cols; ++x) {
+      if (mr[x] >= 0.99f) {
+        zr[x] /= mr[x];
+        mr[x] = 1.f;
+      } else {
+        zr[x] = 0.f;
+        mr[x] = 0.f;
+      }
+    }
+  }
+}
+
 int CanvasSide(const Level& l) {
   double r2 = 0;
   for (int y = 0; y < l.m.rows; ++y) {
@@ -133,19 +152,7 @@ Canvas Rotated(const Level& l, double angle_deg, int side) {
                  cv::BORDER_CONSTANT, 0);
   cv::warpAffine(l.m, out.m, map, cv::Size(side, side), cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
                  cv::BORDER_CONSTANT, 0);
-  for (int y = 0; y < side; ++y) {
-    float* zr = out.z.ptr<float>(y);
-    float* mr = out.m.ptr<float>(y);
-    for (int x = 0; x < side; ++x) {
-      if (mr[x] >= 0.99f) {
-        zr[x] /= mr[x];
-        mr[x] = 1.f;
-      } else {
-        zr[x] = 0.f;
-        mr[x] = 0.f;
-      }
-    }
-  }
+  KeepFullyCovered(out);
   return out;
 }
 
@@ -418,19 +425,7 @@ Canvas TargetInReferenceFrame(const CmcPrepared& ref, const CmcPrepared& tgt, do
                  0);
   cv::warpAffine(t.m, out.m, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
                  cv::BORDER_CONSTANT, 0);
-  for (int y = 0; y < size.height; ++y) {
-    float* zr = out.z.ptr<float>(y);
-    float* mr = out.m.ptr<float>(y);
-    for (int x = 0; x < size.width; ++x) {
-      if (mr[x] >= 0.99f) {
-        zr[x] /= mr[x];
-        mr[x] = 1.f;
-      } else {
-        zr[x] = 0.f;
-        mr[x] = 0.f;
-      }
-    }
-  }
+  KeepFullyCovered(out);
   return out;
 }
 
