@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -11,35 +13,49 @@
 namespace bien {
 namespace {
 
-// P(X <= k) for X ~ Binomial(n, p), summed in log space (k < n, 0 < p < 1).
-double BinomialCdf(int64_t k, int64_t n, double p) {
-  const double lp = std::log(p), lq = std::log1p(-p);
-  const double lgn = std::lgamma(static_cast<double>(n) + 1);
-  double sum = 0;
-  double max_log = -std::numeric_limits<double>::infinity();
-  std::vector<double> logs;
-  logs.reserve(static_cast<size_t>(k + 1));
-  for (int64_t i = 0; i <= k; ++i) {
-    const double di = static_cast<double>(i);
-    const double l = lgn - std::lgamma(di + 1) - std::lgamma(static_cast<double>(n - i) + 1) +
-                     di * lp + static_cast<double>(n - i) * lq;
-    logs.push_back(l);
-    max_log = std::max(max_log, l);
+// Continued fraction of the incomplete beta function (modified Lentz), as in
+// Numerical Recipes' betacf; converges quickly for x < (a + 1) / (a + b + 2),
+// in O(sqrt(max(a, b))) terms.
+double BetaContinuedFraction(double a, double b, double x) {
+  constexpr double kTiny = 1e-300;
+  constexpr double kEps = 1e-16;
+  const int max_terms = 1000 + static_cast<int>(20 * std::sqrt(std::max(a, b)));
+  const double qab = a + b, qap = a + 1, qam = a - 1;
+  double c = 1;
+  double d = 1 - qab * x / qap;
+  if (std::fabs(d) < kTiny) d = kTiny;
+  d = 1 / d;
+  double h = d;
+  for (int m = 1; m <= max_terms; ++m) {
+    const double dm = m, m2 = 2.0 * m;
+    double aa = dm * (b - dm) * x / ((qam + m2) * (a + m2));  // even step
+    d = 1 + aa * d;
+    if (std::fabs(d) < kTiny) d = kTiny;
+    c = 1 + aa / c;
+    if (std::fabs(c) < kTiny) c = kTiny;
+    d = 1 / d;
+    h *= d * c;
+    aa = -(a + dm) * (qab + dm) * x / ((a + m2) * (qap + m2));  // odd step
+    d = 1 + aa * d;
+    if (std::fabs(d) < kTiny) d = kTiny;
+    c = 1 + aa / c;
+    if (std::fabs(c) < kTiny) c = kTiny;
+    d = 1 / d;
+    const double step = d * c;
+    h *= step;
+    if (std::fabs(step - 1) < kEps) break;
   }
-  for (double l : logs) sum += std::exp(l - max_log);
-  return std::min(1.0, std::exp(max_log) * sum);
+  return h;
 }
 
-// One-sided 95 % Clopper-Pearson upper bound of a rate seen k times in n.
-double UpperBound95(int64_t k, int64_t n) {
-  if (n <= 0 || k >= n) return 1.0;
-  if (k == 0) return 1.0 - std::pow(0.05, 1.0 / static_cast<double>(n));
-  double lo = static_cast<double>(k) / static_cast<double>(n), hi = 1.0;
-  for (int it = 0; it < 100 && hi - lo > 1e-12; ++it) {
-    const double mid = (lo + hi) / 2;
-    (BinomialCdf(k, n, mid) > 0.05 ? lo : hi) = mid;
-  }
-  return hi;
+// The regularized incomplete beta function I_x(a, b), a, b > 0.
+double RegularizedIncompleteBeta(double a, double b, double x) {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const double log_front =
+      std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x);
+  if (x < (a + 1) / (a + b + 2)) return std::exp(log_front) * BetaContinuedFraction(a, b, x) / a;
+  return 1 - std::exp(log_front) * BetaContinuedFraction(b, a, 1 - x) / b;
 }
 
 std::string Percent(double rate) {
@@ -49,6 +65,26 @@ std::string Percent(double rate) {
 }
 
 }  // namespace
+
+double ClopperPearsonUpper(int64_t k, int64_t n, double confidence) {
+  if (k < 0 || n < 0 || k > n) {
+    throw Error("binomial bound: " + std::to_string(k) + " of " + std::to_string(n) +
+                " is not a count out of a total");
+  }
+  if (!(confidence > 0 && confidence < 1)) {
+    throw Error("binomial bound: the confidence must lie strictly between 0 and 1");
+  }
+  if (k == n) return 1.0;
+  // P(X <= k | n, p) = 1 - I_p(k + 1, n - k), falling in p: find where
+  // I_p(k + 1, n - k) reaches `confidence`.
+  const double a = static_cast<double>(k) + 1, b = static_cast<double>(n - k);
+  double lo = 0, hi = 1;
+  for (int it = 0; it < 200 && hi - lo > 1e-15 * hi; ++it) {
+    const double mid = lo + (hi - lo) / 2;
+    (RegularizedIncompleteBeta(a, b, mid) < confidence ? lo : hi) = mid;
+  }
+  return hi;
+}
 
 KnmDistribution::KnmDistribution(std::vector<double> scores) : sorted_(std::move(scores)) {
   for (double s : sorted_) {
@@ -64,7 +100,7 @@ Exceedance KnmDistribution::At(double score) const {
       static_cast<int64_t>(sorted_.end() - std::lower_bound(sorted_.begin(), sorted_.end(), score));
   e.rate = e.total ? static_cast<double>(e.at_least) / static_cast<double>(e.total)
                    : std::numeric_limits<double>::quiet_NaN();
-  e.rate_upper95 = UpperBound95(e.at_least, e.total);
+  e.rate_upper95 = ClopperPearsonUpper(e.at_least, e.total);
   return e;
 }
 

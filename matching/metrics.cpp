@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -26,10 +28,11 @@ double Auc(std::vector<double> km, std::vector<double> knm) {
   return wins / (static_cast<double>(km.size()) * static_cast<double>(knm.size()));
 }
 
-// Equal error rate: thresholds t run over every distinct score; a pair is
-// called a match when score >= t. FMR(t) = share of KNM >= t, FNMR(t) = share
-// of KM < t. The EER is where the two curves cross, linearly interpolated
-// between the two neighbouring thresholds where FMR - FNMR changes sign.
+// Equal error rate, as defined in metrics.h: thresholds t run over every
+// distinct score and +inf; a pair is called a match when score >= t.
+// FMR(t) = share of KNM >= t, FNMR(t) = share of KM < t. The EER is where the
+// two curves cross, linearly interpolated between the two neighbouring
+// thresholds where FMR - FNMR changes sign. O(n log n).
 double Eer(std::vector<double> km, std::vector<double> knm) {
   std::sort(km.begin(), km.end());
   std::sort(knm.begin(), knm.end());
@@ -75,6 +78,18 @@ EvalMetrics ComputeEvalMetrics(int items, const std::vector<PairScore>& pairs) {
     (p.same_source ? km : knm).push_back(p.score);
     partners[static_cast<size_t>(p.a)].emplace_back(p.score, p.same_source);
     partners[static_cast<size_t>(p.b)].emplace_back(p.score, p.same_source);
+  }
+  // Each unordered pair at most once: a repeat would count twice.
+  {
+    std::vector<std::pair<int, int>> keys;
+    keys.reserve(pairs.size());
+    for (const PairScore& p : pairs) keys.emplace_back(std::minmax(p.a, p.b));
+    std::sort(keys.begin(), keys.end());
+    const auto repeat = std::adjacent_find(keys.begin(), keys.end());
+    if (repeat != keys.end()) {
+      throw Error("evaluation: pair (" + std::to_string(repeat->first) + ", " +
+                  std::to_string(repeat->second) + ") is given more than once");
+    }
   }
   m.pairs = static_cast<int64_t>(pairs.size());
   m.km = static_cast<int64_t>(km.size());
