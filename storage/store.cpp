@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <unordered_map>
+#include <utility>
 
 #include "core/error.h"
 #include "core/hash.h"
@@ -166,7 +167,20 @@ END;
 struct Migration {
   const char* what;
   const char* sql;
+  // Runs first, in the same transaction, for what plain SQL cannot say.
+  void (*before)(sql::Db& db) = nullptr;
 };
+
+// Version-1 databases written by the first release have no scans.z_scale (it
+// was added to the version-1 step before version 2 existed); every scan they
+// hold was read as standard X3P metres, i.e. z_scale 1. Give them the column
+// as the later version 1 has it, so every version-1 database leaves the step
+// to version 2 with the same tables.
+void AddMissingZScale(sql::Db& db) {
+  if (db.QueryInt("SELECT count(*) FROM pragma_table_info('scans') WHERE name = 'z_scale'") == 0) {
+    db.Exec("ALTER TABLE scans ADD COLUMN z_scale REAL NOT NULL DEFAULT 1 CHECK (z_scale > 0)");
+  }
+}
 
 constexpr const char* kSchemaV2 = R"sql(
 ALTER TABLE exhibits ADD COLUMN firearm_ref TEXT
@@ -186,7 +200,8 @@ CREATE TABLE knm_scores (
 
 constexpr std::array kMigrations{
     Migration{"create cases, exhibits, scans, features and the audit log", kSchemaV1},
-    Migration{"add exhibits.firearm_ref and the known-non-match score table", kSchemaV2},
+    Migration{"add exhibits.firearm_ref and the known-non-match score table", kSchemaV2,
+              AddMissingZScale},
 };
 
 // ---------------------------------------------------------------------------
@@ -534,7 +549,9 @@ std::unique_ptr<sql::Db> OpenDatabase(const fs::path& path, bool create) {
     // Another process may have migrated meanwhile.
     if (db->QueryInt("PRAGMA user_version") > step) continue;
     try {
-      db->Exec(kMigrations[static_cast<size_t>(step)].sql);
+      const Migration& migration = kMigrations[static_cast<size_t>(step)];
+      if (migration.before) migration.before(*db);
+      db->Exec(migration.sql);
     } catch (const Error& e) {
       throw Error(path.string() + ": migration to schema version " + std::to_string(step + 1) +
                   " (" + kMigrations[static_cast<size_t>(step)].what + ") failed: " + e.what());
@@ -590,6 +607,7 @@ class SqliteStore final : public Store {
   int RecordKnmScores(const std::string& method, const std::string& origin,
                       const std::vector<KnmScore>& scores, const std::string& actor) override;
   std::vector<double> KnmScores(const std::string& method) const override;
+  int64_t CountKnmScores(const std::string& method) const override;
   StoreCounts Counts() const override;
   VerifyReport Verify() const override;
 
@@ -869,6 +887,10 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
     if (*field && field->value().empty()) field->reset();  // empty = unknown
     if (*field) CheckLine("class characteristic", **field, false);
   }
+  // Firearm refs are compared exactly (different refs = known non-matches), so
+  // they follow the rules of references: no stray blanks or control characters.
+  if (spec.firearm_ref && spec.firearm_ref->empty()) spec.firearm_ref.reset();  // empty = unknown
+  if (spec.firearm_ref) CheckRef("firearm reference", *spec.firearm_ref);
   if (spec.cc.lands && (*spec.cc.lands < 1 || *spec.cc.lands > 64)) {
     throw Error("lands " + std::to_string(*spec.cc.lands) + " is out of range (1 to 64)");
   }
@@ -1156,27 +1178,42 @@ std::optional<std::vector<std::byte>> SqliteStore::GetFeature(ScanId scan, const
 
 int SqliteStore::RecordKnmScores(const std::string& method, const std::string& origin,
                                  const std::vector<KnmScore>& scores, const std::string& actor) {
-  if (method.empty()) throw Error("known-non-match scores: the method name is empty");
-  if (origin.empty()) throw Error("known-non-match scores: the origin is empty");
-  for (const KnmScore& k : scores) {
-    if (k.sha_a.size() != 64 || !IsLowerHex(k.sha_a) || k.sha_b.size() != 64 ||
-        !IsLowerHex(k.sha_b)) {
-      throw Error("known-non-match scores: '" + k.sha_a + "', '" + k.sha_b +
-                  "' are not both sha256 digests (64 lower-case hex digits)");
+  CheckRef("known-non-match scores: the method name", method);
+  CheckRef("known-non-match scores: the origin", origin);
+  CheckLine("the actor (who is acting)", actor, false);
+  // Check everything before writing anything; order each pair (sha_a < sha_b).
+  std::vector<KnmScore> ordered;
+  ordered.reserve(scores.size());
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const KnmScore& k = scores[i];
+    const std::string which = "known-non-match score " + std::to_string(i + 1) + " of " +
+                              std::to_string(scores.size()) + ": ";
+    for (const std::string* sha : {&k.sha_a, &k.sha_b}) {
+      if (sha->size() != 64 || !IsLowerHex(*sha)) {
+        throw Error(which + Quote(sha->substr(0, 80)) +
+                    " is not a sha256 digest (64 lower-case hex digits)");
+      }
     }
-    if (!(k.sha_a < k.sha_b)) {
-      throw Error("known-non-match scores: pair " + k.sha_a.substr(0, 12) + "…, " +
-                  k.sha_b.substr(0, 12) + "… must be two different files, smaller sha first");
+    if (k.sha_a == k.sha_b) {
+      throw Error(which + "both files are " + k.sha_a.substr(0, 16) +
+                  "…; a known non-match compares two different files");
     }
-    if (!std::isfinite(k.score)) throw Error("known-non-match scores: a score is not finite");
+    if (!std::isfinite(k.score)) throw Error(which + "the score is not a finite number");
+    KnmScore o = k;
+    if (o.sha_b < o.sha_a) std::swap(o.sha_a, o.sha_b);
+    ordered.push_back(std::move(o));
   }
+  if (ordered.empty()) return 0;
+  std::set<std::pair<std::string, std::string>> distinct;
+  for (const KnmScore& k : ordered) distinct.emplace(k.sha_a, k.sha_b);
+
   const std::string now = UtcNowIso8601();
   sql::Transaction tx(*db_);
   auto& s =
       Q("INSERT INTO knm_scores (method, sha_a, sha_b, score, origin, recorded_at) VALUES (?1, ?2, "
         "?3, ?4, ?5, ?6) ON CONFLICT (method, sha_a, sha_b) DO UPDATE SET score = excluded.score, "
         "origin = excluded.origin, recorded_at = excluded.recorded_at");
-  for (const KnmScore& k : scores) {
+  for (const KnmScore& k : ordered) {
     sql::Stmt::Scope scope(s);
     s.Bind(1, method)
         .Bind(2, k.sha_a)
@@ -1191,10 +1228,10 @@ int SqliteStore::RecordKnmScores(const std::string& method, const std::string& o
               JsonObject()
                   .Add("method", method)
                   .Add("origin", origin)
-                  .AddRaw("count", std::to_string(scores.size()))
+                  .AddRaw("count", std::to_string(distinct.size()))
                   .str());
   tx.Commit();
-  return static_cast<int>(scores.size());
+  return static_cast<int>(distinct.size());
 }
 
 std::vector<double> SqliteStore::KnmScores(const std::string& method) const {
@@ -1204,6 +1241,14 @@ std::vector<double> SqliteStore::KnmScores(const std::string& method) const {
   std::vector<double> out;
   while (s.Step()) out.push_back(s.Double(0));
   return out;
+}
+
+int64_t SqliteStore::CountKnmScores(const std::string& method) const {
+  auto& s = Q("SELECT count(*) FROM knm_scores WHERE method = ?1");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, method);
+  if (!s.Step()) db_->Fail("cannot count known-non-match scores");
+  return s.Int(0);
 }
 
 StoreCounts SqliteStore::Counts() const {

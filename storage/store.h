@@ -130,8 +130,9 @@ struct AuditRecord {
   std::string row_hash;
 };
 
-// A comparison score between two originals (by sha256, sha_a < sha_b) known
-// to come from different firearms.
+// A comparison score between two originals, named by their sha256 (64
+// lower-case hex digits), known to come from different firearms. The pair is
+// unordered: it is stored with the smaller sha as sha_a.
 struct KnmScore {
   std::string sha_a;
   std::string sha_b;
@@ -205,13 +206,19 @@ class Store {
                                                            int version) const = 0;
 
   // Known-non-match scores of a comparison method (e.g. "cmc-v1"), for score
-  // calibration (docs/SCORES.md). Records in one transaction with one audit
-  // row; re-recording a pair replaces its score. Returns the rows written.
-  // Throws bien::Error on a bad sha, equal shas, a non-finite score or an
-  // empty method or origin.
+  // calibration (docs/SCORES.md); `origin` says where they came from ("eval",
+  // "calibrate"). Records all of them in one transaction with one
+  // "record_knm_scores" audit row (method, origin, count); re-recording a pair
+  // (in either order) replaces its score and origin. Returns the rows written:
+  // the distinct pairs (a pair given twice in one call keeps its last score).
+  // An empty list writes nothing (no audit row) and returns 0. Throws
+  // bien::Error, changing nothing, on an empty method or origin, a sha that is
+  // not 64 lower-case hex digits, a pair of equal shas or a non-finite score.
   virtual int RecordKnmScores(const std::string& method, const std::string& origin,
                               const std::vector<KnmScore>& scores, const std::string& actor) = 0;
+  // The recorded scores of a method, ascending; empty for an unknown method.
   virtual std::vector<double> KnmScores(const std::string& method) const = 0;
+  virtual int64_t CountKnmScores(const std::string& method) const = 0;
 
   virtual StoreCounts Counts() const = 0;
 

@@ -465,9 +465,13 @@ int CmdCalibrate(Context& ctx, const CalibrateArgs& args) {
   std::vector<bool> needed(exhibits.size(), false);
   for (const auto& [i, j] : pairs) needed[i] = needed[j] = true;
   EvalProgress prep_progress(ctx.progress, ctx.err, "preprocessed", exhibits.size());
+  std::mutex store_mutex;  // a Store is used from one thread at a time (storage/store.h)
   ParallelFor(exhibits.size(), jobs, [&](size_t i) {
     if (needed[i]) {
-      const Operand op = LoadStored(*store, "#" + std::to_string(exhibits[i].id.value));
+      const Operand op = [&] {
+        std::lock_guard lock(store_mutex);
+        return LoadStored(*store, "#" + std::to_string(exhibits[i].id.value));
+      }();
       sha[i] = op.sha256;
       prepared[i] = PrepareCmc(Preprocessed(op, nullptr), op.label, options);
     }

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <thread>
+#include <utility>
 
 #include "core/csv.h"
 #include "core/error.h"
@@ -178,20 +179,85 @@ class Progress {
   size_t total_;
 };
 
+// Sets `problem` when `given` differs from a `known` value (first problem wins).
+template <typename T, typename Show>
+void MergeField(const char* field, std::optional<T>& known, const std::optional<T>& given,
+                Show show, std::string& problem) {
+  if (!given || !problem.empty()) return;
+  if (known && *known != *given) {
+    problem = std::string(field) + " '" + show(*given) + "' here, but '" + show(*known) +
+              "' on an earlier row";
+  }
+}
+
+// Folds a later row's description of an exhibit into the one its group will
+// be stored with: unknown fields are filled in; a different kind, role or known
+// value is that row's problem, returned ("" when it agrees) with `group` left
+// as it was. So no row silently loses what it says, and a conflicting row
+// rejects only itself.
+std::string MergeSpec(ExhibitSpec& group, const ExhibitSpec& row) {
+  std::string problem;
+  auto text = [](const std::string& v) { return v; };
+  auto number = [](int v) { return std::to_string(v); };
+  auto twist = [](Twist v) { return std::string(ToString(v)); };
+  if (row.kind != group.kind) {
+    problem = std::string("kind '") + ToString(row.kind) + "' here, but '" + ToString(group.kind) +
+              "' on an earlier row";
+  } else if (row.role != group.role) {
+    problem = std::string("role '") + ToString(row.role) + "' here, but '" + ToString(group.role) +
+              "' on an earlier row";
+  }
+  ExhibitSpec merged = group;
+  MergeField("calibre", merged.cc.calibre, row.cc.calibre, text, problem);
+  MergeField("firing_pin", merged.cc.firing_pin, row.cc.firing_pin, text, problem);
+  MergeField("breech_face", merged.cc.breech_face, row.cc.breech_face, text, problem);
+  MergeField("lands", merged.cc.lands, row.cc.lands, number, problem);
+  MergeField("twist", merged.cc.twist, row.cc.twist, twist, problem);
+  MergeField("firearm", merged.firearm_ref, row.firearm_ref, text, problem);
+  if (!problem.empty()) {
+    return "exhibit " + group.case_ref + "/" + group.exhibit_ref + ": " + problem;
+  }
+  auto fill = [](auto& known, const auto& given) {
+    if (!known) known = given;
+  };
+  fill(merged.cc.calibre, row.cc.calibre);
+  fill(merged.cc.firing_pin, row.cc.firing_pin);
+  fill(merged.cc.breech_face, row.cc.breech_face);
+  fill(merged.cc.lands, row.cc.lands);
+  fill(merged.cc.twist, row.cc.twist);
+  fill(merged.firearm_ref, row.firearm_ref);
+  group = std::move(merged);
+  return "";
+}
+
 }  // namespace
 
 IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<IngestItem> items,
                           int jobs, bool progress, std::ostream& progress_out) {
   const auto start = std::chrono::steady_clock::now();
 
-  // Group by exhibit, in first-seen order.
+  // Group by exhibit, in first-seen order. The group's description comes from
+  // its valid rows only (a bad row's fields may be half-read), merged.
   std::vector<Group> groups;
+  std::vector<bool> described;  // a valid row has set the group's spec
   std::map<std::pair<std::string, std::string>, size_t> group_of;
   for (size_t i = 0; i < items.size(); ++i) {
     const auto key = std::make_pair(items[i].exhibit.case_ref, items[i].exhibit.exhibit_ref);
     auto [it, inserted] = group_of.try_emplace(key, groups.size());
-    if (inserted) groups.push_back(Group{items[i].exhibit, {}});
-    groups[it->second].items.push_back(i);
+    if (inserted) {
+      groups.push_back(Group{items[i].exhibit, {}});
+      described.push_back(false);
+    }
+    const size_t g = it->second;
+    groups[g].items.push_back(i);
+    if (!items[i].error.empty()) continue;
+    if (!described[g]) {
+      groups[g].spec = items[i].exhibit;
+      described[g] = true;
+    } else if (std::string problem = MergeSpec(groups[g].spec, items[i].exhibit);
+               !problem.empty()) {
+      items[i].error = items[i].label + ": " + problem;
+    }
   }
 
   IngestSummary summary;

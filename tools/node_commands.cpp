@@ -50,10 +50,11 @@ int CmdList(Context& ctx, const std::optional<std::string>& case_ref) {
     ctx.out << j.dump(2) << "\n";
     return kExitOk;
   }
-  TextTable table({"ID", "CASE", "EXHIBIT", "KIND", "ROLE", "SCANS", "CLASS"});
+  TextTable table({"ID", "CASE", "EXHIBIT", "KIND", "ROLE", "SCANS", "FIREARM", "CLASS"});
   for (const auto& e : exhibits) {
     table.Add({"#" + std::to_string(e.id.value), e.case_ref, e.exhibit_ref, ToString(e.kind),
-               ToString(e.role), std::to_string(e.scan_count), Describe(e.cc)});
+               ToString(e.role), std::to_string(e.scan_count), e.firearm_ref.value_or("-"),
+               Describe(e.cc)});
   }
   ctx.out << table.Render();
   ctx.out << exhibits.size() << " exhibit" << (exhibits.size() == 1 ? "" : "s") << " in node '"

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <string>
@@ -810,36 +811,69 @@ std::string Sha(char c) { return std::string(64, c); }
 
 TEST_F(StoreTest, KnmScoresAreRecordedAuditedAndReplaced) {
   EXPECT_TRUE(store_->KnmScores("cmc-v1").empty());
+  EXPECT_EQ(store_->CountKnmScores("cmc-v1"), 0);
   EXPECT_EQ(store_->RecordKnmScores("cmc-v1", "eval",
                                     {{Sha('a'), Sha('b'), 2.5}, {Sha('a'), Sha('c'), 1.0}}, "bob"),
             2);
   EXPECT_EQ(store_->KnmScores("cmc-v1"), (std::vector<double>{1.0, 2.5}));
+  EXPECT_EQ(store_->CountKnmScores("cmc-v1"), 2);
   EXPECT_TRUE(store_->KnmScores("cmc-v2").empty());  // another method starts empty
-  // The same pair again replaces its score.
-  store_->RecordKnmScores("cmc-v1", "calibrate", {{Sha('a'), Sha('b'), 4.0}}, "bob");
-  EXPECT_EQ(store_->KnmScores("cmc-v1"), (std::vector<double>{1.0, 4.0}));
-  const auto audit = store_->AuditTrail(std::nullopt);
-  EXPECT_EQ(audit.back().action, "record_knm_scores");
-  EXPECT_TRUE(store_->Verify().ok());
+  EXPECT_EQ(store_->CountKnmScores("cmc-v2"), 0);
 
-  ExpectError(
-      [&] {
-        store_->RecordKnmScores("cmc-v1", "eval", {{"xyz", Sha('b'), 1}}, "bob");
-      },
-      "sha256");
-  ExpectError(
-      [&] {
-        store_->RecordKnmScores("cmc-v1", "eval", {{Sha('b'), Sha('a'), 1}}, "bob");
-      },
-      "smaller sha first");
-  ExpectError(
-      [&] {
-        store_->RecordKnmScores("cmc-v1", "eval", {{Sha('a'), Sha('b'), NAN}}, "bob");
-      },
-      "not finite");
-  ExpectError([&] { store_->RecordKnmScores("", "eval", {}, "bob"); }, "method");
-  // A failed call changed nothing.
-  EXPECT_EQ(store_->KnmScores("cmc-v1").size(), 2u);
+  // One audit row per call, naming method, origin and count.
+  auto audit = store_->AuditTrail(std::nullopt);
+  EXPECT_EQ(audit.back().action, "record_knm_scores");
+  EXPECT_EQ(audit.back().actor, "bob");
+  EXPECT_EQ(audit.back().subject, "known-non-match scores cmc-v1");
+  EXPECT_FALSE(audit.back().exhibit.has_value());
+  EXPECT_EQ(audit.back().details, R"({"method":"cmc-v1","origin":"eval","count":2})");
+  const size_t rows = audit.size();
+
+  // The same pair again, in the other order, replaces its score and origin.
+  EXPECT_EQ(store_->RecordKnmScores("cmc-v1", "calibrate", {{Sha('b'), Sha('a'), 4.0}}, "bob"), 1);
+  EXPECT_EQ(store_->KnmScores("cmc-v1"), (std::vector<double>{1.0, 4.0}));
+  {
+    RawDb raw(Db());
+    EXPECT_EQ(raw.Text("SELECT count(*) FROM knm_scores WHERE sha_a < sha_b"), "2");
+    EXPECT_EQ(raw.Text("SELECT origin FROM knm_scores WHERE sha_b = '" + Sha('b') + "'"),
+              "calibrate");
+  }
+  // A pair given twice in one call is one row, with its last score.
+  EXPECT_EQ(store_->RecordKnmScores("cmc-v1", "eval",
+                                    {{Sha('c'), Sha('d'), 7}, {Sha('d'), Sha('c'), 8}}, "bob"),
+            1);
+  EXPECT_EQ(store_->KnmScores("cmc-v1"), (std::vector<double>{1.0, 4.0, 8.0}));
+  // Nothing to record: no row, no audit entry.
+  EXPECT_EQ(store_->RecordKnmScores("cmc-v1", "eval", {}, "bob"), 0);
+  audit = store_->AuditTrail(std::nullopt);
+  EXPECT_EQ(audit.size(), rows + 2);
+  EXPECT_TRUE(store_->Verify().ok());
+  // The scores survive reopening.
+  store_ = Store::Open(node_);
+  EXPECT_EQ(store_->CountKnmScores("cmc-v1"), 3);
+}
+
+TEST_F(StoreTest, KnmScoresRefuseBadInputAndChangeNothing) {
+  store_->RecordKnmScores("cmc-v1", "eval", {{Sha('a'), Sha('b'), 1}}, "bob");
+  const StoreCounts before = store_->Counts();
+  auto record = [&](std::vector<KnmScore> scores, const std::string& method = "cmc-v1",
+                    const std::string& origin = "eval", const std::string& actor = "bob") {
+    return [=, this] { store_->RecordKnmScores(method, origin, scores, actor); };
+  };
+  // A good score before the bad one is not written either.
+  ExpectError(record({{Sha('a'), Sha('c'), 1}, {"xyz", Sha('b'), 1}}),
+              "known-non-match score 2 of 2: 'xyz' is not a sha256 digest");
+  ExpectError(record({{Sha('a'), std::string(64, 'A'), 1}}), "64 lower-case hex digits");
+  ExpectError(record({{Sha('a'), Sha('a'), 1}}), "two different files");
+  ExpectError(record({{Sha('a'), Sha('c'), NAN}}), "not a finite number");
+  ExpectError(record({{Sha('a'), Sha('c'), INFINITY}}), "not a finite number");
+  ExpectError(record({{Sha('a'), Sha('c'), 1}}, ""), "the method name is empty");
+  ExpectError(record({{Sha('a'), Sha('c'), 1}}, "cmc\nv1"), "control character");
+  ExpectError(record({{Sha('a'), Sha('c'), 1}}, "cmc-v1", ""), "the origin is empty");
+  ExpectError(record({{Sha('a'), Sha('c'), 1}}, "cmc-v1", "eval", ""), "actor");
+  ExpectError(record({}, ""), "method");
+  EXPECT_EQ(store_->KnmScores("cmc-v1"), (std::vector<double>{1.0}));
+  ExpectSameCounts(store_->Counts(), before);
 }
 
 TEST_F(StoreTest, FirearmReferenceIsKeptAndNeverSilentlyChanged) {
@@ -848,28 +882,216 @@ TEST_F(StoreTest, FirearmReferenceIsKeptAndNeverSilentlyChanged) {
   spec.firearm_ref = "RUGER-P95-0001";
   Add(spec, {"scan one"});
   EXPECT_EQ(store_->FindExhibit("C1/T1").firearm_ref, "RUGER-P95-0001");
+  auto audit = store_->AuditTrail(store_->FindExhibit("C1/T1").id);
+  EXPECT_NE(audit.front().details.find(R"("firearm_ref":"RUGER-P95-0001")"), std::string::npos)
+      << audit.front().details;
+  // The same ref again, or none, is fine.
+  Add(spec, {"scan two"});
+  spec.firearm_ref.reset();
+  Add(spec, {"scan three"});
+  EXPECT_EQ(store_->FindExhibit("C1/T1").firearm_ref, "RUGER-P95-0001");
+  // Another ref is refused, and nothing is added.
   spec.firearm_ref = "OTHER";
-  ExpectError([&] { Add(spec, {"scan two"}); }, "firearm_ref");
-  EXPECT_EQ(store_->FindExhibit("C1/T1").scan_count, 1);
+  const StoreCounts before = store_->Counts();
+  ExpectError([&] { Add(spec, {"scan four"}); },
+              "exhibit C1/T1 is recorded with firearm_ref 'RUGER-P95-0001', not 'OTHER'");
+  ExpectSameCounts(store_->Counts(), before);
+  EXPECT_EQ(store_->FindExhibit("C1/T1").scan_count, 3);
+
+  // Unknown, then known: filled in, with an update_exhibit audit row.
+  ExhibitSpec later = Spec("C1", "T2");
+  later.role = ExhibitRole::kTestFire;
+  Add(later, {"scan five"});
+  EXPECT_FALSE(store_->FindExhibit("C1/T2").firearm_ref.has_value());
+  later.firearm_ref = "";  // empty = unknown
+  Add(later, {"scan six"});
+  EXPECT_FALSE(store_->FindExhibit("C1/T2").firearm_ref.has_value());
+  later.firearm_ref = "GLOCK-17-0042";
+  Add(later, {"scan seven"});
+  EXPECT_EQ(store_->FindExhibit("C1/T2").firearm_ref, "GLOCK-17-0042");
+  audit = store_->AuditTrail(store_->FindExhibit("C1/T2").id);
+  const auto update = std::find_if(audit.begin(), audit.end(), [](const AuditRecord& a) {
+    return a.action == "update_exhibit";
+  });
+  ASSERT_NE(update, audit.end());
+  EXPECT_EQ(update->details, R"({"filled":{"firearm_ref":"GLOCK-17-0042"}})");
+  EXPECT_TRUE(store_->Verify().ok());
+
+  // Refs are compared exactly, so stray blanks and control characters are refused.
+  ExhibitSpec bad = Spec("C1", "T3");
+  bad.firearm_ref = " SN-1";
+  ExpectError([&] { Add(bad, {"scan eight"}); }, "firearm reference ' SN-1' begins or ends");
+  bad.firearm_ref = "SN\t1";
+  ExpectError([&] { Add(bad, {"scan eight"}); }, "control character");
+  bad.firearm_ref = std::string(129, 'x');
+  ExpectError([&] { Add(bad, {"scan eight"}); }, "longer than 128");
 }
 
-TEST_F(StoreTest, VersionOneDatabaseMigratesToVersionTwo) {
-  store_.reset();
-  {
-    // Turn the node back into a version-1 database.
-    RawDb raw(Db());
-    raw.Exec("DROP TABLE knm_scores");
-    raw.Exec("ALTER TABLE exhibits DROP COLUMN firearm_ref");
-    raw.Exec("PRAGMA user_version = 1");
-  }
-  store_ = Store::Open(node_);
-  RawDb check(Db());
-  EXPECT_EQ(check.Text("PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
-  EXPECT_EQ(Store::SchemaVersion(), 2);
-  store_->RecordKnmScores("cmc-v1", "eval", {{Sha('a'), Sha('b'), 2.0}}, "bob");
-  EXPECT_EQ(store_->KnmScores("cmc-v1").size(), 1u);
-  EXPECT_TRUE(store_->Verify().ok());
+// The version-1 schema exactly as released (storage/store.cpp at 5ef79a2),
+// with scans.z_scale as later version-1 builds wrote it, or without it as the
+// first release did.
+std::string SchemaVersionOne(bool with_z_scale) {
+  return std::string(R"sql(
+CREATE TABLE cases (
+  id          INTEGER PRIMARY KEY,
+  case_ref    TEXT NOT NULL UNIQUE CHECK (length(case_ref) BETWEEN 1 AND 128),
+  created_at  TEXT NOT NULL
+);
+CREATE TABLE exhibits (
+  id           INTEGER PRIMARY KEY,
+  case_id      INTEGER NOT NULL REFERENCES cases(id),
+  exhibit_ref  TEXT NOT NULL CHECK (length(exhibit_ref) BETWEEN 1 AND 128),
+  kind         TEXT NOT NULL CHECK (kind IN ('cartridge_case', 'bullet')),
+  role         TEXT NOT NULL CHECK (role IN ('evidence', 'test_fire')),
+  calibre      TEXT CHECK (calibre IS NULL OR length(calibre) > 0),
+  firing_pin   TEXT CHECK (firing_pin IS NULL OR length(firing_pin) > 0),
+  breech_face  TEXT CHECK (breech_face IS NULL OR length(breech_face) > 0),
+  lands        INTEGER CHECK (lands IS NULL OR lands BETWEEN 1 AND 64),
+  twist        TEXT CHECK (twist IS NULL OR twist IN ('left', 'right')),
+  created_at   TEXT NOT NULL,
+  UNIQUE (case_id, exhibit_ref)
+);
+CREATE TABLE scans (
+  id             INTEGER PRIMARY KEY,
+  exhibit_id     INTEGER NOT NULL REFERENCES exhibits(id),
+  sha256         TEXT NOT NULL UNIQUE
+                 CHECK (length(sha256) = 64 AND sha256 NOT GLOB '*[^0-9a-f]*'),
+  size_bytes     INTEGER NOT NULL CHECK (size_bytes >= 0),
+  original_name  TEXT NOT NULL CHECK (length(original_name) > 0),
+  format         TEXT NOT NULL CHECK (length(format) > 0),
+  width          INTEGER NOT NULL CHECK (width > 0),
+  height         INTEGER NOT NULL CHECK (height > 0),
+  dx_m           REAL NOT NULL CHECK (dx_m > 0),
+  dy_m           REAL NOT NULL CHECK (dy_m > 0),
+)sql") + (with_z_scale ? "  z_scale        REAL NOT NULL DEFAULT 1 CHECK (z_scale > 0),\n" : "") +
+         R"sql(  nan_share      REAL NOT NULL CHECK (nan_share BETWEEN 0 AND 1),
+  intensity      INTEGER NOT NULL CHECK (intensity IN (0, 1)),
+  land           INTEGER CHECK (land IS NULL OR land BETWEEN 1 AND 64),
+  instrument     TEXT,
+  measured_at    TEXT,
+  creator        TEXT,
+  comment        TEXT,
+  added_at       TEXT NOT NULL
+);
+CREATE INDEX scans_by_exhibit ON scans(exhibit_id);
+CREATE TABLE features (
+  id          INTEGER PRIMARY KEY,
+  scan_id     INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+  kind        TEXT NOT NULL CHECK (length(kind) > 0),
+  version     INTEGER NOT NULL CHECK (version >= 0),
+  blob        BLOB NOT NULL,
+  created_at  TEXT NOT NULL,
+  UNIQUE (scan_id, kind, version)
+);
+CREATE TABLE audit (
+  seq         INTEGER PRIMARY KEY CHECK (seq >= 1),
+  at          TEXT NOT NULL,
+  actor       TEXT NOT NULL CHECK (length(actor) > 0),
+  action      TEXT NOT NULL CHECK (length(action) > 0),
+  subject     TEXT NOT NULL,
+  exhibit_id  INTEGER REFERENCES exhibits(id),
+  sha256      TEXT CHECK (sha256 IS NULL OR length(sha256) = 64),
+  details     TEXT NOT NULL CHECK (json_valid(details)),
+  prev_hash   TEXT NOT NULL CHECK (length(prev_hash) = 64),
+  row_hash    TEXT NOT NULL UNIQUE CHECK (length(row_hash) = 64)
+);
+CREATE INDEX audit_by_exhibit ON audit(exhibit_id);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN
+  SELECT RAISE(ABORT, 'audit log is append-only');
+END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN
+  SELECT RAISE(ABORT, 'audit log is append-only');
+END;
+)sql";
 }
+
+class VersionOneTest : public StoreTest, public ::testing::WithParamInterface<bool> {};
+
+// A node whose bien.db was written with the version-1 schema (with its data:
+// an exhibit, two scans, a feature, a hash-chained audit log) opens, migrates
+// to version 2 keeping everything, and then takes firearm refs and scores.
+TEST_P(VersionOneTest, VersionOneDatabaseMigratesToVersionTwo) {
+  const bool with_z_scale = GetParam();
+  ExhibitSpec spec = Spec("2026-1", "T1");
+  spec.role = ExhibitRole::kTestFire;
+  spec.cc.calibre = "9mm Luger";
+  const auto added = Add(spec, {"first scan", "second scan"});
+  store_->PutFeature(added[0].scan, "ccf", 1, Bytes("blob"));
+  const auto audit_before = store_->AuditTrail(std::nullopt);
+  store_.reset();
+
+  // Rebuild bien.db from the version-1 schema and the rows written above.
+  const fs::path old_db = node_ / "v2.db";
+  fs::rename(Db(), old_db);
+  for (const char* f : {"bien.db-wal", "bien.db-shm"}) fs::remove(node_ / f);
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec(SchemaVersionOne(with_z_scale)), "");
+    ASSERT_EQ(raw.Exec("ATTACH DATABASE '" + old_db.string() + "' AS v2"), "");
+    const std::string scan_columns =
+        std::string(
+            "id, exhibit_id, sha256, size_bytes, original_name, format, width, height, "
+            "dx_m, dy_m, ") +
+        (with_z_scale ? "z_scale, " : "") +
+        "nan_share, intensity, land, instrument, measured_at, creator, comment, added_at";
+    const std::string exhibit_columns =
+        "id, case_id, exhibit_ref, kind, role, calibre, firing_pin, breech_face, lands, twist, "
+        "created_at";
+    ASSERT_EQ(raw.Exec("BEGIN; INSERT INTO cases SELECT * FROM v2.cases;"
+                       "INSERT INTO exhibits (" +
+                       exhibit_columns + ") SELECT " + exhibit_columns +
+                       " FROM v2.exhibits;"
+                       "INSERT INTO scans (" +
+                       scan_columns + ") SELECT " + scan_columns +
+                       " FROM v2.scans;"
+                       "INSERT INTO features SELECT * FROM v2.features;"
+                       "INSERT INTO audit SELECT * FROM v2.audit; COMMIT;"),
+              "");
+    ASSERT_EQ(raw.Exec("DETACH DATABASE v2"), "");
+    ASSERT_EQ(raw.Exec("PRAGMA user_version = 1"), "");
+    EXPECT_EQ(raw.Text("SELECT count(*) FROM scans"), "2");
+  }
+  fs::remove(old_db);
+
+  store_ = Store::Open(node_);
+  {
+    RawDb check(Db());
+    EXPECT_EQ(check.Text("PRAGMA user_version"), "2");
+    EXPECT_EQ(check.Text("SELECT count(*) FROM pragma_table_info('exhibits') WHERE name = "
+                         "'firearm_ref'"),
+              "1");
+    EXPECT_EQ(check.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'knm_scores'"), "1");
+    EXPECT_EQ(check.Text("SELECT group_concat(z_scale) FROM scans"), "1.0,1.0");
+  }
+  EXPECT_EQ(Store::SchemaVersion(), 2);
+  // Everything is still there, and the audit chain still verifies.
+  const ExhibitRecord e = store_->FindExhibit("2026-1/T1");
+  EXPECT_EQ(e.scan_count, 2);
+  EXPECT_EQ(e.cc.calibre, "9mm Luger");
+  EXPECT_FALSE(e.firearm_ref.has_value());
+  EXPECT_EQ(store_->ScansOf(e.id)[1].meta.z_scale, 1.0);
+  EXPECT_EQ(store_->GetFeature(added[0].scan, "ccf", 1), Bytes("blob"));
+  EXPECT_EQ(store_->AuditTrail(std::nullopt).size(), audit_before.size());
+  EXPECT_TRUE(store_->Verify().ok());
+  // Version-2 features work on it.
+  spec.firearm_ref = "SN-1234";
+  Add(spec, {"third scan"});
+  EXPECT_EQ(store_->FindExhibit("2026-1/T1").firearm_ref, "SN-1234");
+  store_->RecordKnmScores("cmc-v1", "eval", {{Sha('a'), Sha('b'), 2.0}}, "bob");
+  EXPECT_EQ(store_->CountKnmScores("cmc-v1"), 1);
+  const VerifyReport report = store_->Verify();
+  EXPECT_TRUE(report.ok()) << (report.problems.empty() ? "" : report.problems[0]);
+  // Opening again does not migrate twice.
+  store_ = Store::Open(node_);
+  EXPECT_EQ(store_->FindExhibit("2026-1/T1").scan_count, 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Store, VersionOneTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "WithZScale" : "FirstRelease";
+                         });
 
 }  // namespace
 }  // namespace bien

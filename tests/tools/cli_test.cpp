@@ -326,6 +326,110 @@ TEST_F(CliTest, ManifestContinuesPastBadRowsAndGroupsExhibits) {
   EXPECT_EQ(RunBien({"verify", "--node", node_}).code, 0);
 }
 
+TEST_F(CliTest, FirearmReferenceThroughIngestListAndShow) {
+  auto test_fire = [&](const std::filesystem::path& file, const std::string& firearm) {
+    return RunBien({"ingest", "--node", node_, file.string(), "--case", "2026-BA-1", "--exhibit",
+                    "T1", "--kind", "cartridge_case", "--role", "test_fire", "--firearm", firearm});
+  };
+  auto r = test_fire(good_, "SN-1234");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const auto other = dir_ / "other.x3p";
+  WriteX3p(SmallSurface(64, 48, 3), other);
+  r = Ingest(other, "E2");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+
+  // `bien list --json`, as exhibit -> entry.
+  auto listed = [&] {
+    std::map<std::string, nlohmann::json> by_exhibit;
+    for (const auto& e : nlohmann::json::parse(RunBien({"list", "--node", node_, "--json"}).out)) {
+      by_exhibit[e["exhibit"].get<std::string>()] = e;
+    }
+    return by_exhibit;
+  };
+  auto list = listed();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list["T1"]["firearm"], "SN-1234");
+  EXPECT_EQ(list["T1"]["role"], "test_fire");
+  EXPECT_TRUE(list["E2"]["firearm"].is_null());
+  r = RunBien({"list", "--node", node_});
+  EXPECT_TRUE(Contains(r.out, "FIREARM")) << r.out;
+  EXPECT_TRUE(Contains(r.out, "SN-1234")) << r.out;
+  const auto show = nlohmann::json::parse(RunBien({"show", "--node", node_, "T1", "--json"}).out);
+  EXPECT_EQ(show["firearm"], "SN-1234");
+  EXPECT_TRUE(Contains(RunBien({"show", "--node", node_, "T1"}).out, "firearm   SN-1234"));
+  EXPECT_TRUE(Contains(RunBien({"show", "--node", node_, "E2"}).out, "firearm   unknown"));
+
+  // A different firearm for a stored exhibit is refused and changes nothing.
+  const auto third = dir_ / "third.x3p";
+  WriteX3p(SmallSurface(64, 48, 4), third);
+  const StoreCounts before = CountsOf(node_);
+  r = test_fire(third, "SN-9999");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.out + r.err, "firearm_ref 'SN-1234', not 'SN-9999'")) << r.out << r.err;
+  EXPECT_EQ(CountsOf(node_).scans, before.scans);
+  EXPECT_EQ(CountsOf(node_).audit, before.audit);
+  // The same firearm again is fine; an unknown one is filled in.
+  r = test_fire(third, "SN-1234");
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  const auto fourth = dir_ / "fourth.x3p";
+  WriteX3p(SmallSurface(64, 48, 5), fourth);
+  r = Ingest(fourth, "E2", {"--firearm", "SN-77"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  list = listed();
+  EXPECT_EQ(list["T1"]["firearm"], "SN-1234");
+  EXPECT_EQ(list["E2"]["firearm"], "SN-77");
+  r = Ingest(fourth, "E3", {"--firearm", ""});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "--firearm must not be empty")) << r.err;
+  EXPECT_EQ(RunBien({"verify", "--node", node_}).code, 0);
+}
+
+TEST_F(CliTest, ManifestFirearmColumnAndRowsOfOneExhibit) {
+  for (unsigned i = 0; i < 7; ++i) {
+    WriteX3p(SmallSurface(64, 48, 10 + i), dir_ / ("s" + std::to_string(i) + ".x3p"));
+  }
+  {
+    std::ofstream m(dir_ / "m.csv");
+    m << "path,case,exhibit,kind,role,firearm\n";
+    // M1: the firearm is given on its second row only: filled in.
+    m << "s0.x3p,C,M1,cartridge_case,test_fire,\n";
+    m << "s1.x3p,C,M1,cartridge_case,test_fire,SN-1\n";
+    // M2: two rows disagree: the second is rejected, not silently dropped.
+    m << "s2.x3p,C,M2,cartridge_case,test_fire,SN-2\n";
+    m << "s3.x3p,C,M2,cartridge_case,test_fire,SN-3\n";
+    // M3: a bad first row does not decide the exhibit's description.
+    m << "s4.x3p,C,M3,casing,evidence,\n";
+    m << "s5.x3p,C,M3,cartridge_case,test_fire,SN-4\n";
+    // M4: a row of another role.
+    m << "s6.x3p,C,M1,cartridge_case,evidence,SN-1\n";
+  }
+  const auto r =
+      RunBien({"ingest", "--node", node_, "--manifest", (dir_ / "m.csv").string(), "--json"});
+  EXPECT_EQ(r.code, 3) << r.out << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ingested"], 4) << j.dump(2);
+  EXPECT_EQ(j["rejected"], 3) << j.dump(2);
+  EXPECT_EQ(j["items"][3]["status"], "rejected");
+  EXPECT_TRUE(Contains(j["items"][3]["reason"],
+                       "exhibit C/M2: firearm 'SN-3' here, but 'SN-2' on an earlier row"))
+      << j.dump(2);
+  EXPECT_TRUE(Contains(j["items"][4]["reason"], "casing")) << j.dump(2);
+  EXPECT_TRUE(Contains(j["items"][6]["reason"],
+                       "exhibit C/M1: role 'evidence' here, but 'test_fire' on an earlier row"))
+      << j.dump(2);
+  const auto list = nlohmann::json::parse(RunBien({"list", "--node", node_, "--json"}).out);
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0]["exhibit"], "M1");
+  EXPECT_EQ(list[0]["firearm"], "SN-1");
+  EXPECT_EQ(list[0]["scans"], 2);
+  EXPECT_EQ(list[1]["firearm"], "SN-2");
+  EXPECT_EQ(list[1]["scans"], 1);
+  EXPECT_EQ(list[2]["exhibit"], "M3");
+  EXPECT_EQ(list[2]["role"], "test_fire");
+  EXPECT_EQ(list[2]["firearm"], "SN-4");
+  EXPECT_EQ(RunBien({"verify", "--node", node_}).code, 0);
+}
+
 TEST_F(CliTest, ManifestWithUnknownColumnFailsWhole) {
   std::ofstream(dir_ / "m.csv") << "path,case,exhibit,kind,role,calbre\n";
   const auto r = RunBien({"ingest", "--node", node_, "--manifest", (dir_ / "m.csv").string()});
