@@ -34,8 +34,8 @@ struct CmcOptions {
   int cells_per_side = 8;        // grid over the reference's valid bounding box
   double min_cell_valid = 0.15;  // a cell with less valid share is excluded
   // Full-circle coarse registration.
-  double coarse_step_deg = 7.5;          // angle step over 360 degrees
-  int coarse_candidates = 5;             // poses handed to the cell search
+  double coarse_step_deg = 2.5;          // angle step over 360 degrees
+  int coarse_candidates = 3;             // poses handed to the cell search
   int choice_cells = 16;                 // fullest cells that judge between candidate poses
   double max_shift_um = 400;             // largest translation between the two centres
   double candidate_separation_deg = 15;  // minimum angle between candidates
