@@ -145,6 +145,8 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                      "Rotate every scan by a random angle first (seed)");
   c_eval->add_option("--jobs", eval.jobs, "Threads (default: all cores)");
   c_eval->add_option("--pixel-size-um", eval.pixel_size_um, "Pixel size of 2D images (um)");
+  c_eval->add_option("--pairs", eval.pairs_csv,
+                     "Write every pair's scores and registration to this CSV file");
   c_eval->callback([&] { action = [&](Context& ctx) { return CmdEval(ctx, eval); }; });
 
   // calibrate

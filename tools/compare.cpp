@@ -14,6 +14,7 @@
 
 #include "core/csv.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/hash.h"
 #include "imaging/preprocess.h"
 #include "imaging/surface_io.h"
@@ -353,6 +354,7 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
     }
   }
   std::vector<double> ms(pairs.size());
+  std::vector<CmcResult> results(args.pairs_csv ? pairs.size() : 0);
   const auto t_cmp = Clock::now();
   EvalProgress cmp_progress(ctx.progress, ctx.err, "compared", pairs.size());
   ParallelFor(pairs.size(), jobs, [&](size_t k) {
@@ -361,6 +363,11 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
         CompareCmc(*items[pairs[k].a].prepared, *items[pairs[k].b].prepared, options);
     pairs[k].score = r.combined;
     ms[k] = MsSince(t0);
+    if (!results.empty()) {
+      results[k] = r;
+      results[k].forward.cells.clear();
+      results[k].backward.cells.clear();
+    }
     cmp_progress.Step();
   });
   const double cmp_wall_s = MsSince(t_cmp) / 1000;
@@ -368,6 +375,28 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
   double total_ms = 0;
   for (double v : ms) total_ms += v;
   const double ms_per_comparison = total_ms / static_cast<double>(pairs.size());
+
+  if (args.pairs_csv) {
+    // Written whole to a temporary file, then renamed: never half a table.
+    std::string text =
+        "path_a,path_b,source_a,source_b,same_source,score,forward,backward,valid_cells_a,"
+        "valid_cells_b,angle_deg,dx_um,dy_um,rotation_a_deg,rotation_b_deg,ms\n";
+    for (size_t k = 0; k < pairs.size(); ++k) {
+      const EvalItem& a = items[pairs[k].a];
+      const EvalItem& b = items[pairs[k].b];
+      const CmcResult& r = results[k];
+      text += CsvEscape(a.path) + "," + CsvEscape(b.path) + "," + CsvEscape(a.source) + "," +
+              CsvEscape(b.source) + "," + (pairs[k].same_source ? "1" : "0") + "," +
+              Fixed(r.combined, 1) + "," + std::to_string(r.forward.congruent) + "," +
+              std::to_string(r.backward.congruent) + "," + std::to_string(r.forward.valid_cells) +
+              "," + std::to_string(r.backward.valid_cells) + "," +
+              Fixed(r.forward.registration.angle_deg, 2) + "," +
+              Fixed(r.forward.registration.dx_um, 1) + "," +
+              Fixed(r.forward.registration.dy_um, 1) + "," + Fixed(rotation[pairs[k].a], 2) + "," +
+              Fixed(rotation[pairs[k].b], 2) + "," + Fixed(ms[k], 1) + "\n";
+    }
+    WriteFileAtomically(*args.pairs_csv, text, "pair table");
+  }
 
   // A node named with --node keeps the known-non-match scores for calibration.
   int recorded = 0;

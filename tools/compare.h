@@ -24,10 +24,11 @@ struct CompareArgs {
 int CmdCompare(Context& ctx, const CompareArgs& args);
 
 struct EvalArgs {
-  std::filesystem::path truth;            // DIR/truth.csv (columns path, source)
-  std::optional<uint64_t> rotate_random;  // seed: rotate every scan at random first
-  int jobs = 0;                           // 0 = all cores
-  std::optional<double> pixel_size_um;    // for 2D image files
+  std::filesystem::path truth;                     // DIR/truth.csv (columns path, source)
+  std::optional<uint64_t> rotate_random;           // seed: rotate every scan at random first
+  int jobs = 0;                                    // 0 = all cores
+  std::optional<double> pixel_size_um;             // for 2D image files
+  std::optional<std::filesystem::path> pairs_csv;  // every pair's scores and registration
 };
 int CmdEval(Context& ctx, const EvalArgs& args);
 

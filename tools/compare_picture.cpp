@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/file.h"
 
 namespace bien::cli {
 namespace {
@@ -45,8 +46,6 @@ const cv::Scalar kCongruent(0, 205, 0);    // green
 const cv::Scalar kUsed(0, 140, 255);       // orange
 const cv::Scalar kExcluded(190, 120, 40);  // blue, blended faintly
 constexpr double kExcludedAlpha = 0.35;
-
-std::atomic<uint64_t> g_tmp_counter{0};
 
 // Hershey fonts are ASCII only: the micro and degree signs get words, other
 // non-ASCII characters become '?'.
@@ -532,43 +531,6 @@ cv::Mat Render(const Surface& reference, const Surface& target, const CmcResult&
   return canvas;
 }
 
-// Writes beside `out` and renames into place, so `out` is either old or complete.
-void WriteAtomically(const std::vector<uchar>& bytes, const std::filesystem::path& out) {
-  auto fail = [&](const std::string& why) {
-    throw Error(out.string() + ": cannot write the comparison picture (" + why + ")");
-  };
-  if (out.empty()) fail("no file name");
-  const std::string tmp = out.string() + ".tmp-" + std::to_string(::getpid()) + "-" +
-                          std::to_string(g_tmp_counter.fetch_add(1));
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(std::strerror(errno));
-  auto abandon = [&](int err) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    fail(std::strerror(err));
-  };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      abandon(errno);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) abandon(errno);
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail(std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), out.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail(std::strerror(err));
-  }
-}
-
 }  // namespace
 
 ComparisonLayout LayoutComparisonPicture(const Surface& reference, const CmcResult& result,
@@ -601,7 +563,8 @@ void WriteComparisonPng(const Surface& reference, const Surface& target, const C
   } catch (const cv::Exception& e) {
     throw Error(out.string() + ": cannot draw the comparison picture (" + e.msg + ")");
   }
-  WriteAtomically(png, out);
+  WriteFileAtomically(out, std::string_view(reinterpret_cast<const char*>(png.data()), png.size()),
+                      "comparison picture");
 }
 
 }  // namespace bien::cli

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "core/csv.h"
 #include "imaging/synth.h"
 #include "tests/test_util.h"
 #include "tests/tools/cli_util.h"
@@ -75,9 +76,29 @@ TEST_F(CompareCli, EvalReportsTheNamedFieldsAndFeedsTheNodeDistribution) {
   EXPECT_EQ(c["strength"]["knm_at_least"].get<int>(), 0);
   EXPECT_LT(c["strength"]["rate_upper95"].get<double>(), 0.25);
 
-  // Rotated at random, the synthetic mates are still found first.
-  const auto r = Json(RunBien({"eval", "--truth", truth, "--json", "--rotate-random", "5"}));
+  // Rotated at random, the synthetic mates are still found first; --pairs
+  // writes one row per pair with the scores, registration and rotations.
+  const auto pairs = dir_.path() / "pairs.csv";
+  const auto r = Json(RunBien(
+      {"eval", "--truth", truth, "--json", "--rotate-random", "5", "--pairs", pairs.string()}));
   EXPECT_DOUBLE_EQ(r["auc"].get<double>(), 1.0);
+  const CsvTable table = ReadCsvFile(pairs);
+  ASSERT_EQ(table.rows.size(), 15u);
+  const auto same = table.Column("same_source"), score = table.Column("score");
+  const auto rot_a = table.Column("rotation_a_deg"), angle = table.Column("angle_deg");
+  ASSERT_TRUE(same && score && rot_a && angle && table.Column("path_b"));
+  int km_rows = 0;
+  for (const auto& row : table.rows) {
+    km_rows += row[*same] == "1";
+    EXPECT_NE(std::stod(row[*rot_a]), 0.0);
+    EXPECT_LE(std::abs(std::stod(row[*angle])), 180.0);
+  }
+  EXPECT_EQ(km_rows, 3);
+  // An unwritable place is an error naming it, and no table is left behind.
+  const CliResult bad =
+      RunBien({"eval", "--truth", truth, "--pairs", (dir_.path() / "no" / "p.csv").string()});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(Contains(bad.err, "p.csv")) << bad.err;
 }
 
 TEST_F(CompareCli, ComparesStoredExhibits) {
@@ -131,7 +152,7 @@ TEST(CompareCliReal, FadulEvalSeparatesEveryPairAtAnyRotation) {
   const auto data = BIEN_REQUIRE_SHARED_DATA();
   const std::string truth = (data / "cartridge/fadul/truth.csv").string();
   for (const std::vector<std::string>& extra :
-       {std::vector<std::string>{}, std::vector<std::string>{"--rotate-random", "2026"}}) {
+       {std::vector<std::string>{}, std::vector<std::string>{"--rotate-random", "42"}}) {
     std::vector<std::string> args{"eval", "--truth", truth, "--json"};
     args.insert(args.end(), extra.begin(), extra.end());
     const auto j = Json(RunBien(args));

@@ -1,0 +1,54 @@
+#include "core/file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace bien {
+namespace {
+std::atomic<uint64_t> g_tmp_counter{0};
+}  // namespace
+
+void WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes,
+                         const std::string& what) {
+  auto fail = [&](const std::string& why) {
+    throw Error(path.string() + ": cannot write the " + what + " (" + why + ")");
+  };
+  if (path.empty()) fail("no file name");
+  const std::string tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(g_tmp_counter.fetch_add(1));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(std::strerror(errno));
+  auto abandon = [&](int err) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail(std::strerror(err));
+  };
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      abandon(errno);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) abandon(errno);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail(std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail(std::strerror(err));
+  }
+}
+
+}  // namespace bien

@@ -1,0 +1,17 @@
+// Writing files so that a crash or a full disk never leaves half of one.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+namespace bien {
+
+// Writes `bytes` to a temporary file beside `path`, syncs it and renames it
+// into place: `path` is afterwards either as it was or complete. Throws
+// bien::Error "PATH: cannot write the WHAT (reason)" and removes the
+// temporary file on any failure.
+void WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes,
+                         const std::string& what);
+
+}  // namespace bien
