@@ -13,6 +13,8 @@ PACKAGES=(
   libcli11-dev        # the bien command
   nlohmann-json3-dev  # --json output
   libtomlplusplus-dev # node.toml
+  libfaiss-dev        # coarse vector index (FAISS, MIT licence: Apache-2.0 compatible)
+  libopenblas-dev     # fast BLAS for FAISS (BSD-3-Clause); exact search twice as fast as reference BLAS
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format        # format_check test
 )

@@ -1,0 +1,697 @@
+#include "matching/descriptor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <complex>
+#include <cstdio>
+#include <limits>
+#include <numbers>
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "core/error.h"
+
+namespace bien {
+namespace {
+
+constexpr double kTwoPi = 2 * std::numbers::pi;
+
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+uint64_t SplitMix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t HashOf(std::initializer_list<uint64_t> parts) {
+  uint64_t h = 0x243f6a8885a308d3ull;
+  for (uint64_t p : parts) h = SplitMix(h ^ SplitMix(p));
+  return h;
+}
+
+// ---------------------------------------------------------------------------
+// The descriptor.
+
+// The surface at the working pixel size: standardised heights (0 where
+// invalid) and the validity mask (1 / 0), CV_32F. Working pixel (u, v) shows
+// input pixel ((u + 0.5) * sx - 0.5, (v + 0.5) * sy - 0.5).
+struct Working {
+  cv::Mat z;
+  cv::Mat m;
+  double px_x_um = 0;  // exact spacing of the working grid
+  double px_y_um = 0;
+  int valid = 0;
+};
+
+Working MakeWorking(const Surface& s, double in_px_um, double out_px_um) {
+  cv::Mat z(s.height, s.width, CV_32F), m(s.height, s.width, CV_32F);
+  for (int y = 0; y < s.height; ++y) {
+    const float* src = &s.z[static_cast<size_t>(y) * s.width];
+    float* zr = z.ptr<float>(y);
+    float* mr = m.ptr<float>(y);
+    for (int x = 0; x < s.width; ++x) {
+      const bool ok = std::isfinite(src[x]);
+      zr[x] = ok ? src[x] : 0.f;
+      mr[x] = ok ? 1.f : 0.f;
+    }
+  }
+  Working w;
+  const double f = out_px_um / in_px_um;
+  if (f > 1 + 1e-6) {
+    const int cols = std::max(1, static_cast<int>(std::lround(s.width / f)));
+    const int rows = std::max(1, static_cast<int>(std::lround(s.height / f)));
+    cv::Mat zs, ms;
+    cv::resize(z, zs, cv::Size(cols, rows), 0, 0, cv::INTER_AREA);
+    cv::resize(m, ms, cv::Size(cols, rows), 0, 0, cv::INTER_AREA);
+    for (int y = 0; y < rows; ++y) {
+      float* zr = zs.ptr<float>(y);
+      float* mr = ms.ptr<float>(y);
+      for (int x = 0; x < cols; ++x) {
+        // A working pixel is valid when most of its area was measured.
+        if (mr[x] >= 0.5f) {
+          zr[x] /= mr[x];
+          mr[x] = 1.f;
+        } else {
+          zr[x] = 0.f;
+          mr[x] = 0.f;
+        }
+      }
+    }
+    z = zs;
+    m = ms;
+    w.px_x_um = in_px_um * s.width / cols;
+    w.px_y_um = in_px_um * s.height / rows;
+  } else {
+    w.px_x_um = w.px_y_um = in_px_um;
+  }
+  const double n = cv::sum(m)[0];
+  w.valid = static_cast<int>(n);
+  if (n >= 2) {
+    const double mean = cv::sum(z)[0] / n;
+    cv::Mat centred = (z - mean).mul(m);
+    const double var = cv::sum(centred.mul(centred))[0] / n;
+    z = var > 0 ? centred / std::sqrt(var) : centred;
+  }
+  w.z = z;
+  w.m = m;
+  return w;
+}
+
+struct Fit {
+  double cx = 0, cy = 0, r = 0;
+  bool found = false;
+};
+
+// Kasa's algebraic circle fit, re-weighted on the geometric residual (Tukey,
+// scale at least half a pixel).
+Fit FitCircle(const std::vector<cv::Point2d>& pts) {
+  Fit c;
+  if (pts.size() < 8) return c;
+  double mx = 0, my = 0;
+  for (const auto& p : pts) {
+    mx += p.x;
+    my += p.y;
+  }
+  mx /= static_cast<double>(pts.size());
+  my /= static_cast<double>(pts.size());
+  std::vector<double> w(pts.size(), 1.0), e(pts.size()), a(pts.size());
+  double last_x = 0, last_y = 0;
+  for (int iter = 0; iter < 10; ++iter) {
+    cv::Matx33d ata = cv::Matx33d::zeros();
+    cv::Vec3d atb(0, 0, 0);
+    double used = 0;
+    for (size_t i = 0; i < pts.size(); ++i) {
+      if (w[i] <= 0) continue;
+      const double x = pts[i].x - mx, y = pts[i].y - my;
+      const cv::Vec3d row(x, y, 1);
+      ata += w[i] * (row * row.t());
+      atb += w[i] * -(x * x + y * y) * row;
+      used += w[i];
+    }
+    if (used < 3) return {};
+    cv::Vec3d sol;
+    if (!cv::solve(ata, atb, sol, cv::DECOMP_SVD)) return {};
+    c.cx = mx - sol[0] / 2;
+    c.cy = my - sol[1] / 2;
+    const double r2 = sol[0] * sol[0] / 4 + sol[1] * sol[1] / 4 - sol[2];
+    if (!(r2 > 0)) return {};
+    const bool settled =
+        iter > 0 && std::abs(c.cx - last_x) < 1e-3 && std::abs(c.cy - last_y) < 1e-3;
+    last_x = c.cx;
+    last_y = c.cy;
+    c.r = std::sqrt(r2);
+    if (settled) break;
+    for (size_t i = 0; i < pts.size(); ++i) {
+      e[i] = std::hypot(pts[i].x - c.cx, pts[i].y - c.cy) - c.r;
+      a[i] = std::abs(e[i]);
+    }
+    const auto mid = a.begin() + static_cast<std::ptrdiff_t>(a.size() / 2);
+    std::nth_element(a.begin(), mid, a.end());
+    const double scale = 4.685 * std::max(1.4826 * *mid, 0.5);
+    for (size_t i = 0; i < pts.size(); ++i) {
+      const double u = e[i] / scale;
+      w[i] = std::abs(u) < 1 ? (1 - u * u) * (1 - u * u) : 0;
+    }
+  }
+  c.found = true;
+  return c;
+}
+
+// The centre of the rings, in working pixels: the firing-pin impression's
+// circle (inner edge of the valid region), else the outer edge's circle, else
+// the centroid.
+cv::Point2d FindCentre(const Working& w) {
+  const cv::Mat& m = w.m;
+  double cx = 0, cy = 0, n = 0;
+  for (int y = 0; y < m.rows; ++y) {
+    const float* mr = m.ptr<float>(y);
+    for (int x = 0; x < m.cols; ++x) {
+      if (mr[x] > 0) {
+        cx += x;
+        cy += y;
+        n += 1;
+      }
+    }
+  }
+  cx /= n;
+  cy /= n;
+  const double px = std::min(w.px_x_um, w.px_y_um);
+  // The inner edge is where a run of 75 um of valid points starts (valid
+  // specks inside the impression are skipped); samples every half pixel.
+  const int run_needed = std::max(2, static_cast<int>(std::lround(2 * 75 / px)));
+  const double max_r = std::hypot(m.cols, m.rows);
+  constexpr int kRays = 360;
+  // Along each ray from (x0, y0): the start of the first run of valid points
+  // (inner edge) or the last valid point (outer edge); negative for none.
+  auto walk = [&](double x0, double y0, double dx, double dy, bool inner_edge) {
+    int run = 0;
+    double last = -1;
+    for (double r = 0; r <= max_r; r += 0.5) {
+      const double fx = x0 + r * dx + 0.5, fy = y0 + r * dy + 0.5;
+      if (fx < 0 || fy < 0 || fx >= m.cols || fy >= m.rows) break;
+      if (m.at<float>(static_cast<int>(fy), static_cast<int>(fx)) > 0) {
+        last = r;
+        if (inner_edge && ++run >= run_needed) return r - 0.5 * (run - 1);
+      } else {
+        run = 0;
+      }
+    }
+    return inner_edge ? -1.0 : last;
+  };
+  for (const bool inner_edge : {true, false}) {
+    double x0 = cx, y0 = cy;
+    Fit fit;
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<cv::Point2d> pts;
+      for (int k = 0; k < kRays; ++k) {
+        const double a = kTwoPi * k / kRays, dx = std::cos(a), dy = std::sin(a);
+        const double r = walk(x0, y0, dx, dy, inner_edge);
+        if (r >= 0) pts.emplace_back(x0 + r * dx, y0 + r * dy);
+      }
+      // An edge met by most rays; an inner edge not at the start (a start
+      // inside the valid region means there is no hole around it).
+      fit = pts.size() >= kRays / 2 ? FitCircle(pts) : Fit{};
+      if (fit.found && inner_edge && fit.r * px < 100) fit = {};
+      if (!fit.found) break;
+      x0 = fit.cx;
+      y0 = fit.cy;
+    }
+    if (fit.found) return {fit.cx, fit.cy};
+  }
+  return {cx, cy};
+}
+
+// Folds the cross-ring products into the output vector.
+std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
+                            const std::string& source) {
+  const cv::Point2d c = FindCentre(w);
+  const int rings = static_cast<int>(std::floor(
+                        (o.outer_radius_um - o.inner_radius_um) / o.ring_step_um + 1e-9)) +
+                    1;
+  const int na = o.angles;
+  std::vector<double> cosine(static_cast<size_t>(na)), sine(static_cast<size_t>(na));
+  for (int j = 0; j < na; ++j) {
+    cosine[static_cast<size_t>(j)] = std::cos(kTwoPi * j / na);
+    sine[static_cast<size_t>(j)] = std::sin(kTwoPi * j / na);
+  }
+  cv::Mat map_x(rings, na, CV_32F), map_y(rings, na, CV_32F);
+  for (int i = 0; i < rings; ++i) {
+    const double r = o.inner_radius_um + i * o.ring_step_um;
+    const double rx = r / w.px_x_um, ry = r / w.px_y_um;
+    float* mx = map_x.ptr<float>(i);
+    float* my = map_y.ptr<float>(i);
+    for (int j = 0; j < na; ++j) {
+      mx[j] = static_cast<float>(c.x + rx * cosine[static_cast<size_t>(j)]);
+      my[j] = static_cast<float>(c.y + ry * sine[static_cast<size_t>(j)]);
+    }
+  }
+  cv::Mat zm = w.z.mul(w.m), pz, pm;
+  cv::remap(zm, pz, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  cv::remap(w.m, pm, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  std::vector<char> used(static_cast<size_t>(rings), 0);
+  int total = 0;
+  for (int i = 0; i < rings; ++i) {
+    float* zr = pz.ptr<float>(i);
+    const float* mr = pm.ptr<float>(i);
+    int count = 0;
+    double sum = 0;
+    for (int j = 0; j < na; ++j) {
+      if (mr[j] >= 0.99f) {
+        zr[j] /= mr[j];
+        sum += zr[j];
+        ++count;
+      }
+    }
+    // Zero mean over the ring's valid samples, so that gaps do not leak the
+    // ring's offset into every harmonic.
+    const float mean = count > 0 ? static_cast<float>(sum / count) : 0.f;
+    for (int j = 0; j < na; ++j) zr[j] = mr[j] >= 0.99f ? zr[j] - mean : 0.f;
+    if (count >= o.min_ring_share * na) {
+      used[static_cast<size_t>(i)] = 1;
+      total += count;
+    }
+  }
+  if (total < o.min_valid_samples) {
+    throw Error(source + ": too little valid data for a breech-face descriptor (" +
+                std::to_string(total) + " valid samples on rings " + Num(o.inner_radius_um) + "-" +
+                Num(o.outer_radius_um) + " um from the firing-pin centre, at least " +
+                std::to_string(o.min_valid_samples) + " needed)");
+  }
+  cv::Mat spec;
+  cv::dft(pz, spec, cv::DFT_ROWS | cv::DFT_COMPLEX_OUTPUT);
+  const int k0 = o.min_harmonic, k1 = o.max_harmonic, nk = k1 - k0 + 1;
+  using Cx = std::complex<double>;
+  auto at = [&](int ring, int k) {
+    const cv::Vec2f v = spec.at<cv::Vec2f>(ring, k);
+    return Cx(v[0], v[1]);
+  };
+  // Each ring's band energy: the products are normalised per ring pair, so
+  // that a weakly marked ring counts as much as a strongly marked one.
+  std::vector<double> ring_rms(static_cast<size_t>(rings), 0.0);
+  for (int i = 0; i < rings; ++i) {
+    if (!used[static_cast<size_t>(i)]) continue;
+    double e = 0;
+    for (int k = k0; k <= k1; ++k) e += std::norm(at(i, k));
+    ring_rms[static_cast<size_t>(i)] = std::sqrt(e / nk);
+    if (!(ring_rms[static_cast<size_t>(i)] > 0)) used[static_cast<size_t>(i)] = 0;
+  }
+
+  std::vector<double> out(static_cast<size_t>(o.dim), 0.0);
+  std::vector<Cx> z(static_cast<size_t>(rings));
+  for (int d = 1; d <= o.ring_lags; ++d) {
+    for (int k = k0; k <= k1; ++k) {
+      // The products of this (lag, harmonic), centred over the rings: what
+      // every breech face has in common at this scale is removed.
+      Cx mean = 0;
+      int count = 0;
+      for (int i = 0; i + d < rings; ++i) {
+        if (!used[static_cast<size_t>(i)] || !used[static_cast<size_t>(i + d)]) continue;
+        z[static_cast<size_t>(i)] =
+            at(i, k) * std::conj(at(i + d, k)) /
+            (ring_rms[static_cast<size_t>(i)] * ring_rms[static_cast<size_t>(i + d)]);
+        mean += z[static_cast<size_t>(i)];
+        ++count;
+      }
+      if (count == 0) continue;
+      mean /= count;
+      const uint64_t base =
+          HashOf({o.sketch_seed, static_cast<uint64_t>(d), static_cast<uint64_t>(k)});
+      for (int i = 0; i + d < rings; ++i) {
+        if (!used[static_cast<size_t>(i)] || !used[static_cast<size_t>(i + d)]) continue;
+        const Cx v = z[static_cast<size_t>(i)] - mean;
+        for (int part = 0; part < 2; ++part) {
+          // Slot of (lag, harmonic, ring, real/imaginary part): a fixed hash.
+          const uint64_t h = SplitMix(base ^ (static_cast<uint64_t>(i) * 2 + part));
+          const double sign = (h >> 63) ? 1.0 : -1.0;
+          out[(h & 0xffffffffu) % static_cast<uint64_t>(o.dim)] +=
+              sign * (part == 0 ? v.real() : v.imag());
+        }
+      }
+    }
+  }
+  double norm = 0;
+  for (double v : out) norm += v * v;
+  norm = std::sqrt(norm);
+  if (!(norm > 0) || !std::isfinite(norm)) {
+    throw Error(source + ": too little valid data for a breech-face descriptor (no ring pairs)");
+  }
+  std::vector<float> result(out.size());
+  for (size_t i = 0; i < out.size(); ++i) result[i] = static_cast<float>(out[i] / norm);
+  return result;
+}
+
+// ---------------------------------------------------------------------------
+// Synthetic shots.
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : state_(seed) {}
+  uint64_t Next() { return state_ = SplitMix(state_); }
+  double Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }  // [0, 1)
+  double Uniform(double lo, double hi) { return lo + (hi - lo) * Uniform(); }
+  double Normal() {
+    const double u1 = 1.0 - Uniform(), u2 = Uniform();
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
+  }
+  // Approximately normal values, zero mean and unit variance: the sum of four
+  // 16-bit uniforms (Irwin-Hall). The fields are smoothed afterwards, which
+  // makes them Gaussian; one 64-bit draw per value keeps this fast.
+  cv::Mat NormalField(int rows, int cols) {
+    cv::Mat m(rows, cols, CV_32F);
+    constexpr double kMean = 2 * 65535.0;
+    const double scale = 1.0 / (65536.0 * std::sqrt(4.0 / 12.0));
+    for (int y = 0; y < rows; ++y) {
+      float* row = m.ptr<float>(y);
+      for (int x = 0; x < cols; ++x) {
+        const uint64_t r = Next();
+        const double sum = static_cast<double>((r & 0xffff) + ((r >> 16) & 0xffff) +
+                                               ((r >> 32) & 0xffff) + (r >> 48));
+        row[x] = static_cast<float>((sum - kMean) * scale);
+      }
+    }
+    return m;
+  }
+
+ private:
+  uint64_t state_;
+};
+
+void Standardise(cv::Mat& m) {
+  cv::Scalar mean, sd;
+  cv::meanStdDev(m, mean, sd);
+  const double s = sd[0] > 0 ? sd[0] : 1.0;
+  m.convertTo(m, CV_32F, 1.0 / s, -mean[0] / s);
+}
+
+// Band-limited relief at the working pixel size (about 50-250 um).
+cv::Mat Relief(Rng& rng, int side, double px_um) {
+  cv::Mat white = rng.NormalField(side, side), fine, coarse;
+  const double long_sigma = 250 * std::sqrt(std::log(2.0) / 2) / std::numbers::pi / px_um;
+  cv::GaussianBlur(white, fine, cv::Size(0, 0), 0.6);
+  cv::GaussianBlur(white, coarse, cv::Size(0, 0), long_sigma);
+  cv::Mat relief = fine - coarse;
+  Standardise(relief);
+  return relief;
+}
+
+// Smooth random field with correlation length `cell_px`: normal values on a
+// coarse grid, mapped by `f`, interpolated up.
+template <class F>
+cv::Mat Smooth(Rng& rng, int side, double cell_px, F f) {
+  const int coarse = std::max(4, static_cast<int>(side / cell_px) + 3);
+  cv::Mat small = rng.NormalField(coarse, coarse), big;
+  for (int y = 0; y < coarse; ++y) {
+    float* row = small.ptr<float>(y);
+    for (int x = 0; x < coarse; ++x) row[x] = f(row[x]);
+  }
+  cv::resize(small, big, cv::Size(side, side), 0, 0, cv::INTER_CUBIC);
+  return big;
+}
+cv::Mat Smooth(Rng& rng, int side, double cell_px) {
+  return Smooth(rng, side, cell_px, [](float v) { return v; });
+}
+
+// A firearm's texture (or the set-wide component: firearm = -1).
+cv::Mat Texture(const SynthDescriptorOptions& s, double px_um, int side, int64_t firearm) {
+  Rng rng(HashOf({s.seed, 0x54455854ull /* "TEXT" */, static_cast<uint64_t>(firearm)}));
+  const double theta = rng.Uniform(0, std::numbers::pi);
+  const double period = rng.Uniform(75, 250) / px_um;
+  const double phase = rng.Uniform(0, kTwoPi);
+  const double mark_share = rng.Uniform(0.2, 0.6);
+  cv::Mat relief = Relief(rng, side, px_um);
+  cv::Mat depth = Smooth(rng, side, 400 / px_um);
+  cv::Mat marks(side, side, CV_32F);
+  // sin(2 pi (x cos theta + y sin theta) / period + phase), along each row by
+  // a rotation recurrence.
+  const double step = kTwoPi * std::cos(theta) / period;
+  const std::complex<double> turn(std::cos(step), std::sin(step));
+  for (int y = 0; y < side; ++y) {
+    float* row = marks.ptr<float>(y);
+    const float* dr = depth.ptr<float>(y);
+    const double start = kTwoPi * y * std::sin(theta) / period + phase;
+    std::complex<double> v(std::cos(start), std::sin(start));
+    for (int x = 0; x < side; ++x) {
+      row[x] = static_cast<float>((1 + 0.5 * dr[x]) * v.imag());
+      v *= turn;
+    }
+  }
+  Standardise(marks);
+  cv::Mat texture = std::sqrt(1 - mark_share) * relief + std::sqrt(mark_share) * marks;
+  Standardise(texture);
+  return texture;
+}
+
+struct SynthGeometry {
+  int side = 0;          // shot grid
+  int texture_side = 0;  // firearm texture grid (covers any rotation)
+  double px_um = 0;
+};
+
+SynthGeometry GeometryOf(const SynthDescriptorOptions& s, const DescriptorOptions& o) {
+  SynthGeometry g;
+  g.px_um = o.working_pixel_um;
+  const double reach = s.primer_radius_um + s.primer_offset_um;
+  g.side = 2 * static_cast<int>(std::ceil(reach / g.px_um)) + 9;
+  g.texture_side = static_cast<int>(std::ceil(g.side * 1.5)) + 8;
+  return g;
+}
+
+Surface Shot(const SynthDescriptorOptions& s, const SynthGeometry& g, const cv::Mat& texture,
+             double pin_radius_um, int firearm, int shot) {
+  Rng rng(HashOf({s.seed, 0x53484f54ull /* "SHOT" */, static_cast<uint64_t>(firearm),
+                  static_cast<uint64_t>(shot)}));
+  const double px = g.px_um;
+  const double angle = rng.Uniform(0, kTwoPi);
+  const double err_x = rng.Normal() * s.centre_error_um / px;
+  const double err_y = rng.Normal() * s.centre_error_um / px;
+  const double half = (g.side - 1) / 2.0;
+  const double pin_x = half + rng.Uniform(-3, 3), pin_y = half + rng.Uniform(-3, 3);
+  const double off_r = std::sqrt(rng.Uniform()) * s.primer_offset_um / px;
+  const double off_a = rng.Uniform(0, kTwoPi);
+  const double primer_x = pin_x + off_r * std::cos(off_a);
+  const double primer_y = pin_y + off_r * std::sin(off_a);
+
+  // Texture rotated about the firing-pin centre: shot p -> texture t_c + R (p - pin) + err.
+  const double tc = (g.texture_side - 1) / 2.0;
+  const double ca = std::cos(angle), sa = std::sin(angle);
+  const cv::Matx23d map(ca, -sa, tc - (ca * pin_x - sa * pin_y) + err_x,  //
+                        sa, ca, tc - (sa * pin_x + ca * pin_y) + err_y);
+  cv::Mat imprint;
+  cv::warpAffine(texture, imprint, map, cv::Size(g.side, g.side),
+                 cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REFLECT_101);
+  // Partial transfer: a smooth field between 1 - loss and 1 (made on the
+  // coarse grid, then interpolated).
+  const double loss = s.transfer_loss;
+  cv::Mat transfer = Smooth(rng, g.side, 300 / px, [loss](float v) {
+    return static_cast<float>(1 - loss / 2 + loss / 2 * std::tanh(1.2 * v));
+  });
+  cv::Mat surface = imprint.mul(transfer);
+  const double noise = s.noise * std::exp(s.noise_spread * rng.Normal());
+  if (noise > 0) surface += noise * Relief(rng, g.side, px);
+  cv::Mat missing = Smooth(rng, g.side, 150 / px);
+  // The standard normal quantile of 1 - missing_share (a smooth field's
+  // values are close to normal).
+  const double share = std::clamp(s.missing_share, 0.0, 0.99);
+  double threshold = std::numeric_limits<double>::infinity();
+  if (share > 0) {
+    double lo = -8, hi = 8;
+    for (int i = 0; i < 60; ++i) {
+      const double mid = (lo + hi) / 2;
+      (0.5 * std::erfc(mid / std::numbers::sqrt2) > share ? lo : hi) = mid;
+    }
+    threshold = lo;
+  }
+
+  Surface out;
+  out.width = out.height = g.side;
+  out.dx_m = out.dy_m = px * 1e-6;
+  out.values = SurfaceValues::kHeight;
+  out.z.assign(static_cast<size_t>(g.side) * g.side, std::numeric_limits<float>::quiet_NaN());
+  const double pin_r = pin_radius_um / px, primer_r = s.primer_radius_um / px;
+  for (int y = 0; y < g.side; ++y) {
+    const float* row = surface.ptr<float>(y);
+    const float* mr = missing.ptr<float>(y);
+    for (int x = 0; x < g.side; ++x) {
+      const double dp2 = (x - pin_x) * (x - pin_x) + (y - pin_y) * (y - pin_y);
+      const double dq2 = (x - primer_x) * (x - primer_x) + (y - primer_y) * (y - primer_y);
+      if (dp2 > pin_r * pin_r && dq2 < primer_r * primer_r && mr[x] < threshold) {
+        out.z[static_cast<size_t>(y) * g.side + x] = static_cast<float>(row[x] * 1e-6);
+      }
+    }
+  }
+  char comment[128];
+  std::snprintf(comment, sizeof comment,
+                "synthetic coarse breech face: firearm %d, shot %d, seed %llu", firearm + 1,
+                shot + 1, static_cast<unsigned long long>(s.seed));
+  out.provenance.instrument = "bien synth descriptor";
+  out.provenance.creator = "bien synth descriptor";
+  out.provenance.comment = comment;
+  return out;
+}
+
+double PinRadius(const SynthDescriptorOptions& s, int firearm) {
+  Rng rng(HashOf({s.seed, 0x50494e52ull /* "PINR" */, static_cast<uint64_t>(firearm)}));
+  return s.firing_pin_radius_um * rng.Uniform(0.85, 1.15);
+}
+
+cv::Mat FirearmTexture(const SynthDescriptorOptions& s, const SynthGeometry& g,
+                       const cv::Mat& shared, int firearm) {
+  cv::Mat own = Texture(s, g.px_um, g.texture_side, firearm);
+  cv::Mat t = std::sqrt(1 - s.class_share) * own + std::sqrt(s.class_share) * shared;
+  return t;
+}
+
+}  // namespace
+
+void DescriptorOptions::Check() const {
+  auto bad = [](const std::string& what) { throw Error("descriptor options: " + what); };
+  auto finite_pos = [](double v) { return std::isfinite(v) && v > 0; };
+  if (!finite_pos(working_pixel_um) || working_pixel_um > 1000) {
+    bad("working pixel size must be in (0, 1000] um");
+  }
+  if (!finite_pos(ring_step_um)) bad("ring step must be a positive number of micrometres");
+  if (!(std::isfinite(inner_radius_um) && inner_radius_um >= 0)) {
+    bad("inner radius must be zero or positive");
+  }
+  if (!(std::isfinite(outer_radius_um) && outer_radius_um > inner_radius_um)) {
+    bad("outer radius must be larger than the inner radius");
+  }
+  if ((outer_radius_um - inner_radius_um) / ring_step_um > 4096) bad("more than 4096 rings");
+  if (angles < 16 || angles > 65536) bad("angles must be between 16 and 65536");
+  if (min_harmonic < 1 || max_harmonic < min_harmonic || max_harmonic >= angles / 2) {
+    bad("harmonics must satisfy 1 <= min_harmonic <= max_harmonic < angles / 2");
+  }
+  if (ring_lags < 1 || ring_lags > 64) bad("ring lags must be between 1 and 64");
+  if (!(std::isfinite(min_ring_share) && min_ring_share > 0 && min_ring_share <= 1)) {
+    bad("minimum ring share must be in (0, 1]");
+  }
+  if (min_valid_samples < 1) bad("minimum valid samples must be at least 1");
+  if (dim < 16 || dim > 4096) bad("dimension must be between 16 and 4096");
+}
+
+std::string DescriptorKey(const DescriptorOptions& o) {
+  o.Check();
+  return "bfd-v1 px=" + Num(o.working_pixel_um) + " r=" + Num(o.inner_radius_um) + ".." +
+         Num(o.outer_radius_um) + "/" + Num(o.ring_step_um) + " ang=" + std::to_string(o.angles) +
+         " k=" + std::to_string(o.min_harmonic) + ".." + std::to_string(o.max_harmonic) +
+         " lag=" + std::to_string(o.ring_lags) + " share=" + Num(o.min_ring_share) +
+         " min=" + std::to_string(o.min_valid_samples) + " dim=" + std::to_string(o.dim) +
+         " seed=" + std::to_string(o.sketch_seed);
+}
+
+int DescriptorDim(const DescriptorOptions& options) {
+  options.Check();
+  return options.dim;
+}
+
+std::vector<float> BreechFaceDescriptor(const Surface& s, const std::string& source,
+                                        const DescriptorOptions& options) {
+  options.Check();
+  if (s.width <= 0 || s.height <= 0) throw Error(source + ": empty surface; no descriptor");
+  if (s.z.size() != static_cast<size_t>(s.width) * s.height) {
+    throw Error(source + ": surface has " + std::to_string(s.z.size()) + " values for " +
+                std::to_string(s.width) + " x " + std::to_string(s.height) + " points");
+  }
+  const double px_x = s.dx_m * 1e6, px_y = s.dy_m * 1e6;
+  if (!(std::isfinite(px_x) && std::isfinite(px_y) && px_x > 0 && px_y > 0)) {
+    throw Error(source + ": surface has no valid pixel size; no descriptor");
+  }
+  if (std::abs(px_x - px_y) > 0.01 * std::max(px_x, px_y)) {
+    throw Error(source + ": pixels are not square (" + Num(px_x) + " x " + Num(px_y) +
+                " um); use the output of breech-face preprocessing");
+  }
+  if (px_x > options.working_pixel_um * 1.001) {
+    throw Error(source + ": pixel size " + Num(px_x) + " um is coarser than the descriptor's " +
+                Num(options.working_pixel_um) +
+                " um working pixel; use the output of breech-face preprocessing");
+  }
+  if (s.ValidCount() == 0) throw Error(source + ": surface is all NaN; no descriptor");
+  const Working w = MakeWorking(s, px_x, options.working_pixel_um);
+  if (w.valid < 16) {
+    throw Error(source + ": too little valid data for a breech-face descriptor (" +
+                std::to_string(w.valid) + " valid points at " + Num(options.working_pixel_um) +
+                " um)");
+  }
+  return Describe(w, options, source);
+}
+
+double DescriptorCosine(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) {
+    throw Error("descriptors differ in length (" + std::to_string(a.size()) + " and " +
+                std::to_string(b.size()) + ")");
+  }
+  double c = 0;
+  for (size_t i = 0; i < a.size(); ++i) c += static_cast<double>(a[i]) * b[i];
+  return c;
+}
+
+void SynthDescriptorOptions::Check() const {
+  auto bad = [](const std::string& what) { throw Error("synthetic descriptor options: " + what); };
+  auto finite_nonneg = [](double v) { return std::isfinite(v) && v >= 0; };
+  if (!(std::isfinite(firing_pin_radius_um) && firing_pin_radius_um > 0)) {
+    bad("firing-pin radius must be positive");
+  }
+  if (!(std::isfinite(primer_radius_um) && primer_radius_um > firing_pin_radius_um * 1.15)) {
+    bad("primer radius must exceed the largest firing-pin radius (1.15 x the mean)");
+  }
+  if (!finite_nonneg(primer_offset_um) || !finite_nonneg(centre_error_um)) {
+    bad("primer offset and centre error must be zero or positive");
+  }
+  if (!(finite_nonneg(class_share) && class_share < 1)) bad("class share must be in [0, 1)");
+  if (!(finite_nonneg(transfer_loss) && transfer_loss <= 1)) {
+    bad("transfer loss must be in [0, 1]");
+  }
+  if (!finite_nonneg(noise) || noise > 100) bad("noise must be in [0, 100]");
+  if (!finite_nonneg(noise_spread) || noise_spread > 3) bad("noise spread must be in [0, 3]");
+  if (!(finite_nonneg(missing_share) && missing_share < 0.9)) {
+    bad("missing share must be in [0, 0.9)");
+  }
+}
+
+Surface MakeSynthBreechFace(const SynthDescriptorOptions& synth, const DescriptorOptions& options,
+                            int firearm, int shot) {
+  synth.Check();
+  options.Check();
+  if (firearm < 0 || shot < 0) {
+    throw Error("synthetic descriptor: firearm and shot are 0-based indices");
+  }
+  const SynthGeometry g = GeometryOf(synth, options);
+  const cv::Mat shared = Texture(synth, g.px_um, g.texture_side, -1);
+  return Shot(synth, g, FirearmTexture(synth, g, shared, firearm), PinRadius(synth, firearm),
+              firearm, shot);
+}
+
+std::vector<float> SynthDescriptors(const SynthDescriptorOptions& synth,
+                                    const DescriptorOptions& options, int first_firearm,
+                                    int firearm_count, int shots) {
+  synth.Check();
+  options.Check();
+  if (first_firearm < 0 || firearm_count < 0 || shots < 1) {
+    throw Error("synthetic descriptor: need first firearm >= 0, count >= 0 and shots >= 1");
+  }
+  const SynthGeometry g = GeometryOf(synth, options);
+  const cv::Mat shared = Texture(synth, g.px_um, g.texture_side, -1);
+  const size_t dim = static_cast<size_t>(options.dim);
+  std::vector<float> out;
+  out.reserve(static_cast<size_t>(firearm_count) * shots * dim);
+  for (int f = first_firearm; f < first_firearm + firearm_count; ++f) {
+    const cv::Mat texture = FirearmTexture(synth, g, shared, f);
+    const double pin_r = PinRadius(synth, f);
+    for (int s = 0; s < shots; ++s) {
+      const Surface shot = Shot(synth, g, texture, pin_r, f, s);
+      const std::vector<float> d = BreechFaceDescriptor(
+          shot, "synthetic firearm " + std::to_string(f + 1) + " shot " + std::to_string(s + 1),
+          options);
+      out.insert(out.end(), d.begin(), d.end());
+    }
+  }
+  return out;
+}
+
+}  // namespace bien

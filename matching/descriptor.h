@@ -1,0 +1,120 @@
+// The coarse descriptor of a breech face: one fixed-length, L2-normalised
+// vector per scan whose inner product with another scan's vector (a cosine
+// similarity) ranks candidates for the fine comparator (matching/cmc.h).
+// docs/DESCRIPTOR.md has the method and the measurements behind the defaults.
+//
+// Method ("bfd-v1"):
+//  1. the preprocessed surface (imaging/preprocess.h) is resampled to
+//     `working_pixel_um` (NaN-aware area averaging) and standardised;
+//  2. its centre is the firing-pin impression's centre: a robust circle fit
+//     to the inner edge of the valid annulus (the first run of valid points
+//     along rays from the centroid). When no inner edge is found (no hole),
+//     the outer edge's circle, else the centroid, is used. The primer edge is
+//     a worse reference: the primer sits differently in the breech at each
+//     shot, the firing-pin hole does not (measured in docs/DESCRIPTOR.md);
+//  3. rings every `ring_step_um` between `inner_radius_um` and
+//     `outer_radius_um` around that centre are sampled at `angles` points
+//     (bilinear; a sample is kept only when its neighbourhood is all valid,
+//     0 otherwise);
+//  4. each ring's DFT over the angle: a rotation of the case by a multiplies
+//     harmonic k of every ring by exp(-i k a), so the cross-ring products
+//     X_r(k) conj(X_{r+d}(k)), d = 1..`ring_lags`, do not depend on the
+//     rotation but keep the relative phase between rings (unlike |X_r(k)|);
+//     harmonics `min_harmonic`..`max_harmonic` are used;
+//  5. the products are divided by the two rings' RMS over the band, centred
+//     per (d, k) over the rings, and folded into `dim` floats by a fixed signed hash
+//     (count sketch; no training data, inner products preserved on average);
+//  6. the vector is L2-normalised.
+// One vector per scan, one query per search: no rotation search.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "imaging/surface.h"
+
+namespace bien {
+
+struct DescriptorOptions {
+  double working_pixel_um = 25;   // resampling before the polar grid; input must not be coarser
+  double inner_radius_um = 500;   // first ring, from the firing-pin centre
+  double outer_radius_um = 2200;  // last ring (a small pistol primer is 2.2 mm in radius)
+  double ring_step_um = 25;       // ring spacing
+  int angles = 512;               // samples per ring (a power of two is fastest)
+  int min_harmonic = 8;           // lowest angular harmonic used (longer waves are form)
+  int max_harmonic = 150;         // highest; below angles / 2
+  int ring_lags = 1;              // products between rings 1..ring_lags apart
+  double min_ring_share = 0.25;   // a ring with fewer valid samples is left out
+  int min_valid_samples = 2000;   // fewer valid polar samples in all rings: refused
+  int dim = 256;                  // output floats (the sketch size); 16..4096
+  uint64_t sketch_seed = 1;       // the fixed hash of the sketch
+  // Throws bien::Error ("descriptor options: ...") on a bad value.
+  void Check() const;
+};
+
+// "bfd-v1 px=25 r=500..2200/25 ang=512 k=8..150 lag=2 share=0.25 min=2000 dim=256 seed=1":
+// version and every parameter that changes the vector. Store it beside an
+// index; a different key means the index must be rebuilt.
+std::string DescriptorKey(const DescriptorOptions& options = {});
+
+// Length of the vector (options.dim).
+int DescriptorDim(const DescriptorOptions& options = {});
+
+// The descriptor of a surface made by PreprocessBreechFace (band-passed, NaN
+// outside the breech face). Deterministic. Throws bien::Error whose message
+// starts with `source` for an empty or all-NaN surface, non-square pixels or
+// pixels coarser than working_pixel_um, or too little valid data within the
+// rings; bad options throw "descriptor options: ...".
+std::vector<float> BreechFaceDescriptor(const Surface& preprocessed, const std::string& source,
+                                        const DescriptorOptions& options = {});
+
+// Cosine of two descriptors (their inner product; both are unit vectors).
+// Throws bien::Error when the lengths differ.
+double DescriptorCosine(const std::vector<float>& a, const std::vector<float>& b);
+
+// Fast synthetic descriptors for index benchmarks at 10^6 exhibits.
+//
+// Each synthetic firearm has a breech-face texture made directly at the
+// descriptor's working resolution: band-limited isotropic relief, parallel
+// machining marks (random direction and spacing) and a component shared by
+// every firearm of the set (`class_share`: consecutively made parts share
+// sub-class marks, which lifts non-match cosines as on real sets). A shot
+// imprints it rotated by a random angle about the firing-pin centre, with a
+// small centring error, a partial transfer (a smooth field between
+// 1 - transfer_loss and 1), its own noise, a primer edge that sits
+// differently at each shot and random missing blobs; it is NaN outside the
+// annulus. The shot is a Surface at working_pixel_um that goes through
+// BreechFaceDescriptor unchanged. Deterministic for (seed, firearm, shot).
+//
+// Realism (docs/DESCRIPTOR.md, defaults, 2000 firearms x 2 shots): mate
+// cosines mean 0.25, sd 0.17 (real Fadul mates: 0.26, 0.18); non-mates mean
+// 0.007, sd 0.068 (real: 0.011, 0.067); real-vs-synthetic cosines are
+// distributed like real non-matches (mean 0.002, sd 0.066). About 600 shots
+// per CPU second on one core.
+struct SynthDescriptorOptions {
+  uint64_t seed = 1;
+  double firing_pin_radius_um = 1300;  // mean; each firearm differs by up to +-15 %
+  double primer_radius_um = 1700;      // each shot's primer edge
+  double primer_offset_um = 80;        // the primer's centre moves this much between shots
+  double centre_error_um = 6;          // texture vs firing-pin centre, per shot
+  double class_share = 0.22;           // variance share of the set-wide component
+  double transfer_loss = 0.5;          // weakest transfer of a shot's imprint
+  double noise = 0.5;                  // median RMS of a shot's own noise, relative to the texture
+  double noise_spread = 0.7;           // a shot's noise is noise * exp(noise_spread * N(0, 1))
+  double missing_share = 0.08;         // area of random missing blobs
+  void Check() const;
+};
+
+// One shot as a Surface at options.working_pixel_um (heights in metres).
+Surface MakeSynthBreechFace(const SynthDescriptorOptions& synth, const DescriptorOptions& options,
+                            int firearm, int shot);
+
+// Descriptors of shots 0..shots-1 of firearms first..first+count-1, firearm
+// major: count * shots * DescriptorDim(options) floats. Makes each firearm's
+// texture once.
+std::vector<float> SynthDescriptors(const SynthDescriptorOptions& synth,
+                                    const DescriptorOptions& options, int first_firearm,
+                                    int firearm_count, int shots);
+
+}  // namespace bien

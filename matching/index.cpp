@@ -1,0 +1,996 @@
+#include "matching/index.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexScalarQuantizer.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_io.h>
+#include <faiss/invlists/InvertedLists.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <shared_mutex>
+#include <typeinfo>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/hash.h"
+
+namespace bien {
+namespace {
+
+using faiss_idx = faiss::Index::idx_t;
+static_assert(sizeof(faiss_idx) == sizeof(int64_t));
+
+// ---------------------------------------------------------------- helpers
+
+// Limits OpenMP threads of FAISS calls made by this thread, restored after.
+class OmpThreads {
+ public:
+  explicit OmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~OmpThreads() { omp_set_num_threads(saved_); }
+  OmpThreads(const OmpThreads&) = delete;
+  OmpThreads& operator=(const OmpThreads&) = delete;
+
+ private:
+  int saved_;
+};
+
+// OpenMP threads for a call handling `floats` values: small work runs on
+// the calling thread alone. A parallel region costs little on an idle machine
+// but libgomp's spin-waiting threads make small regions 10-50x slower when
+// the cores are busy (measured: the unit tests' small builds and adds took
+// 10 s instead of 1 s on the loaded 2-core machine).
+int ThreadsFor(size_t floats, int most) { return floats >= (size_t{1} << 22) ? most : 1; }
+
+void CheckVectors(int dim, std::span<const int64_t> ids, std::span<const float> vectors,
+                  const std::string& what) {
+  if (vectors.size() != ids.size() * static_cast<size_t>(dim)) {
+    throw Error(what + ": " + std::to_string(vectors.size()) + " floats for " +
+                std::to_string(ids.size()) + " ids of dimension " + std::to_string(dim) +
+                " (expected " + std::to_string(ids.size() * static_cast<size_t>(dim)) + ")");
+  }
+  for (size_t i = 0; i < vectors.size(); ++i) {
+    if (!std::isfinite(vectors[i])) {
+      throw Error(what + ": vector of id " + std::to_string(ids[i / dim]) +
+                  " has a non-finite value at position " + std::to_string(i % dim));
+    }
+  }
+  std::unordered_set<int64_t> seen;
+  seen.reserve(ids.size());
+  for (int64_t id : ids) {
+    if (!seen.insert(id).second) {
+      throw Error(what + ": id " + std::to_string(id) + " appears twice in one batch");
+    }
+  }
+}
+
+int RoundPow2(double x) {
+  int p = 1;
+  while (p < x && p < (1 << 20)) p *= 2;
+  // Nearer of p/2 and p.
+  if (p > 1 && (x - p / 2) < (p - x)) p /= 2;
+  return p;
+}
+
+int ListsFor(int64_t n, const VectorIndexOptions& o) {
+  int nlist = o.nlist > 0 ? o.nlist : RoundPow2(4.0 * std::sqrt(static_cast<double>(n)));
+  const int64_t most = std::max<int64_t>(1, n / o.train_points_per_list);
+  return static_cast<int>(std::min<int64_t>(nlist, most));
+}
+
+// Unordered set footprint estimate (libstdc++: one node of value + next
+// pointer + cached hash per element, one pointer per bucket).
+size_t SetBytes(const std::unordered_set<int64_t>& s) {
+  return s.size() * 32 + s.bucket_count() * sizeof(void*);
+}
+
+void PutU32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void PutU64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+uint32_t GetU32(const std::string& in, size_t at) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<uint32_t>(static_cast<uint8_t>(in[at + i])) << (8 * i);
+  return v;
+}
+uint64_t GetU64(const std::string& in, size_t at) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v |= static_cast<uint64_t>(static_cast<uint8_t>(in[at + i])) << (8 * i);
+  return v;
+}
+
+// FAISS I/O into / out of our own buffers (no extra copy of the payload).
+struct StringWriter : faiss::IOWriter {
+  std::string* out = nullptr;
+  size_t operator()(const void* ptr, size_t size, size_t nitems) override {
+    out->append(static_cast<const char*>(ptr), size * nitems);
+    return nitems;
+  }
+};
+struct SpanReader : faiss::IOReader {
+  const char* data = nullptr;
+  size_t size = 0;
+  size_t at = 0;
+  size_t operator()(void* ptr, size_t item, size_t nitems) override {
+    if (item == 0) return 0;
+    const size_t n = std::min(nitems, (size - at) / item);
+    if (n > 0) std::memcpy(ptr, data + at, n * item);
+    at += n * item;
+    return n;
+  }
+};
+
+// File layout (little-endian):
+//   0   "BIENVIDX"
+//   8   u32 format version (1)
+//   12  u32 kind (IndexKind)
+//   16  u32 dim
+//   20  u32 descriptor key length (<= kMaxKey)
+//   24  u64 count
+//   32  u64 payload length
+//   40  64 hex chars: id fingerprint
+//   104 key, payload (faiss::write_index), 64 hex chars: SHA-256 of all before.
+constexpr char kMagic[8] = {'B', 'I', 'E', 'N', 'V', 'I', 'D', 'X'};
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kFixedHeader = 104;
+constexpr size_t kChecksumLen = 64;
+constexpr uint32_t kMaxKey = 4096;
+constexpr uint32_t kMaxDim = 65536;
+
+}  // namespace
+
+// ---------------------------------------------------------------- options
+
+std::string_view IndexKindName(IndexKind kind) {
+  switch (kind) {
+    case IndexKind::kExact:
+      return "exact";
+    case IndexKind::kIvfFlat:
+      return "ivf_flat";
+    case IndexKind::kIvfSq8:
+      return "ivf_sq8";
+    case IndexKind::kIvfPq:
+      return "ivf_pq";
+  }
+  return "unknown";
+}
+
+void VectorIndexOptions::Check() const {
+  auto bad = [](const std::string& what) { throw Error("vector index options: " + what); };
+  if (exact_below < 0) bad("exact_below must be >= 0");
+  if (approximate_kind == IndexKind::kExact) bad("approximate_kind must be an IVF kind");
+  if (nlist < 0 || nlist > (1 << 20)) bad("nlist must be in [0, 2^20] (0: automatic)");
+  if (nprobe < 1) bad("nprobe must be >= 1");
+  if (pq_bytes < 1 || pq_bytes > 256) bad("pq_bytes must be in [1, 256]");
+  if (train_points_per_list < 39 || train_points_per_list > 1000)
+    bad("train_points_per_list must be in [39, 1000]");
+  if (train_iterations < 1 || train_iterations > 1000) bad("train_iterations must be in [1, 1000]");
+  if (search_threads < 1 || search_threads > 1024) bad("search_threads must be in [1, 1024]");
+  if (build_threads < 1 || build_threads > 1024) bad("build_threads must be in [1, 1024]");
+}
+
+std::string IdFingerprint(std::span<const int64_t> ids) {
+  std::vector<int64_t> sorted(ids.begin(), ids.end());
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  Digest digest(DigestKind::kSha256);
+  std::string chunk;
+  chunk.reserve(8 * 4096);
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    PutU64(chunk, static_cast<uint64_t>(sorted[i]));
+    if (chunk.size() >= 8 * 4096) {
+      digest.Update(chunk);
+      chunk.clear();
+    }
+  }
+  digest.Update(chunk);
+  return digest.HexDigest();
+}
+
+// ---------------------------------------------------------------- Impl
+
+struct VectorIndex::Impl {
+  mutable std::shared_mutex mutex;
+  IndexKind kind = IndexKind::kExact;
+  std::unique_ptr<faiss::Index> index;  // IndexIDMap2(IndexFlatIP) or an IndexIVF*
+  std::unordered_set<int64_t> ids;      // what the index holds
+
+  faiss::IndexIVF* ivf() const { return dynamic_cast<faiss::IndexIVF*>(index.get()); }
+  faiss::IndexIDMap2* idmap() const { return dynamic_cast<faiss::IndexIDMap2*>(index.get()); }
+
+  static std::unique_ptr<Impl> MakeExact(int dim) {
+    auto impl = std::make_unique<Impl>();
+    auto* idmap = new faiss::IndexIDMap2(new faiss::IndexFlatIP(dim));
+    idmap->own_fields = true;
+    impl->index.reset(idmap);
+    impl->kind = IndexKind::kExact;
+    return impl;
+  }
+
+  // A trained, empty IVF index of `kind` from the training sample.
+  static std::unique_ptr<Impl> MakeTrainedIvf(int dim, IndexKind kind, int nlist,
+                                              std::span<const float> sample,
+                                              const VectorIndexOptions& o) {
+    auto impl = std::make_unique<Impl>();
+    auto* quantizer = new faiss::IndexFlatIP(dim);
+    faiss::IndexIVF* ivf = nullptr;
+    try {
+      switch (kind) {
+        case IndexKind::kIvfFlat:
+          ivf = new faiss::IndexIVFFlat(quantizer, dim, nlist, faiss::METRIC_INNER_PRODUCT);
+          break;
+        case IndexKind::kIvfSq8:
+          ivf = new faiss::IndexIVFScalarQuantizer(quantizer, dim, nlist,
+                                                   faiss::ScalarQuantizer::QT_8bit,
+                                                   faiss::METRIC_INNER_PRODUCT, true);
+          break;
+        case IndexKind::kIvfPq:
+          if (dim % o.pq_bytes != 0) {
+            throw Error("vector index: pq_bytes " + std::to_string(o.pq_bytes) +
+                        " does not divide the dimension " + std::to_string(dim));
+          }
+          ivf = new faiss::IndexIVFPQ(quantizer, dim, nlist, o.pq_bytes, 8,
+                                      faiss::METRIC_INNER_PRODUCT);
+          break;
+        case IndexKind::kExact:
+          BIEN_CHECK(false);
+      }
+    } catch (...) {
+      delete quantizer;
+      throw;
+    }
+    ivf->own_fields = true;
+    impl->index.reset(ivf);
+    impl->kind = kind;
+    ivf->cp.niter = o.train_iterations;
+    ivf->cp.seed = static_cast<int>(o.train_seed & 0x7fffffff);
+    ivf->cp.max_points_per_centroid = 1 << 30;  // we sample ourselves
+    ivf->cp.min_points_per_centroid = 1;        // small partitions: no warnings
+    if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(ivf)) {
+      pq->pq.cp.niter = o.train_iterations;
+      pq->pq.cp.seed = static_cast<int>(o.train_seed & 0x7fffffff);
+      pq->pq.cp.min_points_per_centroid = 1;
+    }
+    ivf->train(static_cast<faiss_idx>(sample.size() / dim), sample.data());
+    return impl;
+  }
+
+  // ids and vectors already checked; ids new to the index.
+  void AddChecked(std::span<const int64_t> add_ids, std::span<const float> vectors) {
+    if (add_ids.empty()) return;
+    index->add_with_ids(static_cast<faiss_idx>(add_ids.size()), vectors.data(),
+                        reinterpret_cast<const faiss_idx*>(add_ids.data()));
+    ids.insert(add_ids.begin(), add_ids.end());
+  }
+
+  size_t RemoveChecked(std::span<const int64_t> remove) {
+    std::vector<faiss_idx> present;
+    for (int64_t id : remove) {
+      if (ids.count(id)) present.push_back(id);
+    }
+    if (present.empty()) return 0;
+    faiss::IDSelectorBatch sel(static_cast<size_t>(present.size()), present.data());
+    const size_t removed = index->remove_ids(sel);
+    for (faiss_idx id : present) ids.erase(id);
+    BIEN_CHECK(removed == present.size());
+    BIEN_CHECK(static_cast<size_t>(index->ntotal) == ids.size());
+    return removed;
+  }
+
+  // All (ids, vectors) the index holds, in storage order.
+  void Extract(int dim, std::vector<int64_t>& out_ids, std::vector<float>& out_vectors) const {
+    out_ids.clear();
+    out_vectors.clear();
+    out_ids.reserve(index->ntotal);
+    out_vectors.reserve(static_cast<size_t>(index->ntotal) * dim);
+    if (auto* map = idmap()) {
+      auto* flat = dynamic_cast<faiss::IndexFlat*>(map->index);
+      BIEN_CHECK(flat != nullptr);
+      const float* xb = flat->get_xb();
+      out_ids.assign(map->id_map.begin(), map->id_map.end());
+      out_vectors.assign(xb, xb + static_cast<size_t>(flat->ntotal) * dim);
+      return;
+    }
+    auto* iv = ivf();
+    BIEN_CHECK(iv != nullptr);
+    std::vector<float> recons(dim);
+    for (size_t l = 0; l < iv->nlist; ++l) {
+      const size_t len = iv->invlists->list_size(l);
+      faiss::InvertedLists::ScopedIds list_ids(iv->invlists, l);
+      for (size_t j = 0; j < len; ++j) {
+        iv->reconstruct_from_offset(static_cast<int64_t>(l), static_cast<int64_t>(j),
+                                    recons.data());
+        out_ids.push_back(list_ids[j]);
+        out_vectors.insert(out_vectors.end(), recons.begin(), recons.end());
+      }
+    }
+  }
+
+  std::vector<int64_t> StoredIds() const {
+    std::vector<int64_t> out;
+    if (auto* map = idmap()) {
+      out.assign(map->id_map.begin(), map->id_map.end());
+      return out;
+    }
+    auto* iv = ivf();
+    BIEN_CHECK(iv != nullptr);
+    for (size_t l = 0; l < iv->nlist; ++l) {
+      const size_t len = iv->invlists->list_size(l);
+      faiss::InvertedLists::ScopedIds list_ids(iv->invlists, l);
+      for (size_t j = 0; j < len; ++j) out.push_back(list_ids[j]);
+    }
+    return out;
+  }
+
+  int nlist() const {
+    auto* iv = ivf();
+    return iv ? static_cast<int>(iv->nlist) : 0;
+  }
+
+  size_t MemoryBytes(int dim) const {
+    size_t bytes = SetBytes(ids);
+    if (auto* map = idmap()) {
+      bytes += static_cast<size_t>(map->ntotal) * (static_cast<size_t>(dim) * 4 + 8);
+      bytes += map->rev_map.size() * 32 + map->rev_map.bucket_count() * sizeof(void*);
+      return bytes;
+    }
+    auto* iv = ivf();
+    BIEN_CHECK(iv != nullptr);
+    bytes += iv->nlist * static_cast<size_t>(dim) * 4;  // centroids
+    if (auto* lists = dynamic_cast<faiss::ArrayInvertedLists*>(iv->invlists)) {
+      for (size_t l = 0; l < lists->nlist; ++l) {
+        bytes += lists->codes[l].capacity() + lists->ids[l].capacity() * sizeof(faiss_idx) +
+                 2 * sizeof(std::vector<uint8_t>);
+      }
+    } else {
+      bytes += static_cast<size_t>(iv->ntotal) * (iv->code_size + sizeof(faiss_idx));
+    }
+    if (auto* pq = dynamic_cast<faiss::IndexIVFPQ*>(iv)) {
+      bytes +=
+          pq->pq.centroids.size() * sizeof(float) + pq->precomputed_table.size() * sizeof(float);
+    }
+    if (auto* sq = dynamic_cast<faiss::IndexIVFScalarQuantizer*>(iv)) {
+      bytes += sq->sq.trained.size() * sizeof(float);
+    }
+    return bytes;
+  }
+};
+
+// Builds the Impl for n vectors (checked) with the kind the options give.
+std::unique_ptr<VectorIndex::Impl> VectorIndex::BuildImpl(int dim, std::span<const int64_t> ids,
+                                                          std::span<const float> vectors,
+                                                          const VectorIndexOptions& o) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  OmpThreads threads(ThreadsFor(vectors.size(), o.build_threads));
+  std::unique_ptr<VectorIndex::Impl> impl;
+  if (n < o.exact_below || n == 0) {
+    impl = VectorIndex::Impl::MakeExact(dim);
+  } else {
+    const int nlist = ListsFor(n, o);
+    const int64_t want =
+        std::min<int64_t>(n, static_cast<int64_t>(nlist) * o.train_points_per_list);
+    std::vector<float> sample;
+    if (want == n) {
+      sample.assign(vectors.begin(), vectors.end());
+    } else {
+      std::vector<int64_t> order(n);
+      std::iota(order.begin(), order.end(), 0);
+      std::mt19937_64 rng(o.train_seed);
+      // Partial Fisher-Yates: the first `want` entries are a uniform sample.
+      for (int64_t i = 0; i < want; ++i) {
+        std::uniform_int_distribution<int64_t> pick(i, n - 1);
+        std::swap(order[i], order[pick(rng)]);
+      }
+      std::sort(order.begin(), order.begin() + want);
+      sample.resize(static_cast<size_t>(want) * dim);
+      for (int64_t i = 0; i < want; ++i) {
+        std::copy_n(vectors.begin() + order[i] * dim, dim, sample.begin() + i * dim);
+      }
+    }
+    impl = VectorIndex::Impl::MakeTrainedIvf(dim, o.approximate_kind, nlist, sample, o);
+  }
+  impl->AddChecked(ids, vectors);
+  // The lists grew by doubling; a fresh index holds only what it needs.
+  if (auto* iv = impl->ivf()) {
+    if (auto* lists = dynamic_cast<faiss::ArrayInvertedLists*>(iv->invlists)) {
+      for (size_t l = 0; l < lists->nlist; ++l) {
+        lists->codes[l].shrink_to_fit();
+        lists->ids[l].shrink_to_fit();
+      }
+    }
+  }
+  return impl;
+}
+
+// ---------------------------------------------------------------- VectorIndex
+
+VectorIndex::VectorIndex(int dim, std::string descriptor_key, const VectorIndexOptions& options,
+                         std::unique_ptr<Impl> impl)
+    : dim_(dim),
+      descriptor_key_(std::move(descriptor_key)),
+      options_(options),
+      impl_(std::move(impl)) {}
+
+VectorIndex::VectorIndex(int dim, std::string descriptor_key, const VectorIndexOptions& options)
+    : dim_(dim), descriptor_key_(std::move(descriptor_key)), options_(options) {
+  options_.Check();
+  if (dim < 1 || dim > static_cast<int>(kMaxDim)) {
+    throw Error("vector index: dimension " + std::to_string(dim) + " out of range [1, " +
+                std::to_string(kMaxDim) + "]");
+  }
+  if (descriptor_key_.size() > kMaxKey) {
+    throw Error("vector index: descriptor key longer than " + std::to_string(kMaxKey) +
+                " characters");
+  }
+  impl_ = Impl::MakeExact(dim);
+}
+
+VectorIndex::~VectorIndex() = default;
+
+std::unique_ptr<VectorIndex> VectorIndex::Build(int dim, std::string descriptor_key,
+                                                std::span<const int64_t> ids,
+                                                std::span<const float> vectors,
+                                                const VectorIndexOptions& options) {
+  auto index = std::make_unique<VectorIndex>(dim, std::move(descriptor_key), options);
+  CheckVectors(dim, ids, vectors, "vector index \"" + index->descriptor_key_ + "\"");
+  try {
+    index->impl_ = BuildImpl(dim, ids, vectors, index->options_);
+  } catch (const faiss::FaissException& e) {
+    throw Error("vector index \"" + index->descriptor_key_ +
+                "\": FAISS failed to build: " + e.what());
+  }
+  return index;
+}
+
+void VectorIndex::Add(std::span<const int64_t> ids, std::span<const float> vectors) {
+  CheckVectors(dim_, ids, vectors, "vector index \"" + descriptor_key_ + "\"");
+  std::unique_lock lock(impl_->mutex);
+  OmpThreads threads(ThreadsFor(vectors.size(), options_.build_threads));
+  try {
+    impl_->RemoveChecked(ids);  // replace: drop the old vectors of these ids
+    impl_->AddChecked(ids, vectors);
+  } catch (const faiss::FaissException& e) {
+    throw Error("vector index \"" + descriptor_key_ + "\": FAISS failed to add: " + e.what());
+  }
+}
+
+bool VectorIndex::Remove(int64_t id) { return Remove(std::span<const int64_t>(&id, 1)) == 1; }
+
+size_t VectorIndex::Remove(std::span<const int64_t> ids) {
+  std::unique_lock lock(impl_->mutex);
+  OmpThreads threads(1);  // a scan of the id lists; fast enough alone
+  return impl_->RemoveChecked(ids);
+}
+
+std::vector<std::vector<SearchHit>> VectorIndex::SearchBatch(std::span<const float> queries, int k,
+                                                             const SearchParams& params) const {
+  if (k < 1) throw Error("vector index search: k must be >= 1, got " + std::to_string(k));
+  if (queries.size() % dim_ != 0) {
+    throw Error("vector index search: " + std::to_string(queries.size()) +
+                " floats are not a whole number of queries of dimension " + std::to_string(dim_));
+  }
+  for (float v : queries) {
+    if (!std::isfinite(v)) throw Error("vector index search: the query has a non-finite value");
+  }
+  if (params.nprobe < 0) throw Error("vector index search: nprobe must be >= 0");
+  const size_t n = queries.size() / dim_;
+  std::vector<std::vector<SearchHit>> out(n);
+  if (n == 0) return out;
+  std::shared_lock lock(impl_->mutex);
+  const int64_t total = impl_->index->ntotal;
+  if (total == 0) return out;
+  const int kk = static_cast<int>(std::min<int64_t>(k, total));
+  std::vector<float> scores(n * kk);
+  std::vector<faiss_idx> labels(n * kk);
+  // One query runs on one thread; a batch may use search_threads.
+  OmpThreads threads(n >= 4 ? options_.search_threads : 1);
+  if (auto* iv = impl_->ivf()) {
+    faiss::SearchParametersIVF sp;
+    sp.nprobe = std::min<size_t>(params.nprobe > 0 ? params.nprobe : options_.nprobe, iv->nlist);
+    iv->search(static_cast<faiss_idx>(n), queries.data(), kk, scores.data(), labels.data(), &sp);
+  } else {
+    impl_->index->search(static_cast<faiss_idx>(n), queries.data(), kk, scores.data(),
+                         labels.data());
+  }
+  for (size_t q = 0; q < n; ++q) {
+    out[q].reserve(kk);
+    for (int j = 0; j < kk; ++j) {
+      const faiss_idx id = labels[q * kk + j];
+      if (id < 0) continue;  // fewer than k in the visited lists
+      out[q].push_back(SearchHit{id, scores[q * kk + j]});
+    }
+  }
+  return out;
+}
+
+std::vector<SearchHit> VectorIndex::Search(std::span<const float> query, int k,
+                                           const SearchParams& params) const {
+  if (query.size() != static_cast<size_t>(dim_)) {
+    throw Error("vector index search: query has " + std::to_string(query.size()) +
+                " values, the index dimension is " + std::to_string(dim_));
+  }
+  return std::move(SearchBatch(query, k, params).front());
+}
+
+bool VectorIndex::ShouldOptimize() const {
+  std::shared_lock lock(impl_->mutex);
+  const int64_t n = impl_->index->ntotal;
+  if (impl_->kind == IndexKind::kExact) return n >= options_.exact_below && n > 0;
+  if (n < options_.exact_below / 2) return true;
+  if (impl_->kind != options_.approximate_kind) return true;
+  const int want = ListsFor(n, options_);
+  const int have = impl_->nlist();
+  return want >= 2 * have || have >= 2 * want;
+}
+
+bool VectorIndex::Optimize() {
+  if (!ShouldOptimize()) return false;
+  std::unique_lock lock(impl_->mutex);
+  std::vector<int64_t> ids;
+  std::vector<float> vectors;
+  {
+    OmpThreads threads(1);
+    impl_->Extract(dim_, ids, vectors);
+  }
+  std::unique_ptr<Impl> fresh;
+  try {
+    fresh = BuildImpl(dim_, ids, vectors, options_);
+  } catch (const faiss::FaissException& e) {
+    throw Error("vector index \"" + descriptor_key_ + "\": FAISS failed to re-train: " + e.what());
+  }
+  // Keep the mutex object (callers may be waiting on it): move the content.
+  impl_->index = std::move(fresh->index);
+  impl_->ids = std::move(fresh->ids);
+  impl_->kind = fresh->kind;
+  return true;
+}
+
+bool VectorIndex::Contains(int64_t id) const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->ids.count(id) > 0;
+}
+
+std::vector<int64_t> VectorIndex::Ids() const {
+  std::vector<int64_t> out;
+  {
+    std::shared_lock lock(impl_->mutex);
+    out.assign(impl_->ids.begin(), impl_->ids.end());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string VectorIndex::IdFingerprint() const { return bien::IdFingerprint(Ids()); }
+
+int64_t VectorIndex::size() const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->index->ntotal;
+}
+
+IndexKind VectorIndex::kind() const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->kind;
+}
+
+int VectorIndex::nlist() const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->nlist();
+}
+
+size_t VectorIndex::MemoryBytes() const {
+  std::shared_lock lock(impl_->mutex);
+  return impl_->MemoryBytes(dim_);
+}
+
+// ---------------------------------------------------------------- persistence
+
+void VectorIndex::Save(const std::filesystem::path& path) const {
+  std::string bytes;
+  {
+    std::shared_lock lock(impl_->mutex);
+    const std::string fingerprint = bien::IdFingerprint(impl_->StoredIds());
+    bytes.append(kMagic, sizeof(kMagic));
+    PutU32(bytes, kFormatVersion);
+    PutU32(bytes, static_cast<uint32_t>(impl_->kind));
+    PutU32(bytes, static_cast<uint32_t>(dim_));
+    PutU32(bytes, static_cast<uint32_t>(descriptor_key_.size()));
+    PutU64(bytes, static_cast<uint64_t>(impl_->index->ntotal));
+    const size_t payload_len_at = bytes.size();
+    PutU64(bytes, 0);  // payload length, patched below
+    bytes += fingerprint;
+    BIEN_CHECK(bytes.size() == kFixedHeader);
+    bytes += descriptor_key_;
+    const size_t payload_at = bytes.size();
+    StringWriter writer;
+    writer.out = &bytes;
+    try {
+      faiss::write_index(impl_->index.get(), &writer);
+    } catch (const faiss::FaissException& e) {
+      throw Error(path.string() + ": cannot write the vector index (FAISS: " + e.what() + ")");
+    }
+    const uint64_t payload_len = bytes.size() - payload_at;
+    std::string len;
+    PutU64(len, payload_len);
+    bytes.replace(payload_len_at, 8, len);
+  }
+  bytes += Sha256Hex(std::string_view(bytes));
+  WriteFileAtomically(path, bytes, "vector index");
+}
+
+VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
+                                          const std::string& expected_key, int expected_dim,
+                                          const VectorIndexOptions& options) {
+  LoadResult result;
+  auto refuse = [&](const std::string& why) {
+    result.index.reset();
+    result.reason = why;
+    return std::move(result);
+  };
+  options.Check();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return refuse("no saved index");
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return refuse("cannot open the file");
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) return refuse("cannot read the file size (" + ec.message() + ")");
+    bytes.resize(size);
+    if (!in.read(bytes.data(), static_cast<std::streamsize>(size))) {
+      return refuse("cannot read the file");
+    }
+  }
+  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    return refuse("not a bien vector index file (bad magic)");
+  }
+  if (bytes.size() < kFixedHeader + kChecksumLen) {
+    return refuse("truncated (" + std::to_string(bytes.size()) + " bytes, shorter than a header)");
+  }
+  const uint32_t version = GetU32(bytes, 8);
+  if (version != kFormatVersion) {
+    return refuse("format version " + std::to_string(version) +
+                  " not supported (this build reads " + std::to_string(kFormatVersion) + ")");
+  }
+  const uint32_t kind_raw = GetU32(bytes, 12);
+  const uint32_t dim = GetU32(bytes, 16);
+  const uint32_t key_len = GetU32(bytes, 20);
+  const uint64_t count = GetU64(bytes, 24);
+  const uint64_t payload_len = GetU64(bytes, 32);
+  if (key_len > kMaxKey || payload_len > bytes.size()) {
+    // A length this large cannot be real; the rest of the header is damaged.
+    return refuse("truncated or corrupt header (lengths exceed the file size of " +
+                  std::to_string(bytes.size()) + " bytes)");
+  }
+  const uint64_t expected_size = kFixedHeader + key_len + payload_len + kChecksumLen;
+  if (bytes.size() < expected_size) {
+    return refuse("truncated (" + std::to_string(bytes.size()) + " of " +
+                  std::to_string(expected_size) + " bytes)");
+  }
+  if (bytes.size() > expected_size) {
+    return refuse("corrupt (" + std::to_string(bytes.size() - expected_size) +
+                  " unexpected bytes after the checksum)");
+  }
+  const size_t body = bytes.size() - kChecksumLen;
+  if (Sha256Hex(std::string_view(bytes.data(), body)) != std::string_view(bytes).substr(body)) {
+    return refuse("checksum mismatch (the file is corrupt)");
+  }
+  // From here on the bytes are as Save wrote them (barring forgery).
+  const std::string fingerprint = bytes.substr(40, 64);
+  const std::string key = bytes.substr(kFixedHeader, key_len);
+  result.id_fingerprint = fingerprint;
+  if (key != expected_key) {
+    return refuse("descriptor key differs (file: \"" + key + "\", expected: \"" + expected_key +
+                  "\")");
+  }
+  if (dim != static_cast<uint32_t>(expected_dim)) {
+    return refuse("dimension differs (file: " + std::to_string(dim) +
+                  ", expected: " + std::to_string(expected_dim) + ")");
+  }
+  if (dim < 1 || dim > kMaxDim)
+    return refuse("corrupt header (dimension " + std::to_string(dim) + ")");
+  if (kind_raw > static_cast<uint32_t>(IndexKind::kIvfPq)) {
+    return refuse("corrupt header (unknown index kind " + std::to_string(kind_raw) + ")");
+  }
+  const auto kind = static_cast<IndexKind>(kind_raw);
+
+  std::unique_ptr<faiss::Index> index;
+  try {
+    SpanReader reader;
+    reader.data = bytes.data() + kFixedHeader + key_len;
+    reader.size = payload_len;
+    index.reset(faiss::read_index(&reader));
+    if (reader.at != reader.size) return refuse("corrupt payload (trailing bytes after the index)");
+  } catch (const std::exception& e) {
+    return refuse(std::string("FAISS cannot read the payload (") + e.what() + ")");
+  }
+  if (!index) return refuse("FAISS cannot read the payload");
+
+  // Check the decoded structure against the header.
+  auto impl = std::make_unique<Impl>();
+  impl->index = std::move(index);
+  impl->kind = kind;
+  faiss::Index* raw = impl->index.get();
+  if (raw->d != static_cast<int>(dim) || raw->ntotal != static_cast<faiss_idx>(count) ||
+      raw->metric_type != faiss::METRIC_INNER_PRODUCT || !raw->is_trained) {
+    return refuse("payload does not match the header (dimension, count or metric)");
+  }
+  bool shape_ok = false;
+  if (kind == IndexKind::kExact) {
+    auto* map = impl->idmap();
+    shape_ok = map && typeid(*raw) == typeid(faiss::IndexIDMap2) && map->index &&
+               typeid(*map->index) == typeid(faiss::IndexFlatIP) &&
+               map->index->ntotal == raw->ntotal &&
+               map->id_map.size() == static_cast<size_t>(raw->ntotal);
+  } else {
+    auto* iv = impl->ivf();
+    const std::type_info& want = kind == IndexKind::kIvfFlat ? typeid(faiss::IndexIVFFlat)
+                                 : kind == IndexKind::kIvfSq8
+                                     ? typeid(faiss::IndexIVFScalarQuantizer)
+                                     : typeid(faiss::IndexIVFPQ);
+    shape_ok = iv && typeid(*raw) == want && iv->quantizer &&
+               typeid(*iv->quantizer) == typeid(faiss::IndexFlatIP) && iv->quantizer->d == raw->d &&
+               iv->quantizer->ntotal == static_cast<faiss_idx>(iv->nlist) && iv->invlists &&
+               typeid(*iv->invlists) == typeid(faiss::ArrayInvertedLists) &&
+               iv->invlists->nlist == iv->nlist && iv->invlists->code_size == iv->code_size;
+    if (shape_ok) {
+      size_t total = 0;
+      for (size_t l = 0; l < iv->nlist; ++l) total += iv->invlists->list_size(l);
+      shape_ok = total == static_cast<size_t>(raw->ntotal);
+    }
+  }
+  if (!shape_ok) return refuse("payload does not match the header (index structure)");
+  const std::vector<int64_t> stored = impl->StoredIds();
+  impl->ids.insert(stored.begin(), stored.end());
+  if (impl->ids.size() != stored.size()) return refuse("corrupt payload (repeated ids)");
+  if (bien::IdFingerprint(stored) != fingerprint) {
+    return refuse("payload does not match the header (id fingerprint)");
+  }
+  result.index.reset(new VectorIndex(static_cast<int>(dim), key, options, std::move(impl)));
+  result.reason.clear();
+  return result;
+}
+
+// ---------------------------------------------------------------- PartitionIndexes
+
+PartitionIndexes::PartitionIndexes(std::filesystem::path folder, VectorIndexOptions options)
+    : folder_(std::move(folder)), options_(options) {
+  options_.Check();
+}
+
+std::filesystem::path PartitionIndexes::PathFor(const std::string& partition) const {
+  std::string name;
+  for (char c : partition) {
+    const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '-' || c == '_';
+    name.push_back(keep ? c : '_');
+    if (name.size() >= 80) break;
+  }
+  if (!name.empty() && name.front() == '.') name.front() = '_';
+  name += "-" + Sha256Hex(partition).substr(0, 12) + ".bidx";
+  return folder_ / name;
+}
+
+PartitionIndexes::Outcome PartitionIndexes::LoadOrRebuild(
+    const std::string& partition, const std::string& key, int dim,
+    const std::string& expected_id_fingerprint, const VectorSource& source) {
+  const auto path = PathFor(partition);
+  Outcome outcome;
+  VectorIndex::LoadResult loaded = VectorIndex::Load(path, key, dim, options_);
+  if (loaded.index) {
+    if (loaded.id_fingerprint != expected_id_fingerprint) {
+      outcome.reason = "id set differs from the store (the index holds " +
+                       std::to_string(loaded.index->size()) + " vectors)";
+    } else if (loaded.index->ShouldOptimize()) {
+      outcome.reason = "index of kind " + std::string(IndexKindName(loaded.index->kind())) +
+                       " no longer suits its " + std::to_string(loaded.index->size()) + " vectors";
+    } else {
+      outcome.index = std::move(loaded.index);
+      std::lock_guard lock(mutex_);
+      indexes_[partition] = outcome.index;
+      return outcome;
+    }
+  } else {
+    outcome.reason = loaded.reason;
+  }
+
+  std::vector<int64_t> ids;
+  std::vector<float> vectors;
+  const std::string what = "index of partition \"" + partition + "\"";
+  source([&](std::span<const int64_t> batch_ids, std::span<const float> batch_vectors) {
+    if (batch_vectors.size() != batch_ids.size() * static_cast<size_t>(dim)) {
+      throw Error(what + ": the source gave " + std::to_string(batch_vectors.size()) +
+                  " floats for " + std::to_string(batch_ids.size()) + " ids of dimension " +
+                  std::to_string(dim));
+    }
+    ids.insert(ids.end(), batch_ids.begin(), batch_ids.end());
+    vectors.insert(vectors.end(), batch_vectors.begin(), batch_vectors.end());
+  });
+  if (bien::IdFingerprint(ids) != expected_id_fingerprint) {
+    throw Error(what + ": the source's " + std::to_string(ids.size()) +
+                " ids do not match the expected id fingerprint");
+  }
+  std::shared_ptr<VectorIndex> index = VectorIndex::Build(dim, key, ids, vectors, options_);
+  std::error_code ec;
+  std::filesystem::create_directories(folder_, ec);
+  if (ec) throw Error(folder_.string() + ": cannot create the index folder (" + ec.message() + ")");
+  index->Save(path);
+  outcome.index = index;
+  outcome.rebuilt = true;
+  std::lock_guard lock(mutex_);
+  indexes_[partition] = index;
+  return outcome;
+}
+
+std::shared_ptr<VectorIndex> PartitionIndexes::Get(const std::string& partition) const {
+  std::lock_guard lock(mutex_);
+  auto it = indexes_.find(partition);
+  return it == indexes_.end() ? nullptr : it->second;
+}
+
+void PartitionIndexes::Save(const std::string& partition) const {
+  auto index = Get(partition);
+  if (!index) throw Error("index of partition \"" + partition + "\" is not loaded");
+  std::error_code ec;
+  std::filesystem::create_directories(folder_, ec);
+  if (ec) throw Error(folder_.string() + ": cannot create the index folder (" + ec.message() + ")");
+  index->Save(PathFor(partition));
+}
+
+// ---------------------------------------------------------------- benchmark
+
+namespace {
+
+void Normalise(std::span<float> v) {
+  double s = 0;
+  for (float x : v) s += static_cast<double>(x) * x;
+  const float inv = s > 0 ? static_cast<float>(1.0 / std::sqrt(s)) : 0.f;
+  for (float& x : v) x *= inv;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const size_t i =
+      std::min(v.size() - 1, static_cast<size_t>(std::floor(p * (v.size() - 1) + 0.5)));
+  return v[i];
+}
+
+}  // namespace
+
+IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
+                            const VectorIndexOptions& options, int mates) {
+  options.Check();
+  if (mates < 1 || n < mates || dim < 2 || queries < 1) {
+    throw Error("index benchmark: need mates >= 1, n >= mates, dim >= 2, queries >= 1");
+  }
+  using Clock = std::chrono::steady_clock;
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> gauss(0.f, 1.f);
+  const int families = 256;
+  const int64_t centres = n / mates;
+  const float unit = 1.f / std::sqrt(static_cast<float>(dim));
+  // Family means and centres: a centre is 0.6 * family + 0.8 * own (cos 0.36
+  // between centres of a family); a mate or query adds noise of norm 0.6
+  // (cos ~0.86 to its centre).
+  std::vector<float> family(static_cast<size_t>(families) * dim);
+  for (int f = 0; f < families; ++f) {
+    std::span<float> v(family.data() + static_cast<size_t>(f) * dim, dim);
+    for (float& x : v) x = gauss(rng);
+    Normalise(v);
+  }
+  std::vector<float> centre(static_cast<size_t>(centres) * dim);
+  std::uniform_int_distribution<int> pick_family(0, families - 1);
+  for (int64_t c = 0; c < centres; ++c) {
+    std::span<float> v(centre.data() + static_cast<size_t>(c) * dim, dim);
+    const float* fam = family.data() + static_cast<size_t>(pick_family(rng)) * dim;
+    for (int j = 0; j < dim; ++j) v[j] = 0.6f * fam[j] + 0.8f * unit * gauss(rng);
+    Normalise(v);
+  }
+  auto noisy_copy = [&](int64_t c, float* out) {
+    const float* ctr = centre.data() + static_cast<size_t>(c) * dim;
+    for (int j = 0; j < dim; ++j) out[j] = ctr[j] + 0.6f * unit * gauss(rng);
+    Normalise(std::span<float>(out, dim));
+  };
+  // Ids: vector i belongs to centre i % centres (mates spread over the ids).
+  std::vector<int64_t> ids(n);
+  std::vector<float> data(static_cast<size_t>(n) * dim);
+  for (int64_t i = 0; i < n; ++i) {
+    ids[i] = i;
+    noisy_copy(i % centres, data.data() + static_cast<size_t>(i) * dim);
+  }
+  std::vector<int64_t> query_centre(queries);
+  std::vector<float> qv(static_cast<size_t>(queries) * dim);
+  std::uniform_int_distribution<int64_t> pick_centre(0, centres - 1);
+  for (int q = 0; q < queries; ++q) {
+    query_centre[q] = pick_centre(rng);
+    noisy_copy(query_centre[q], qv.data() + static_cast<size_t>(q) * dim);
+  }
+
+  IndexBenchResult r;
+  r.n = n;
+  r.dim = dim;
+  const auto t0 = Clock::now();
+  auto index = VectorIndex::Build(dim, "bench", ids, data, options);
+  r.build_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  r.kind = index->kind();
+  r.nlist = index->nlist();
+  r.nprobe = r.kind == IndexKind::kExact ? 0 : std::min(options.nprobe, r.nlist);
+  r.bytes_per_vector = static_cast<double>(index->MemoryBytes()) / static_cast<double>(n);
+
+  auto time_queries = [&](const VectorIndex& idx, int count, std::vector<double>& ms,
+                          std::vector<std::vector<SearchHit>>* hits) {
+    for (int q = 0; q < count; ++q) {
+      std::span<const float> one(qv.data() + static_cast<size_t>(q) * dim, dim);
+      const auto s = Clock::now();
+      auto h = idx.Search(one, 100);
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
+      if (hits) hits->push_back(std::move(h));
+    }
+  };
+  std::vector<double> ms;
+  std::vector<std::vector<SearchHit>> approx;
+  time_queries(*index, queries, ms, &approx);
+  r.query_ms_median = Percentile(ms, 0.5);
+  r.query_ms_p99 = Percentile(ms, 0.99);
+
+  // Ground truth: an exact index over the same vectors (batch search).
+  VectorIndexOptions exact_options = options;
+  exact_options.exact_below = std::numeric_limits<int64_t>::max();
+  exact_options.search_threads = 1;  // the single-query baseline; batches use BLAS
+  std::unique_ptr<VectorIndex> exact_holder;
+  const VectorIndex* exact = index.get();
+  if (r.kind != IndexKind::kExact) {
+    index.reset();  // free the approximate index's memory first
+    exact_holder = VectorIndex::Build(dim, "bench", ids, data, exact_options);
+    exact = exact_holder.get();
+  }
+  const auto truth = exact->SearchBatch(qv, 100);
+  std::vector<double> exact_ms;
+  time_queries(*exact, std::min(queries, 20), exact_ms, nullptr);
+  r.exact_query_ms_median = Percentile(exact_ms, 0.5);
+
+  double hit10 = 0, hit100 = 0, mate_hits = 0, mate_total = 0;
+  for (int q = 0; q < queries; ++q) {
+    auto overlap = [&](size_t k) {
+      std::unordered_set<int64_t> want;
+      for (size_t j = 0; j < std::min(k, truth[q].size()); ++j) want.insert(truth[q][j].id);
+      size_t found = 0;
+      for (size_t j = 0; j < std::min(k, approx[q].size()); ++j)
+        found += want.count(approx[q][j].id);
+      return want.empty() ? 1.0 : static_cast<double>(found) / static_cast<double>(want.size());
+    };
+    hit10 += overlap(10);
+    hit100 += overlap(100);
+    std::unordered_set<int64_t> top10;
+    for (size_t j = 0; j < std::min<size_t>(10, approx[q].size()); ++j)
+      top10.insert(approx[q][j].id);
+    for (int64_t m = query_centre[q]; m < n; m += centres) {
+      if (m / centres >= mates) break;  // leftover ids beyond whole groups
+      mate_total += 1;
+      mate_hits += top10.count(m);
+    }
+  }
+  r.recall_at_10 = hit10 / queries;
+  r.recall_at_100 = hit100 / queries;
+  r.mate_recall_at_10 = mate_total > 0 ? mate_hits / mate_total : 1.0;
+  return r;
+}
+
+}  // namespace bien

@@ -1,0 +1,268 @@
+// The vector index behind the coarse search: FAISS behind the project's own
+// type, one index per partition (class characteristics), keyed by our int64
+// ids (scan or exhibit ids).
+//
+// Vectors are coarse descriptors of dimension d, L2-normalised by the caller,
+// so the inner product the index ranks by is the cosine similarity. Every
+// index carries the `descriptor_key` (descriptor version and parameters, e.g.
+// "bfd-v1 r32 a64 pca128") of the vectors it holds: a saved index whose key
+// differs from the running descriptor's is stale and is rebuilt.
+//
+// Kinds. Measured with BenchIndex on this project's 2-core machine (Debian
+// FAISS 1.7.3, OpenBLAS, 2 threads, machine shared and loaded), clustered
+// synthetic vectors, 200 single queries, nprobe 16, k = 100:
+//   10^6 x 128   kind      build  bytes/vec  median ms  recall@10  @100
+//                exact        -       ~600      296        1       1
+//                ivf_flat   80 s       566     0.77     0.989   0.959
+//                ivf_sq8    66 s       182     0.75     0.974   0.953
+//                ivf_pq32   98 s        86     0.35     0.686   0.636
+//   10^6 x 256   exact        -      ~1100      321        1       1
+//                ivf_flat   99 s      1080     1.84     0.997   0.992
+//                ivf_sq8    55 s       312     1.46     0.982   0.982
+//                ivf_pq32  134 s        88     0.62     0.523   0.400
+// (the true mates were in every approximate top-10.)
+//  - exact: a flat inner-product index; every query scans every vector. Used
+//    below `exact_below` vectors, where it is fast enough and needs no
+//    training (10^4 x 256: 1.3 ms per query).
+//  - ivf_flat (default approximate kind): k-means coarse quantiser with
+//    `nlist` lists, vectors stored uncompressed; a query scans `nprobe` lists.
+//    d * 4 + ~50 bytes per vector; the best recall at the same speed.
+//  - ivf_sq8: as ivf_flat with 8-bit scalar-quantised vectors (d + ~50
+//    bytes), recall a little lower: for nodes short of memory.
+//  - ivf_pq: product-quantised codes (`pq_bytes` + ~50 bytes); smallest, but
+//    recall@10 below 0.7 without re-ranking.
+// HNSW is not offered: FAISS cannot remove vectors from an HNSW graph, and at
+// 10^5 x 128 HNSW32 (efConstruction 40, efSearch 64) lost on every count:
+// build 12.4 s vs 1.1 s, 0.41 vs 0.22 ms per query, recall@10 0.973 vs 0.993,
+// 784 vs 572 bytes per vector.
+//
+// Training (k-means for the lists, the quantiser's codebooks) happens only in
+// Build() and Optimize(), never in Add(): Add() to an approximate index only
+// assigns the new vectors to the existing lists.
+//
+// Threads: every method of VectorIndex may be called from any thread. Add,
+// Remove and Optimize take an exclusive lock; Search, SearchBatch, Save and
+// the accessors a shared one, so searches run concurrently with each other
+// and never see a half-done Add. Each call uses at most
+// `VectorIndexOptions::search_threads` (resp. `build_threads`) OpenMP threads
+// of its own: a caller that runs queries on its own thread pool keeps
+// search_threads = 1 so that one query does not grab every core. A single
+// query, a Remove and any call on fewer than 4M floats run on the calling
+// thread alone. Process environment, outside this library's control: FAISS
+// uses BLAS for exact batches of 20 or more queries and OpenBLAS sizes its own
+// thread pool from OPENBLAS_NUM_THREADS; libgomp's idle threads spin unless
+// OMP_WAIT_POLICY=passive, which on a busy machine made small parallel
+// regions 10x slower: run the node with both set.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bien {
+
+enum class IndexKind { kExact, kIvfFlat, kIvfSq8, kIvfPq };
+
+// "exact", "ivf_flat", "ivf_sq8", "ivf_pq".
+std::string_view IndexKindName(IndexKind kind);
+
+struct VectorIndexOptions {
+  // Build() makes an exact index below this many vectors, an approximate one
+  // from it on. Exact search at 2 * 10^4 vectors: 1.2 ms (d = 128), 2.4 ms
+  // (d = 256) per query; 14 / 50 ms at 10^5.
+  int64_t exact_below = 20000;
+  IndexKind approximate_kind = IndexKind::kIvfFlat;  // chosen by measurement
+  // Lists of an approximate index; 0: automatic, 4 * sqrt(n) rounded to a
+  // power of two, at most n / train_points_per_list.
+  int nlist = 0;
+  int nprobe = 16;    // lists a query visits (default for Search without override)
+  int pq_bytes = 32;  // ivf_pq: bytes per vector code; must divide d
+  // k-means training sample: nlist * train_points_per_list vectors drawn
+  // from the data (>= 39, FAISS's minimum for a stable clustering).
+  int train_points_per_list = 40;
+  int train_iterations = 10;       // k-means iterations
+  uint64_t train_seed = 20240611;  // sample and k-means seed (deterministic builds)
+  // OpenMP threads one Search / SearchBatch call may use. 1 suits callers
+  // that parallelise over queries themselves; a single query uses one thread
+  // whatever this is.
+  int search_threads = 1;
+  int build_threads = 2;  // OpenMP threads of Build / Optimize / Add
+  void Check() const;     // throws bien::Error on a bad value
+};
+
+struct SearchHit {
+  int64_t id = 0;
+  float score = 0;  // inner product (cosine similarity for unit vectors)
+};
+
+// Per-call search settings (never stored in the shared index).
+struct SearchParams {
+  int nprobe = 0;  // 0: the index options' nprobe; ignored by an exact index
+};
+
+// A SHA-256 (lower-case hex) over the sorted, de-duplicated ids, each as 8
+// little-endian bytes. The saved index's header carries the fingerprint of
+// its id set computed this way, so a caller compares it with its store's.
+std::string IdFingerprint(std::span<const int64_t> ids);
+
+class VectorIndex {
+ public:
+  // An empty exact index.
+  VectorIndex(int dim, std::string descriptor_key, const VectorIndexOptions& options = {});
+  ~VectorIndex();
+  VectorIndex(const VectorIndex&) = delete;
+  VectorIndex& operator=(const VectorIndex&) = delete;
+
+  // Builds from n = ids.size() vectors (row-major, n * dim floats): exact
+  // below options.exact_below, else options.approximate_kind (trained here).
+  // Throws bien::Error on a size mismatch, a non-finite value or a repeated id.
+  static std::unique_ptr<VectorIndex> Build(int dim, std::string descriptor_key,
+                                            std::span<const int64_t> ids,
+                                            std::span<const float> vectors,
+                                            const VectorIndexOptions& options = {});
+
+  // Adds vectors (ids.size() * dim floats). An id already in the index is
+  // replaced (its old vector removed): re-ingesting a scan updates it. An id
+  // repeated within one call, a size mismatch or a non-finite value throws
+  // bien::Error and leaves the index unchanged.
+  void Add(std::span<const int64_t> ids, std::span<const float> vectors);
+  // Removes the id; false when it was not in the index.
+  bool Remove(int64_t id);
+  size_t Remove(std::span<const int64_t> ids);  // how many were present
+
+  // The k best (highest inner product) ids, best first; fewer when the index
+  // holds fewer or (approximate) the visited lists hold fewer. Throws
+  // bien::Error when query.size() != dim, on a non-finite value or k < 1.
+  std::vector<SearchHit> Search(std::span<const float> query, int k,
+                                const SearchParams& params = {}) const;
+  // queries: n * dim floats; one result list per query.
+  std::vector<std::vector<SearchHit>> SearchBatch(std::span<const float> queries, int k,
+                                                  const SearchParams& params = {}) const;
+
+  // Re-trains when the index no longer suits its size: an exact index that
+  // reached exact_below becomes approximate, an approximate one that grew (or
+  // shrank) fourfold since training is re-trained. The vectors come from the
+  // index itself (exact and ivf_flat keep them losslessly; sq8/pq decode
+  // approximations, so rebuild those from the store when possible). Returns
+  // whether anything changed. Blocks Add and Search while it runs.
+  bool Optimize();
+  bool ShouldOptimize() const;
+
+  bool Contains(int64_t id) const;
+  std::vector<int64_t> Ids() const;  // sorted
+  std::string IdFingerprint() const;
+  int64_t size() const;
+  int dim() const { return dim_; }
+  const std::string& descriptor_key() const { return descriptor_key_; }
+  IndexKind kind() const;
+  int nlist() const;  // 0 for an exact index
+  // Estimated bytes held in memory (vectors/codes, ids, lists, id set).
+  size_t MemoryBytes() const;
+  const VectorIndexOptions& options() const { return options_; }
+
+  // Writes the index atomically (temporary file + rename): a header (magic,
+  // format version, kind, dim, count, descriptor_key, id fingerprint, payload
+  // size), the FAISS payload and a SHA-256 over everything before it.
+  // Throws bien::Error naming the path on failure.
+  void Save(const std::filesystem::path& path) const;
+
+  struct LoadResult {
+    std::unique_ptr<VectorIndex> index;  // null when refused
+    std::string reason;                  // why refused; empty on success
+    std::string id_fingerprint;          // from the header, when it could be read
+  };
+  // Loads a saved index after checking, before FAISS sees a byte: that the
+  // file exists, its magic and version, that its lengths fit the file (not
+  // truncated), the SHA-256 (corruption), the descriptor key and the dim.
+  // The payload is then decoded with FAISS, errors caught, and the result
+  // checked against the header (kind, dim, count, metric, id fingerprint).
+  // Never throws for a bad file: the reason says what is wrong, e.g.
+  // "checksum mismatch (the file is corrupt)". The checksum detects damage,
+  // not forgery: the index folder is as trusted as the node's store.
+  static LoadResult Load(const std::filesystem::path& path, const std::string& expected_key,
+                         int expected_dim, const VectorIndexOptions& options = {});
+
+ private:
+  struct Impl;
+  VectorIndex(int dim, std::string descriptor_key, const VectorIndexOptions& options,
+              std::unique_ptr<Impl> impl);
+  // Trains (when approximate) and fills a new index body; no locking.
+  static std::unique_ptr<Impl> BuildImpl(int dim, std::span<const int64_t> ids,
+                                         std::span<const float> vectors,
+                                         const VectorIndexOptions& options);
+  int dim_;
+  std::string descriptor_key_;
+  VectorIndexOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Hands batches of (ids, ids.size() * dim floats) to a rebuild.
+using VectorFeed = std::function<void(std::span<const int64_t> ids, std::span<const float>)>;
+// Calls the feed with every vector of a partition, in any number of batches.
+using VectorSource = std::function<void(const VectorFeed& feed)>;
+
+// The per-partition indexes of a node, saved in one folder (NODE/index) as
+// <sanitised partition>-<12 hex of its SHA-256>.bidx. Thread-safe.
+class PartitionIndexes {
+ public:
+  PartitionIndexes(std::filesystem::path folder, VectorIndexOptions options = {});
+
+  struct Outcome {
+    std::shared_ptr<VectorIndex> index;
+    bool rebuilt = false;
+    // Why it was rebuilt ("no saved index", "checksum mismatch (the file is
+    // corrupt)", "descriptor key differs: ...", "id set differs from the
+    // store"...); empty when loaded.
+    std::string reason;
+  };
+  // Loads the partition's saved index when valid, for `key` and `dim`, and
+  // holding exactly the ids whose fingerprint (IdFingerprint()) is
+  // `expected_id_fingerprint`; otherwise rebuilds it from `source`, saves it
+  // and says why. Throws bien::Error when the source's vectors are invalid
+  // or the rebuilt index cannot be saved.
+  Outcome LoadOrRebuild(const std::string& partition, const std::string& key, int dim,
+                        const std::string& expected_id_fingerprint, const VectorSource& source);
+
+  std::shared_ptr<VectorIndex> Get(const std::string& partition) const;  // null: not loaded
+  void Save(const std::string& partition) const;  // throws bien::Error when not loaded
+  std::filesystem::path PathFor(const std::string& partition) const;
+  const std::filesystem::path& folder() const { return folder_; }
+
+ private:
+  std::filesystem::path folder_;
+  VectorIndexOptions options_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<VectorIndex>> indexes_;
+};
+
+// Measurement of one configuration on clustered synthetic vectors: n / mates
+// centres (drawn around 256 family means), each with `mates` noisy unit
+// copies; each query is a further noisy copy of a random centre.
+struct IndexBenchResult {
+  int64_t n = 0;
+  int dim = 0;
+  IndexKind kind = IndexKind::kExact;
+  int nlist = 0;
+  int nprobe = 0;
+  double build_seconds = 0;     // Build(): training + adding
+  double bytes_per_vector = 0;  // MemoryBytes() / n
+  double query_ms_median = 0;   // one query at a time, one thread
+  double query_ms_p99 = 0;
+  double exact_query_ms_median = 0;  // same queries, exact index (the baseline)
+  double recall_at_10 = 0;           // share of the exact top-10 found in the top-10
+  double recall_at_100 = 0;          // share of the exact top-100 found in the top-100
+  double mate_recall_at_10 = 0;      // share of the queried centre's mates in the top-10
+};
+// Throws bien::Error on bad arguments (n < mates, queries < 1...).
+IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
+                            const VectorIndexOptions& options, int mates = 4);
+
+}  // namespace bien
