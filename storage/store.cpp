@@ -11,11 +11,14 @@
 #include <toml++/toml.h>
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -79,9 +82,97 @@ std::optional<Twist> ParseTwist(std::string_view text) {
   return std::nullopt;
 }
 
+const char* ToString(LeadStatus status) {
+  switch (status) {
+    case LeadStatus::kOpen:
+      return "open";
+    case LeadStatus::kConfirmed:
+      return "confirmed";
+    case LeadStatus::kRejected:
+      return "rejected";
+  }
+  BIEN_CHECK(false);
+}
+
+std::optional<LeadStatus> ParseLeadStatus(std::string_view text) {
+  if (text == "open") return LeadStatus::kOpen;
+  if (text == "confirmed") return LeadStatus::kConfirmed;
+  if (text == "rejected") return LeadStatus::kRejected;
+  return std::nullopt;
+}
+
+const char* ToString(LeadOutcome outcome) {
+  switch (outcome) {
+    case LeadOutcome::kCreated:
+      return "created";
+    case LeadOutcome::kUpdated:
+      return "updated";
+    case LeadOutcome::kAlreadyDecided:
+      return "already_decided";
+  }
+  BIEN_CHECK(false);
+}
+
+namespace {
+
+constexpr const char* kUnknownCalibre = "unknown";
+
+// "unknown" in any (ASCII) case: the same test as the SQL in Descriptors.
+bool IsUnknownCalibre(std::string_view calibre) {
+  if (calibre.size() != std::strlen(kUnknownCalibre)) return false;
+  for (size_t i = 0; i < calibre.size(); ++i) {
+    char c = calibre[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != kUnknownCalibre[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Partition::Key() const {
+  const bool known = calibre && !calibre->empty() && !IsUnknownCalibre(*calibre);
+  return std::string(ToString(kind)) + "|" + (known ? *calibre : std::string(kUnknownCalibre));
+}
+
+Partition PartitionOf(ExhibitKind kind, const ClassCharacteristics& cc) {
+  Partition p;
+  p.kind = kind;
+  if (cc.calibre && !cc.calibre->empty() && !IsUnknownCalibre(*cc.calibre)) p.calibre = cc.calibre;
+  return p;
+}
+
+Partition PartitionOf(const ExhibitRecord& exhibit) {
+  return PartitionOf(exhibit.kind, exhibit.cc);
+}
+
+std::string PartitionKey(const ExhibitRecord& exhibit) { return PartitionOf(exhibit).Key(); }
+
+std::optional<Partition> ParsePartitionKey(std::string_view key) {
+  const size_t bar = key.find('|');
+  if (bar == std::string_view::npos || bar + 1 == key.size()) return std::nullopt;
+  const auto kind = ParseExhibitKind(key.substr(0, bar));
+  if (!kind) return std::nullopt;
+  Partition p;
+  p.kind = *kind;
+  const std::string_view calibre = key.substr(bar + 1);
+  if (calibre != kUnknownCalibre) {
+    if (IsUnknownCalibre(calibre)) return std::nullopt;  // not a key Key() writes
+    p.calibre = std::string(calibre);
+  }
+  return p;
+}
+
+bool ClassCompatible(const ClassCharacteristics& a, const ClassCharacteristics& b) {
+  auto agree = [](const auto& x, const auto& y) { return !x || !y || *x == *y; };
+  return agree(a.firing_pin, b.firing_pin) && agree(a.breech_face, b.breech_face) &&
+         agree(a.lands, b.lands) && agree(a.twist, b.twist);
+}
+
 namespace {
 
 constexpr size_t kMaxRefLength = 128;
+constexpr size_t kMaxDescriptorDim = 65536;
 const std::string kZeroHash(64, '0');
 
 // ---------------------------------------------------------------------------
@@ -198,10 +289,76 @@ CREATE TABLE knm_scores (
 );
 )sql";
 
+// Search and leads: coarse descriptors per scan and key; leads (candidate
+// pairs for review, one open lead per unordered pair); hits (confirmed leads)
+// and the alerts they raise.
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE descriptors (
+  id              INTEGER PRIMARY KEY,
+  scan_id         INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+  descriptor_key  TEXT NOT NULL CHECK (length(descriptor_key) BETWEEN 1 AND 128),
+  dim             INTEGER NOT NULL CHECK (dim BETWEEN 1 AND 65536),
+  vector          BLOB NOT NULL CHECK (length(vector) = 4 * dim),
+  created_at      TEXT NOT NULL,
+  UNIQUE (scan_id, descriptor_key)
+);
+CREATE INDEX descriptors_by_key ON descriptors(descriptor_key, scan_id);
+CREATE TABLE leads (
+  id                    INTEGER PRIMARY KEY,
+  query_exhibit_id      INTEGER NOT NULL REFERENCES exhibits(id),
+  candidate_exhibit_id  INTEGER NOT NULL REFERENCES exhibits(id),
+  method                TEXT NOT NULL CHECK (length(method) BETWEEN 1 AND 128),
+  score                 REAL NOT NULL,
+  strength              REAL CHECK (strength IS NULL OR strength BETWEEN 0 AND 1),
+  coarse_rank           INTEGER CHECK (coarse_rank IS NULL OR coarse_rank >= 1),
+  registration          TEXT NOT NULL
+                        CHECK (json_valid(registration) AND json_type(registration) = 'object'),
+  status                TEXT NOT NULL CHECK (status IN ('open', 'confirmed', 'rejected')),
+  created_at            TEXT NOT NULL,
+  updated_at            TEXT NOT NULL,
+  decided_by            TEXT CHECK (decided_by IS NULL OR length(decided_by) > 0),
+  decided_at            TEXT,
+  note                  TEXT,
+  CHECK (query_exhibit_id <> candidate_exhibit_id),
+  CHECK ((status = 'open') = (decided_by IS NULL AND decided_at IS NULL))
+);
+CREATE INDEX leads_by_pair ON leads(min(query_exhibit_id, candidate_exhibit_id),
+                                    max(query_exhibit_id, candidate_exhibit_id));
+CREATE UNIQUE INDEX leads_open_pair ON leads(min(query_exhibit_id, candidate_exhibit_id),
+                                             max(query_exhibit_id, candidate_exhibit_id))
+  WHERE status = 'open';
+CREATE TABLE hits (
+  id            INTEGER PRIMARY KEY,
+  lead_id       INTEGER NOT NULL UNIQUE REFERENCES leads(id),
+  exhibit_a_id  INTEGER NOT NULL REFERENCES exhibits(id),
+  case_a_id     INTEGER NOT NULL REFERENCES cases(id),
+  exhibit_b_id  INTEGER NOT NULL REFERENCES exhibits(id),
+  case_b_id     INTEGER NOT NULL REFERENCES cases(id),
+  confirmed_by  TEXT NOT NULL CHECK (length(confirmed_by) > 0),
+  confirmed_at  TEXT NOT NULL,
+  note          TEXT,
+  CHECK (exhibit_a_id <> exhibit_b_id)
+);
+CREATE TABLE alerts (
+  id               INTEGER PRIMARY KEY,
+  hit_id           INTEGER REFERENCES hits(id),
+  created_at       TEXT NOT NULL,
+  origin           TEXT NOT NULL CHECK (origin IN ('local', 'remote')),
+  summary          TEXT NOT NULL CHECK (length(summary) > 0),
+  payload          TEXT NOT NULL CHECK (json_valid(payload) AND json_type(payload) = 'object'),
+  delivered_at     TEXT,
+  acknowledged_at  TEXT,
+  acknowledged_by  TEXT CHECK (acknowledged_by IS NULL OR length(acknowledged_by) > 0),
+  CHECK (origin = 'remote' OR hit_id IS NOT NULL)
+);
+CREATE INDEX alerts_by_hit ON alerts(hit_id);
+)sql";
+
 constexpr std::array kMigrations{
     Migration{"create cases, exhibits, scans, features and the audit log", kSchemaV1},
     Migration{"add exhibits.firearm_ref and the known-non-match score table", kSchemaV2,
               AddMissingZScale},
+    Migration{"add descriptors, leads, hits and alerts", kSchemaV3},
 };
 
 // ---------------------------------------------------------------------------
@@ -269,6 +426,63 @@ void CheckLine(const std::string& what, const std::string& text, bool may_be_emp
   if (HasControlChar(text)) {
     throw Error(what + " " + Quote(text) + " contains a control character");
   }
+}
+
+// A descriptor key and vector as PutDescriptor and AddScans take them.
+void CheckDescriptor(const std::string& what, const std::string& key,
+                     std::span<const float> vector) {
+  CheckRef(what + ": the descriptor key", key);
+  if (vector.empty()) throw Error(what + ": descriptor " + Quote(key) + " is empty");
+  if (vector.size() > kMaxDescriptorDim) {
+    throw Error(what + ": descriptor " + Quote(key) + " has " + std::to_string(vector.size()) +
+                " values, more than " + std::to_string(kMaxDescriptorDim));
+  }
+  for (size_t i = 0; i < vector.size(); ++i) {
+    if (!std::isfinite(vector[i])) {
+      throw Error(what + ": descriptor " + Quote(key) + " value " + std::to_string(i) +
+                  " is not a finite number");
+    }
+  }
+}
+
+// Who decides a lead: a name, not blank.
+void CheckPerson(const std::string& what, const std::string& name) {
+  if (name.find_first_not_of(" \t") == std::string::npos) throw Error(what + " is empty");
+  CheckLine(what, name, false);
+}
+
+// A free-text note: may span lines, but holds no other control characters.
+std::optional<std::string> CheckNote(const std::string& note) {
+  for (char c : note) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) {
+      throw Error("the note contains a control character");
+    }
+  }
+  if (note.empty()) return std::nullopt;
+  return note;
+}
+
+// Float32 vectors are stored as their bytes; bien builds on little-endian
+// machines only, so the blob is little-endian IEEE 754 (docs/SCHEMA.md).
+static_assert(std::endian::native == std::endian::little, "descriptor blobs are little-endian");
+static_assert(sizeof(float) == 4 && std::numeric_limits<float>::is_iec559);
+
+std::span<const std::byte> FloatBytes(std::span<const float> vector) {
+  return std::as_bytes(vector);
+}
+
+std::vector<float> BytesToFloats(const std::vector<std::byte>& blob) {
+  std::vector<float> out(blob.size() / sizeof(float));
+  if (!out.empty()) std::memcpy(out.data(), blob.data(), out.size() * sizeof(float));
+  return out;
+}
+
+// "0.00123" for a score or strength in a message.
+std::string Number(double value) {
+  std::array<char, 32> buf{};
+  std::snprintf(buf.data(), buf.size(), "%.4g", value);
+  return buf.data();
 }
 
 // A JSON object built by hand (storage does not depend on a JSON library).
@@ -608,6 +822,22 @@ class SqliteStore final : public Store {
                       const std::vector<KnmScore>& scores, const std::string& actor) override;
   std::vector<double> KnmScores(const std::string& method) const override;
   int64_t CountKnmScores(const std::string& method) const override;
+  void PutDescriptor(ScanId scan, const std::string& key, std::span<const float> vector) override;
+  std::vector<DescriptorRow> Descriptors(const std::string& key,
+                                         const Partition& partition) const override;
+  std::vector<ScanId> DescriptorScanIds(const std::string& key,
+                                        const Partition& partition) const override;
+  std::vector<ScanRecord> ScansLackingDescriptor(const std::string& key,
+                                                 std::optional<ExhibitKind> kind) const override;
+  std::vector<Partition> Partitions() const override;
+  std::vector<RecordedLead> RecordLeads(const std::string& actor, ExhibitId query,
+                                        const std::vector<LeadCandidate>& candidates) override;
+  std::vector<LeadRecord> Leads(bool open_only) const override;
+  LeadRecord FindLead(LeadId id) const override;
+  ConfirmedLead ConfirmLead(LeadId id, const std::string& by, const std::string& note) override;
+  LeadRecord RejectLead(LeadId id, const std::string& by, const std::string& note) override;
+  std::vector<HitRecord> Hits() const override;
+  std::vector<AlertRecord> Alerts() const override;
   StoreCounts Counts() const override;
   VerifyReport Verify() const override;
 
@@ -633,6 +863,25 @@ class SqliteStore final : public Store {
                                              const std::string& exhibit_ref) const;
   // Stores an original under objects/ unless an intact copy is already there.
   void WriteObject(const std::string& sha256, std::span<const std::byte> bytes);
+
+  bool IsJsonObject(const std::string& text) const;
+  std::optional<ExhibitRecord> ExhibitById(ExhibitId id) const;
+  // The dimension of the key's stored descriptors (other than `except`'s), if any.
+  std::optional<int64_t> DescriptorDim(const std::string& key, std::optional<ScanId> except) const;
+  // Inserts or replaces one descriptor (checked by CheckDescriptor); refuses a
+  // dimension other than the key's. The caller holds a write transaction.
+  void WriteDescriptor(ScanId scan, const std::string& key, std::span<const float> vector,
+                       const std::string& now);
+  std::vector<DescriptorRow> QueryDescriptors(const std::string& key, const Partition& partition,
+                                              bool with_vectors) const;
+  std::vector<LeadRecord> QueryLeads(const std::string& where, std::optional<int64_t> param) const;
+  std::vector<HitRecord> QueryHits(const std::string& where, std::optional<int64_t> param) const;
+  std::vector<AlertRecord> QueryAlerts(const std::string& where,
+                                       std::optional<int64_t> param) const;
+  // The open lead `id` (throws naming it and its status otherwise); the caller
+  // holds a write transaction. Marks it decided with `status`.
+  LeadRecord DecideLead(LeadId id, LeadStatus status, const std::string& by,
+                        const std::optional<std::string>& note, const std::string& now);
 
   fs::path dir_;
   NodeConfig config_;
@@ -835,14 +1084,7 @@ void SqliteStore::RecordAudit(const std::string& actor, const std::string& actio
                               const std::string& subject, std::optional<ExhibitId> exhibit,
                               const std::string& details_json) {
   const std::string details = details_json.empty() ? "{}" : details_json;
-  {
-    auto& s = Q("SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = 'object' ELSE 0 END");
-    sql::Stmt::Scope scope(s);
-    s.Bind(1, details);
-    if (!s.Step() || s.OptInt(0).value_or(0) != 1) {
-      throw Error("audit details are not a JSON object: " + details);
-    }
-  }
+  if (!IsJsonObject(details)) throw Error("audit details are not a JSON object: " + details);
   sql::Transaction tx(*db_);
   AppendAudit(actor, action, subject, exhibit, std::nullopt, details);
   tx.Commit();
@@ -895,6 +1137,32 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
     throw Error("lands " + std::to_string(*spec.cc.lands) + " is out of range (1 to 64)");
   }
   const std::string label = spec.case_ref + "/" + spec.exhibit_ref;
+  // Descriptors: well-formed, one per key and scan, one dimension per key
+  // (within the call and with those already stored).
+  {
+    std::map<std::string, size_t> dims;
+    for (const auto& scan : scans) {
+      const std::string what =
+          "scan file " + Quote(scan.meta.original_name) + " of exhibit " + label;
+      std::set<std::string> keys;
+      for (const auto& d : scan.descriptors) {
+        CheckDescriptor(what, d.key, d.vector);
+        if (!keys.insert(d.key).second) {
+          throw Error(what + ": descriptor " + Quote(d.key) + " is given twice");
+        }
+        auto [it, first] = dims.emplace(d.key, d.vector.size());
+        if (first) {
+          if (const auto stored = DescriptorDim(d.key, std::nullopt)) it->second = size_t(*stored);
+        }
+        if (it->second != d.vector.size()) {
+          throw Error(what + ": descriptor " + Quote(d.key) + " has " +
+                      std::to_string(d.vector.size()) +
+                      " values; other descriptors of the key have " + std::to_string(it->second) +
+                      " (a new dimension needs a new key)");
+        }
+      }
+    }
+  }
 
   // Hash every file; find the ones already stored (those need no object).
   std::vector<std::string> hashes;
@@ -1135,6 +1403,7 @@ std::vector<AddResult> SqliteStore::AddScans(const std::string& actor, const Exh
         .Add("dy_m", m.dy_m);
     AppendAudit(actor, "add_scan", "scan " + std::to_string(r.scan.value) + " of exhibit " + label,
                 exhibit_id, sha, details.str());
+    for (const auto& d : scans[i].descriptors) WriteDescriptor(r.scan, d.key, d.vector, now);
     added.emplace(sha, r);
     results.push_back(r);
   }
@@ -1251,6 +1520,571 @@ int64_t SqliteStore::CountKnmScores(const std::string& method) const {
   return s.Int(0);
 }
 
+bool SqliteStore::IsJsonObject(const std::string& text) const {
+  auto& s = Q("SELECT CASE WHEN json_valid(?1) THEN json_type(?1) = 'object' ELSE 0 END");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, text);
+  return s.Step() && s.OptInt(0).value_or(0) == 1;
+}
+
+std::optional<ExhibitRecord> SqliteStore::ExhibitById(ExhibitId id) const {
+  auto found = QueryExhibits("WHERE e.id = CAST(?1 AS INTEGER)", {std::to_string(id.value)});
+  if (found.empty()) return std::nullopt;
+  return std::move(found.front());
+}
+
+// ---------------------------------------------------------------------------
+// Descriptors.
+
+std::optional<int64_t> SqliteStore::DescriptorDim(const std::string& key,
+                                                  std::optional<ScanId> except) const {
+  auto& s = Q("SELECT dim FROM descriptors WHERE descriptor_key = ?1 AND scan_id <> ?2 LIMIT 1");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, key).Bind(2, except ? except->value : int64_t{0});
+  if (!s.Step()) return std::nullopt;
+  return s.Int(0);
+}
+
+void SqliteStore::WriteDescriptor(ScanId scan, const std::string& key,
+                                  std::span<const float> vector, const std::string& now) {
+  if (const auto dim = DescriptorDim(key, scan);
+      dim && *dim != static_cast<int64_t>(vector.size())) {
+    throw Error("descriptor " + Quote(key) + " of scan " + std::to_string(scan.value) + " has " +
+                std::to_string(vector.size()) + " values; the key's stored descriptors have " +
+                std::to_string(*dim) + " (a new dimension needs a new key)");
+  }
+  auto& s =
+      Q("INSERT INTO descriptors (scan_id, descriptor_key, dim, vector, created_at) VALUES (?1, ?2,"
+        " ?3, ?4, ?5) ON CONFLICT (scan_id, descriptor_key) DO UPDATE SET dim = excluded.dim,"
+        " vector = excluded.vector, created_at = excluded.created_at");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, scan.value)
+      .Bind(2, key)
+      .Bind(3, static_cast<int64_t>(vector.size()))
+      .Bind(4, FloatBytes(vector))
+      .Bind(5, now);
+  s.Run();
+}
+
+void SqliteStore::PutDescriptor(ScanId scan, const std::string& key,
+                                std::span<const float> vector) {
+  CheckDescriptor("scan " + std::to_string(scan.value), key, vector);
+  sql::Transaction tx(*db_);
+  {
+    auto& s = Q("SELECT 1 FROM scans WHERE id = ?1");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, scan.value);
+    if (!s.Step()) throw Error("no scan " + std::to_string(scan.value) + " in the store");
+  }
+  WriteDescriptor(scan, key, vector, UtcNowIso8601());
+  tx.Commit();
+}
+
+std::vector<DescriptorRow> SqliteStore::QueryDescriptors(const std::string& key,
+                                                         const Partition& partition,
+                                                         bool with_vectors) const {
+  // The partition's calibre as Partition::Key writes it (NULL and any-case
+  // "unknown" are the unknown partition).
+  auto& s =
+      Q(std::string("SELECT d.scan_id, s.exhibit_id, d.dim") + (with_vectors ? ", d.vector" : "") +
+        " FROM descriptors d JOIN scans s ON s.id = d.scan_id"
+        " JOIN exhibits e ON e.id = s.exhibit_id"
+        " WHERE d.descriptor_key = ?1 AND e.kind = ?2 AND (CASE WHEN e.calibre IS NULL OR"
+        " e.calibre = '' OR lower(e.calibre) = 'unknown' THEN 'unknown' ELSE e.calibre END)"
+        " = ?3 ORDER BY d.scan_id");
+  const std::string partition_key = partition.Key();
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, key)
+      .Bind(2, ToString(partition.kind))
+      .Bind(3, partition_key.substr(partition_key.find('|') + 1));
+  std::vector<DescriptorRow> out;
+  while (s.Step()) {
+    DescriptorRow row;
+    row.scan = ScanId(s.Int(0));
+    row.exhibit = ExhibitId(s.Int(1));
+    if (with_vectors) {
+      const int64_t dim = s.Int(2);
+      const std::vector<std::byte> blob = s.Blob(3);
+      if (dim < 1 || blob.size() != static_cast<size_t>(dim) * sizeof(float)) {
+        throw Error(db_->path().string() + ": descriptor " + Quote(key) + " of scan " +
+                    std::to_string(row.scan.value) + " holds " + std::to_string(blob.size()) +
+                    " bytes, not " + std::to_string(dim) + " float32 values");
+      }
+      row.vector = BytesToFloats(blob);
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+std::vector<DescriptorRow> SqliteStore::Descriptors(const std::string& key,
+                                                    const Partition& partition) const {
+  return QueryDescriptors(key, partition, /*with_vectors=*/true);
+}
+
+std::vector<ScanId> SqliteStore::DescriptorScanIds(const std::string& key,
+                                                   const Partition& partition) const {
+  std::vector<ScanId> out;
+  for (const auto& row : QueryDescriptors(key, partition, /*with_vectors=*/false)) {
+    out.push_back(row.scan);
+  }
+  return out;
+}
+
+std::vector<ScanRecord> SqliteStore::ScansLackingDescriptor(const std::string& key,
+                                                            std::optional<ExhibitKind> kind) const {
+  auto& s = Q(std::string(kScanColumns) +
+              "WHERE NOT EXISTS (SELECT 1 FROM descriptors d WHERE d.scan_id = scans.id AND"
+              " d.descriptor_key = ?1) AND (?2 IS NULL OR (SELECT e.kind FROM exhibits e WHERE"
+              " e.id = scans.exhibit_id) = ?2) ORDER BY id");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, key);
+  if (kind) s.Bind(2, ToString(*kind));
+  std::vector<ScanRecord> out;
+  while (s.Step()) out.push_back(ReadScan(s));
+  return out;
+}
+
+std::vector<Partition> SqliteStore::Partitions() const {
+  auto& s = Q("SELECT DISTINCT kind, calibre FROM exhibits");
+  sql::Stmt::Scope scope(s);
+  std::map<std::string, Partition> by_key;
+  while (s.Step()) {
+    const std::string kind_text = s.Text(0);
+    const auto kind = ParseExhibitKind(kind_text);
+    if (!kind) {
+      throw Error(db_->path().string() + ": an exhibit has an unknown kind " + Quote(kind_text));
+    }
+    ClassCharacteristics cc;
+    cc.calibre = s.OptText(1);
+    const Partition p = PartitionOf(*kind, cc);
+    by_key.emplace(p.Key(), p);
+  }
+  std::vector<Partition> out;
+  for (auto& [key, p] : by_key) out.push_back(std::move(p));
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Leads, hits and alerts.
+
+constexpr const char* kLeadColumns =
+    "SELECT l.id, l.query_exhibit_id, qe.case_id, qc.case_ref, qe.exhibit_ref,"
+    " l.candidate_exhibit_id, ce.case_id, cc.case_ref, ce.exhibit_ref, l.method, l.score,"
+    " l.strength, l.coarse_rank, l.registration, l.status, l.created_at, l.updated_at,"
+    " l.decided_by, l.decided_at, l.note"
+    " FROM leads l JOIN exhibits qe ON qe.id = l.query_exhibit_id"
+    " JOIN cases qc ON qc.id = qe.case_id JOIN exhibits ce ON ce.id = l.candidate_exhibit_id"
+    " JOIN cases cc ON cc.id = ce.case_id ";
+
+constexpr const char* kHitColumns =
+    "SELECT h.id, h.lead_id, h.exhibit_a_id, h.case_a_id, ca.case_ref, ea.exhibit_ref,"
+    " h.exhibit_b_id, h.case_b_id, cb.case_ref, eb.exhibit_ref, h.confirmed_by, h.confirmed_at,"
+    " h.note FROM hits h JOIN exhibits ea ON ea.id = h.exhibit_a_id"
+    " JOIN cases ca ON ca.id = h.case_a_id JOIN exhibits eb ON eb.id = h.exhibit_b_id"
+    " JOIN cases cb ON cb.id = h.case_b_id ";
+
+constexpr const char* kAlertColumns =
+    "SELECT id, hit_id, created_at, origin, summary, payload, delivered_at, acknowledged_at,"
+    " acknowledged_by FROM alerts ";
+
+std::vector<LeadRecord> SqliteStore::QueryLeads(const std::string& where,
+                                                std::optional<int64_t> param) const {
+  auto& s = Q(kLeadColumns + where);
+  sql::Stmt::Scope scope(s);
+  if (param) s.Bind(1, *param);
+  std::vector<LeadRecord> out;
+  while (s.Step()) {
+    LeadRecord l;
+    l.id = LeadId(s.Int(0));
+    l.query = {ExhibitId(s.Int(1)), CaseId(s.Int(2)), s.Text(3), s.Text(4)};
+    l.candidate = {ExhibitId(s.Int(5)), CaseId(s.Int(6)), s.Text(7), s.Text(8)};
+    l.method = s.Text(9);
+    l.score = s.Double(10);
+    l.strength = s.OptDouble(11);
+    if (const auto rank = s.OptInt(12)) l.coarse_rank = static_cast<int>(*rank);
+    l.registration_json = s.Text(13);
+    const std::string status = s.Text(14);
+    const auto parsed = ParseLeadStatus(status);
+    if (!parsed) {
+      throw Error(db_->path().string() + ": lead " + std::to_string(l.id.value) +
+                  " has an unknown status " + Quote(status));
+    }
+    l.status = *parsed;
+    l.created_at = s.Text(15);
+    l.updated_at = s.Text(16);
+    l.decided_by = s.OptText(17);
+    l.decided_at = s.OptText(18);
+    l.note = s.OptText(19);
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+std::vector<HitRecord> SqliteStore::QueryHits(const std::string& where,
+                                              std::optional<int64_t> param) const {
+  auto& s = Q(kHitColumns + where);
+  sql::Stmt::Scope scope(s);
+  if (param) s.Bind(1, *param);
+  std::vector<HitRecord> out;
+  while (s.Step()) {
+    HitRecord h;
+    h.id = HitId(s.Int(0));
+    h.lead = LeadId(s.Int(1));
+    h.a = {ExhibitId(s.Int(2)), CaseId(s.Int(3)), s.Text(4), s.Text(5)};
+    h.b = {ExhibitId(s.Int(6)), CaseId(s.Int(7)), s.Text(8), s.Text(9)};
+    h.confirmed_by = s.Text(10);
+    h.confirmed_at = s.Text(11);
+    h.note = s.OptText(12);
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+std::vector<AlertRecord> SqliteStore::QueryAlerts(const std::string& where,
+                                                  std::optional<int64_t> param) const {
+  auto& s = Q(kAlertColumns + where);
+  sql::Stmt::Scope scope(s);
+  if (param) s.Bind(1, *param);
+  std::vector<AlertRecord> out;
+  while (s.Step()) {
+    AlertRecord a;
+    a.id = AlertId(s.Int(0));
+    if (const auto hit = s.OptInt(1)) a.hit = HitId(*hit);
+    a.created_at = s.Text(2);
+    a.origin = s.Text(3);
+    a.summary = s.Text(4);
+    a.payload_json = s.Text(5);
+    a.delivered_at = s.OptText(6);
+    a.acknowledged_at = s.OptText(7);
+    a.acknowledged_by = s.OptText(8);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::vector<RecordedLead> SqliteStore::RecordLeads(const std::string& actor, ExhibitId query,
+                                                   const std::vector<LeadCandidate>& candidates) {
+  CheckLine("the actor (who is acting)", actor, false);
+  // Check what needs no database first.
+  std::vector<std::string> registrations;
+  registrations.reserve(candidates.size());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const LeadCandidate& c = candidates[i];
+    const std::string which = "lead candidate " + std::to_string(i + 1) + " of " +
+                              std::to_string(candidates.size()) + " (exhibit #" +
+                              std::to_string(c.candidate.value) + "): ";
+    CheckRef(which + "the method", c.method);
+    if (!std::isfinite(c.score)) throw Error(which + "the score is not a finite number");
+    if (c.strength && !(*c.strength >= 0 && *c.strength <= 1)) {
+      throw Error(which + "the strength " + Number(*c.strength) + " is not between 0 and 1");
+    }
+    if (c.coarse_rank && *c.coarse_rank < 1) {
+      throw Error(which + "the coarse rank " + std::to_string(*c.coarse_rank) +
+                  " is below 1 (ranks start at 1)");
+    }
+    const std::string registration = c.registration_json.empty() ? "{}" : c.registration_json;
+    if (!IsJsonObject(registration)) {
+      throw Error(which + "the registration is not a JSON object: " + registration.substr(0, 80));
+    }
+    registrations.push_back(registration);
+  }
+  if (candidates.empty()) return {};
+
+  const std::string now = UtcNowIso8601();
+  sql::Transaction tx(*db_);
+  const auto q = ExhibitById(query);
+  if (!q) throw Error("no exhibit #" + std::to_string(query.value) + " in the store");
+  const Partition qp = PartitionOf(*q);
+
+  std::vector<RecordedLead> results;
+  std::string listed;  // JSON array items for the audit row
+  int created = 0, updated = 0, decided = 0;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const LeadCandidate& c = candidates[i];
+    const auto e = ExhibitById(c.candidate);
+    const std::string which = "lead candidate " + std::to_string(i + 1) + " of " +
+                              std::to_string(candidates.size()) + ": ";
+    if (!e)
+      throw Error(which + "no exhibit #" + std::to_string(c.candidate.value) + " in the store");
+    if (e->id == q->id) {
+      throw Error(which + "exhibit " + Label(*e) + " is the query itself");
+    }
+    if (e->kind != q->kind) {
+      throw Error(which + "exhibit " + Label(*e) + " is a " + ToString(e->kind) + ", exhibit " +
+                  Label(*q) + " a " + ToString(q->kind) + "; they are never compared");
+    }
+    const Partition ep = PartitionOf(*e);
+    if (ep.calibre && qp.calibre && *ep.calibre != *qp.calibre) {
+      throw Error(which + "exhibit " + Label(*e) + " is of calibre " + Quote(*ep.calibre) +
+                  ", exhibit " + Label(*q) + " of " + Quote(*qp.calibre) +
+                  "; exhibits of another calibre are never compared");
+    }
+    if (!ClassCompatible(e->cc, q->cc)) {
+      throw Error(which + "the class characteristics of exhibit " + Label(*e) + " (" +
+                  Quote(e->cc.firing_pin.value_or("?")) + " firing pin, " +
+                  Quote(e->cc.breech_face.value_or("?")) + " breech face) conflict with those of " +
+                  Label(*q) + "; a lead needs compatible class characteristics");
+    }
+
+    // The pair's newest lead, the open one first.
+    const int64_t lo = std::min(q->id.value, e->id.value);
+    const int64_t hi = std::max(q->id.value, e->id.value);
+    std::optional<std::pair<int64_t, LeadStatus>> existing;
+    {
+      auto& s =
+          Q("SELECT id, status FROM leads WHERE min(query_exhibit_id, candidate_exhibit_id) = ?1"
+            " AND max(query_exhibit_id, candidate_exhibit_id) = ?2"
+            " ORDER BY status = 'open' DESC, id DESC LIMIT 1");
+      sql::Stmt::Scope scope(s);
+      s.Bind(1, lo).Bind(2, hi);
+      if (s.Step()) {
+        const auto status = ParseLeadStatus(s.Text(1));
+        if (!status) {
+          throw Error(db_->path().string() + ": lead " + std::to_string(s.Int(0)) +
+                      " has an unknown status");
+        }
+        existing.emplace(s.Int(0), *status);
+      }
+    }
+    RecordedLead r;
+    if (existing && existing->second != LeadStatus::kOpen) {
+      r.lead = LeadId(existing->first);
+      r.outcome = LeadOutcome::kAlreadyDecided;
+      r.status = existing->second;
+      ++decided;
+      results.push_back(r);
+      continue;
+    }
+    if (existing) {
+      auto& s =
+          Q("UPDATE leads SET query_exhibit_id = ?2, candidate_exhibit_id = ?3, method = ?4,"
+            " score = ?5, strength = ?6, coarse_rank = ?7, registration = ?8, updated_at = ?9"
+            " WHERE id = ?1 AND status = 'open'");
+      sql::Stmt::Scope scope(s);
+      s.Bind(1, existing->first)
+          .Bind(2, q->id.value)
+          .Bind(3, e->id.value)
+          .Bind(4, c.method)
+          .Bind(5, c.score)
+          .Bind(6, c.strength)
+          .Bind(7, c.coarse_rank)
+          .Bind(8, registrations[i])
+          .Bind(9, now);
+      s.Run();
+      BIEN_CHECK(db_->Changes() == 1);
+      r.lead = LeadId(existing->first);
+      r.outcome = LeadOutcome::kUpdated;
+      ++updated;
+    } else {
+      auto& s =
+          Q("INSERT INTO leads (query_exhibit_id, candidate_exhibit_id, method, score, strength,"
+            " coarse_rank, registration, status, created_at, updated_at) VALUES (?1, ?2, ?3, ?4,"
+            " ?5, ?6, ?7, 'open', ?8, ?8)");
+      sql::Stmt::Scope scope(s);
+      s.Bind(1, q->id.value)
+          .Bind(2, e->id.value)
+          .Bind(3, c.method)
+          .Bind(4, c.score)
+          .Bind(5, c.strength)
+          .Bind(6, c.coarse_rank)
+          .Bind(7, registrations[i])
+          .Bind(8, now);
+      s.Run();
+      r.lead = LeadId(db_->LastInsertRowId());
+      r.outcome = LeadOutcome::kCreated;
+      ++created;
+    }
+    r.status = LeadStatus::kOpen;
+    results.push_back(r);
+    listed += (listed.empty() ? "" : ",") + JsonObject()
+                                                .Add("lead", r.lead.value)
+                                                .Add("candidate", Label(*e))
+                                                .Add("method", c.method)
+                                                .Add("score", c.score)
+                                                .Add("strength", c.strength)
+                                                .Add("outcome", ToString(r.outcome))
+                                                .str();
+  }
+  if (created + updated == 0) return results;  // every pair decided: nothing to record
+  AppendAudit(actor, "record_leads", "leads for exhibit " + Label(*q), q->id, std::nullopt,
+              JsonObject()
+                  .Add("created", created)
+                  .Add("updated", updated)
+                  .Add("already_decided", decided)
+                  .AddRaw("leads", "[" + listed + "]")
+                  .str());
+  tx.Commit();
+  return results;
+}
+
+std::vector<LeadRecord> SqliteStore::Leads(bool open_only) const {
+  return QueryLeads(std::string(open_only ? "WHERE l.status = 'open' " : "") +
+                        "ORDER BY l.status <> 'open', l.score DESC, l.id",
+                    std::nullopt);
+}
+
+LeadRecord SqliteStore::FindLead(LeadId id) const {
+  auto found = QueryLeads("WHERE l.id = ?1", id.value);
+  if (found.empty()) throw Error("no lead " + std::to_string(id.value) + " in the store");
+  return std::move(found.front());
+}
+
+LeadRecord SqliteStore::DecideLead(LeadId id, LeadStatus status, const std::string& by,
+                                   const std::optional<std::string>& note, const std::string& now) {
+  LeadRecord lead = FindLead(id);
+  if (lead.status != LeadStatus::kOpen) {
+    throw Error("lead " + std::to_string(id.value) + " (" + lead.query.Label() + " and " +
+                lead.candidate.Label() + ") is " + ToString(lead.status) +
+                ", not open: " + "decided by " + lead.decided_by.value_or("?") + " at " +
+                lead.decided_at.value_or("?") + "; a decision is final");
+  }
+  auto& s =
+      Q("UPDATE leads SET status = ?2, decided_by = ?3, decided_at = ?4, note = ?5"
+        " WHERE id = ?1 AND status = 'open'");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, id.value).Bind(2, ToString(status)).Bind(3, by).Bind(4, now).Bind(5, note);
+  s.Run();
+  BIEN_CHECK(db_->Changes() == 1);
+  lead.status = status;
+  lead.decided_by = by;
+  lead.decided_at = now;
+  lead.note = note;
+  return lead;
+}
+
+ConfirmedLead SqliteStore::ConfirmLead(LeadId id, const std::string& by,
+                                       const std::string& note_text) {
+  CheckPerson("the confirming expert (by)", by);
+  const std::optional<std::string> note = CheckNote(note_text);
+  const std::string now = UtcNowIso8601();
+  sql::Transaction tx(*db_);
+  ConfirmedLead out;
+  out.lead = DecideLead(id, LeadStatus::kConfirmed, by, note, now);
+  const LeadRecord& lead = out.lead;
+
+  // The hit: the lead's query exhibit is a, its candidate b.
+  {
+    auto& s =
+        Q("INSERT INTO hits (lead_id, exhibit_a_id, case_a_id, exhibit_b_id, case_b_id,"
+          " confirmed_by, confirmed_at, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, lead.id.value)
+        .Bind(2, lead.query.id.value)
+        .Bind(3, lead.query.case_id.value)
+        .Bind(4, lead.candidate.id.value)
+        .Bind(5, lead.candidate.case_id.value)
+        .Bind(6, by)
+        .Bind(7, now)
+        .Bind(8, note);
+    s.Run();
+  }
+  const HitId hit_id(db_->LastInsertRowId());
+
+  // The alert investigators receive.
+  const auto a = ExhibitById(lead.query.id);
+  const auto b = ExhibitById(lead.candidate.id);
+  BIEN_CHECK(a && b);  // the lead's foreign keys hold
+  auto exhibit_json = [](const ExhibitRecord& e) {
+    return JsonObject()
+        .Add("exhibit_id", e.id.value)
+        .Add("case", e.case_ref)
+        .Add("exhibit", e.exhibit_ref)
+        .Add("kind", ToString(e.kind))
+        .Add("role", ToString(e.role))
+        .Add("calibre", e.cc.calibre)
+        .str();
+  };
+  const std::string payload = JsonObject()
+                                  .Add("hit", hit_id.value)
+                                  .Add("lead", lead.id.value)
+                                  .AddRaw("node", JsonObject()
+                                                      .Add("id", config_.node_id)
+                                                      .Add("name", config_.name)
+                                                      .Add("country", config_.country)
+                                                      .str())
+                                  .AddRaw("a", exhibit_json(*a))
+                                  .AddRaw("b", exhibit_json(*b))
+                                  .Add("method", lead.method)
+                                  .Add("score", lead.score)
+                                  .Add("strength", lead.strength)
+                                  .Add("confirmed_by", by)
+                                  .Add("confirmed_at", now)
+                                  .Add("note", note)
+                                  .str();
+  std::string summary = "hit: " + Label(*a) + " and " + Label(*b) + " (" + ToString(a->kind) +
+                        (a->cc.calibre ? ", " + *a->cc.calibre : std::string()) +
+                        ") were fired by the same firearm; " + lead.method + " score " +
+                        Number(lead.score) +
+                        (lead.strength ? ", strength " + Number(*lead.strength) : std::string()) +
+                        "; confirmed by " + by;
+  {
+    auto& s =
+        Q("INSERT INTO alerts (hit_id, created_at, origin, summary, payload) VALUES (?1, ?2,"
+          " 'local', ?3, ?4)");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, hit_id.value).Bind(2, now).Bind(3, summary).Bind(4, payload);
+    s.Run();
+  }
+  const AlertId alert_id(db_->LastInsertRowId());
+
+  AppendAudit(by, "confirm_lead",
+              "lead " + std::to_string(lead.id.value) + ": " + Label(*a) + " and " + Label(*b),
+              a->id, std::nullopt,
+              JsonObject()
+                  .Add("lead", lead.id.value)
+                  .Add("hit", hit_id.value)
+                  .Add("alert", alert_id.value)
+                  .Add("a", Label(*a))
+                  .Add("b", Label(*b))
+                  .Add("method", lead.method)
+                  .Add("score", lead.score)
+                  .Add("strength", lead.strength)
+                  .Add("note", note)
+                  .str());
+  // The exchange's outbox row (the hit notice for peers) belongs here, in
+  // this transaction, so a hit is never confirmed without its notice queued.
+
+  auto hits = QueryHits("WHERE h.id = ?1", hit_id.value);
+  auto alerts = QueryAlerts("WHERE id = ?1", alert_id.value);
+  BIEN_CHECK(hits.size() == 1 && alerts.size() == 1);  // just inserted, same transaction
+  out.hit = std::move(hits.front());
+  out.alert = std::move(alerts.front());
+  tx.Commit();
+  return out;
+}
+
+LeadRecord SqliteStore::RejectLead(LeadId id, const std::string& by, const std::string& note_text) {
+  CheckPerson("the rejecting expert (by)", by);
+  const std::optional<std::string> note = CheckNote(note_text);
+  const std::string now = UtcNowIso8601();
+  sql::Transaction tx(*db_);
+  LeadRecord lead = DecideLead(id, LeadStatus::kRejected, by, note, now);
+  AppendAudit(by, "reject_lead",
+              "lead " + std::to_string(lead.id.value) + ": " + lead.query.Label() + " and " +
+                  lead.candidate.Label(),
+              lead.query.id, std::nullopt,
+              JsonObject()
+                  .Add("lead", lead.id.value)
+                  .Add("a", lead.query.Label())
+                  .Add("b", lead.candidate.Label())
+                  .Add("method", lead.method)
+                  .Add("score", lead.score)
+                  .Add("strength", lead.strength)
+                  .Add("note", note)
+                  .str());
+  tx.Commit();
+  return lead;
+}
+
+std::vector<HitRecord> SqliteStore::Hits() const {
+  return QueryHits("ORDER BY h.id", std::nullopt);
+}
+
+std::vector<AlertRecord> SqliteStore::Alerts() const {
+  return QueryAlerts("ORDER BY id", std::nullopt);
+}
+
 StoreCounts SqliteStore::Counts() const {
   auto count = [&](const char* table) {
     auto& s = Q(std::string("SELECT count(*) FROM ") + table);
@@ -1265,6 +2099,10 @@ StoreCounts SqliteStore::Counts() const {
   c.scans = count("scans");
   c.features = count("features");
   c.audit = count("audit");
+  c.descriptors = count("descriptors");
+  c.leads = count("leads");
+  c.hits = count("hits");
+  c.alerts = count("alerts");
   read.Commit();
   return c;
 }

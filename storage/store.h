@@ -1,7 +1,8 @@
 // The evidence store of one node: a node folder holding
 //   node.toml   the node's name, country and id
 //   bien.db     SQLite (WAL, foreign keys, synchronous=FULL): cases, exhibits,
-//               scans, features, the hash-chained audit log
+//               scans, features, descriptors, leads, hits, alerts, the
+//               hash-chained audit log
 //   objects/    original files, content-addressed by SHA-256, never modified
 // The schema is documented in docs/SCHEMA.md. Every change is one transaction.
 // A Store object is used from one thread at a time (the node's writer).
@@ -80,9 +81,20 @@ struct ScanMeta {
   std::string comment;
 };
 
+// A coarse search descriptor of one scan: a float32 vector under a key that
+// names the descriptor's method, version and parameters (e.g.
+// "bf-coarse-v1/64x64/pca128"). A new version or parameter set is a new key.
+struct NewDescriptor {
+  std::string key;
+  std::vector<float> vector;
+};
+
 struct NewScan {
   ScanMeta meta;
   std::span<const std::byte> original;  // the file's bytes, stored untouched
+  // Descriptors stored with the scan, in the same transaction. Ignored when
+  // the file is already stored (a duplicate adds nothing).
+  std::vector<NewDescriptor> descriptors = {};
 };
 
 enum class AddStatus { kAdded, kDuplicate };
@@ -139,12 +151,140 @@ struct KnmScore {
   double score = 0;
 };
 
+// Search partitions (docs/SCHEMA.md, "Partitions"). Exhibits are compared
+// only within one partition: the same kind and the same calibre. An unknown
+// calibre is a partition of its own: an exhibit of unknown calibre is compared
+// only with other exhibits of unknown calibre until its calibre is filled in.
+// Calibres are compared exactly as stored ("9mm Luger" and "9 mm Luger" are
+// two partitions); a calibre stored as the text "unknown" (in any case) counts
+// as unknown.
+struct Partition {
+  ExhibitKind kind = ExhibitKind::kCartridgeCase;
+  std::optional<std::string> calibre;  // nullopt: unknown calibre
+
+  // Stable text: "<kind>|<calibre>", e.g. "cartridge_case|9mm Luger",
+  // "bullet|unknown". The kind never contains '|', so the key splits at the
+  // first one.
+  std::string Key() const;
+  bool operator==(const Partition& other) const { return Key() == other.Key(); }
+};
+Partition PartitionOf(ExhibitKind kind, const ClassCharacteristics& cc);
+Partition PartitionOf(const ExhibitRecord& exhibit);
+std::string PartitionKey(const ExhibitRecord& exhibit);  // PartitionOf(exhibit).Key()
+// The inverse of Partition::Key; nullopt for text that is not a key.
+std::optional<Partition> ParsePartitionKey(std::string_view key);
+
+// Within a partition, the other class characteristics (firing pin, breech
+// face, lands, twist) only exclude: two exhibits are compatible unless both
+// know one of them and the values differ. Unknown matches anything. Calibre
+// and kind are the partition's business and are not looked at here.
+bool ClassCompatible(const ClassCharacteristics& a, const ClassCharacteristics& b);
+
+// One stored descriptor, with the exhibit its scan belongs to.
+struct DescriptorRow {
+  ScanId scan;
+  ExhibitId exhibit;
+  std::vector<float> vector;
+};
+
+using LeadId = StrongId<struct LeadIdTag>;
+using HitId = StrongId<struct HitIdTag>;
+using AlertId = StrongId<struct AlertIdTag>;
+
+enum class LeadStatus { kOpen, kConfirmed, kRejected };
+const char* ToString(LeadStatus status);  // "open" | "confirmed" | "rejected"
+std::optional<LeadStatus> ParseLeadStatus(std::string_view text);
+
+// An exhibit as leads, hits and alerts name it.
+struct ExhibitLabel {
+  ExhibitId id;
+  CaseId case_id;
+  std::string case_ref;
+  std::string exhibit_ref;
+  std::string Label() const { return case_ref + "/" + exhibit_ref; }  // "CASE/EXHIBIT"
+};
+
+// One candidate of a search, to be flagged for review (Store::RecordLeads).
+struct LeadCandidate {
+  ExhibitId candidate;
+  std::string method;              // the fine comparator and version, e.g. "cmc-v1"
+  double score = 0;                // the fine score (finite)
+  std::optional<double> strength;  // share of known non-matches scoring at least this high, 0-1
+  std::optional<int> coarse_rank;  // 1-based rank in the coarse search, when there was one
+  std::string registration_json;   // a JSON object (e.g. angle and shift); empty = {}
+};
+
+struct LeadRecord {
+  LeadId id;
+  ExhibitLabel query;      // the exhibit searched (the latest search that found the pair)
+  ExhibitLabel candidate;  // the exhibit it found
+  std::string method;
+  double score = 0;
+  std::optional<double> strength;
+  std::optional<int> coarse_rank;
+  std::string registration_json;  // JSON object text
+  LeadStatus status = LeadStatus::kOpen;
+  std::string created_at;
+  std::string updated_at;  // last time a search found the pair
+  std::optional<std::string> decided_by;
+  std::optional<std::string> decided_at;
+  std::optional<std::string> note;
+};
+
+enum class LeadOutcome {
+  kCreated,         // a new open lead
+  kUpdated,         // the pair already had an open lead: its scores were replaced
+  kAlreadyDecided,  // an expert already confirmed or rejected the pair: nothing changed
+};
+const char* ToString(LeadOutcome outcome);  // "created" | "updated" | "already_decided"
+
+struct RecordedLead {
+  LeadId lead;  // the new or updated lead, or the newest decided lead of the pair
+  LeadOutcome outcome = LeadOutcome::kCreated;
+  LeadStatus status = LeadStatus::kOpen;  // that lead's status
+};
+
+// A confirmed lead: the two exhibits were fired by the same firearm.
+struct HitRecord {
+  HitId id;
+  LeadId lead;
+  ExhibitLabel a;  // the lead's query exhibit
+  ExhibitLabel b;  // the lead's candidate exhibit
+  std::string confirmed_by;
+  std::string confirmed_at;
+  std::optional<std::string> note;
+};
+
+// What investigators are told. Local alerts come from hits confirmed in this
+// node; remote ones (origin "remote", no local hit) from other nodes.
+struct AlertRecord {
+  AlertId id;
+  std::optional<HitId> hit;
+  std::string created_at;
+  std::string origin;        // "local" | "remote"
+  std::string summary;       // one line for people
+  std::string payload_json;  // a JSON object: both exhibits and cases, scores, who confirmed
+  std::optional<std::string> delivered_at;
+  std::optional<std::string> acknowledged_at;
+  std::optional<std::string> acknowledged_by;
+};
+
+struct ConfirmedLead {
+  LeadRecord lead;  // now confirmed
+  HitRecord hit;
+  AlertRecord alert;
+};
+
 struct StoreCounts {
   int64_t cases = 0;
   int64_t exhibits = 0;
   int64_t scans = 0;
   int64_t features = 0;
   int64_t audit = 0;
+  int64_t descriptors = 0;
+  int64_t leads = 0;
+  int64_t hits = 0;
+  int64_t alerts = 0;
 };
 
 struct VerifyReport {
@@ -177,8 +317,10 @@ class Store {
   // case and exhibit are created when new; an existing exhibit must agree on
   // kind and role, and known class characteristics must not conflict (unknown
   // ones are filled in). A file already stored (same SHA-256) is reported as
-  // kDuplicate and not stored again. Throws bien::Error and changes nothing
-  // on failure.
+  // kDuplicate and not stored again. Each new scan's descriptors
+  // (NewScan::descriptors, checked as PutDescriptor checks them, before
+  // anything is written) are stored in the same transaction. Throws
+  // bien::Error and changes nothing on failure.
   virtual std::vector<AddResult> AddScans(const std::string& actor, const ExhibitSpec& exhibit,
                                           std::span<const NewScan> scans) = 0;
 
@@ -219,6 +361,62 @@ class Store {
   // The recorded scores of a method, ascending; empty for an unknown method.
   virtual std::vector<double> KnmScores(const std::string& method) const = 0;
   virtual int64_t CountKnmScores(const std::string& method) const = 0;
+
+  // Coarse search descriptors (table `descriptors`): one float32 vector per
+  // scan and key. Derived data, not audited; writing a (scan, key) again
+  // replaces the vector. Throws bien::Error, changing nothing, for an unknown
+  // scan, a key that is empty, longer than 128 characters or holds a control
+  // character, an empty vector, a non-finite value, or a dimension other than
+  // that of the key's other descriptors.
+  virtual void PutDescriptor(ScanId scan, const std::string& key,
+                             std::span<const float> vector) = 0;
+  // Every descriptor of `key` whose scan belongs to an exhibit of `partition`,
+  // by scan id. Exhibits of another partition are never returned.
+  virtual std::vector<DescriptorRow> Descriptors(const std::string& key,
+                                                 const Partition& partition) const = 0;
+  // The scan ids of Descriptors(key, partition), ascending, without the vectors.
+  virtual std::vector<ScanId> DescriptorScanIds(const std::string& key,
+                                                const Partition& partition) const = 0;
+  // Scans that have no descriptor of `key` (optionally only scans of exhibits
+  // of one kind), by id: what to compute after a descriptor version change.
+  virtual std::vector<ScanRecord> ScansLackingDescriptor(const std::string& key,
+                                                         std::optional<ExhibitKind> kind) const = 0;
+  // The partitions of the stored exhibits, sorted by key.
+  virtual std::vector<Partition> Partitions() const = 0;
+
+  // Flags candidates of a search for `query` for review, in one transaction
+  // with one "record_leads" audit row. The pair (query, candidate) is
+  // unordered: when it already has an open lead, that lead takes this
+  // search's direction, method, scores and registration (kUpdated) instead of
+  // a second lead being added; when an expert has already confirmed or
+  // rejected it, nothing changes (kAlreadyDecided). A candidate given twice in
+  // one call updates the lead its first mention created. Returns one entry per
+  // candidate, in order. An empty list, or one where every pair is already
+  // decided, writes nothing (no audit row). Throws bien::Error, changing
+  // nothing, for an unknown exhibit, a candidate that is the query, of another
+  // kind, of another known calibre or with conflicting known class
+  // characteristics (ClassCompatible), an empty method, a non-finite score, a
+  // strength outside 0-1, a coarse rank below 1 or a registration that is not
+  // a JSON object.
+  virtual std::vector<RecordedLead> RecordLeads(const std::string& actor, ExhibitId query,
+                                                const std::vector<LeadCandidate>& candidates) = 0;
+  // All leads (or only the open ones): open first, then by score (highest
+  // first), then by id.
+  virtual std::vector<LeadRecord> Leads(bool open_only) const = 0;
+  // Throws bien::Error "no lead N in the store".
+  virtual LeadRecord FindLead(LeadId id) const = 0;
+  // An expert (`by`, non-empty) confirms an open lead: in one transaction the
+  // lead becomes confirmed, a hit and its local alert are created and a
+  // "confirm_lead" audit row is appended. Throws bien::Error, changing
+  // nothing, for an unknown lead, a lead that is not open (naming its status,
+  // who decided and when), an empty `by` or a note with control characters
+  // other than line feeds and tabs. An empty note is stored as none.
+  virtual ConfirmedLead ConfirmLead(LeadId id, const std::string& by, const std::string& note) = 0;
+  // As ConfirmLead, but the lead becomes rejected; no hit, no alert; audit
+  // action "reject_lead".
+  virtual LeadRecord RejectLead(LeadId id, const std::string& by, const std::string& note) = 0;
+  virtual std::vector<HitRecord> Hits() const = 0;      // by id
+  virtual std::vector<AlertRecord> Alerts() const = 0;  // by id
 
   virtual StoreCounts Counts() const = 0;
 

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "tools/commands.h"
 #include "tools/compare.h"
+#include "tools/leads.h"
 
 namespace bien::cli {
 
@@ -184,6 +185,30 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
       ->capture_default_str();
   c_bench_compare->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchCompare(ctx, bench_compare); }; });
+
+  // leads, confirm, reject, alerts
+  LeadsArgs leads;
+  auto* c_leads = app.add_subcommand("leads", "Candidate pairs flagged for review");
+  c_leads->add_flag("--open", leads.open_only, "Only leads not yet confirmed or rejected");
+  c_leads->callback([&] { action = [&](Context& ctx) { return CmdLeads(ctx, leads); }; });
+
+  DecideArgs confirm;
+  auto* c_confirm = app.add_subcommand(
+      "confirm", "Confirm a lead as a hit (same firearm): records the hit and raises an alert");
+  c_confirm->add_option("lead", confirm.lead, "Lead number (see `bien leads`)")->required();
+  c_confirm->add_option("--by", confirm.by, "Name of the expert confirming")->required();
+  c_confirm->add_option("--note", confirm.note, "Why, for the record");
+  c_confirm->callback([&] { action = [&](Context& ctx) { return CmdConfirm(ctx, confirm); }; });
+
+  DecideArgs reject;
+  auto* c_reject = app.add_subcommand("reject", "Reject a lead (not the same firearm)");
+  c_reject->add_option("lead", reject.lead, "Lead number (see `bien leads`)")->required();
+  c_reject->add_option("--by", reject.by, "Name of the expert rejecting")->required();
+  c_reject->add_option("--note", reject.note, "Why, for the record");
+  c_reject->callback([&] { action = [&](Context& ctx) { return CmdReject(ctx, reject); }; });
+
+  auto* c_alerts = app.add_subcommand("alerts", "Alerts raised by confirmed hits");
+  c_alerts->callback([&] { action = [&](Context& ctx) { return CmdAlerts(ctx); }; });
 
   // demo
   DemoArgs demo;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@ namespace bien {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Contains;
 using testing::TempDir;
 
 // Runs `f`, expecting a bien::Error whose message contains `text`.
@@ -128,6 +130,10 @@ void ExpectSameCounts(const StoreCounts& a, const StoreCounts& b) {
   EXPECT_EQ(a.scans, b.scans);
   EXPECT_EQ(a.features, b.features);
   EXPECT_EQ(a.audit, b.audit);
+  EXPECT_EQ(a.descriptors, b.descriptors);
+  EXPECT_EQ(a.leads, b.leads);
+  EXPECT_EQ(a.hits, b.hits);
+  EXPECT_EQ(a.alerts, b.alerts);
 }
 
 bool IsHex(const std::string& s) {
@@ -278,7 +284,8 @@ TEST_F(StoreTest, MigratesAnEmptyVersionZeroDatabase) {
   auto store = Store::Open(node_);
   RawDb raw(Db());
   EXPECT_EQ(raw.Text("PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
-  for (const char* table : {"cases", "exhibits", "scans", "features", "audit"}) {
+  for (const char* table : {"cases", "exhibits", "scans", "features", "audit", "knm_scores",
+                            "descriptors", "leads", "hits", "alerts"}) {
     EXPECT_EQ(raw.Text(std::string("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
                                    "name = '") +
                        table + "'"),
@@ -1011,8 +1018,9 @@ class VersionOneTest : public StoreTest, public ::testing::WithParamInterface<bo
 
 // A node whose bien.db was written with the version-1 schema (with its data:
 // an exhibit, two scans, a feature, a hash-chained audit log) opens, migrates
-// to version 2 keeping everything, and then takes firearm refs and scores.
-TEST_P(VersionOneTest, VersionOneDatabaseMigratesToVersionTwo) {
+// to the current version keeping everything, and then takes firearm refs and
+// scores.
+TEST_P(VersionOneTest, VersionOneDatabaseMigratesToTheCurrentVersion) {
   const bool with_z_scale = GetParam();
   ExhibitSpec spec = Spec("2026-1", "T1");
   spec.role = ExhibitRole::kTestFire;
@@ -1058,14 +1066,14 @@ TEST_P(VersionOneTest, VersionOneDatabaseMigratesToVersionTwo) {
   store_ = Store::Open(node_);
   {
     RawDb check(Db());
-    EXPECT_EQ(check.Text("PRAGMA user_version"), "2");
+    EXPECT_EQ(check.Text("PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
     EXPECT_EQ(check.Text("SELECT count(*) FROM pragma_table_info('exhibits') WHERE name = "
                          "'firearm_ref'"),
               "1");
     EXPECT_EQ(check.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'knm_scores'"), "1");
     EXPECT_EQ(check.Text("SELECT group_concat(z_scale) FROM scans"), "1.0,1.0");
   }
-  EXPECT_EQ(Store::SchemaVersion(), 2);
+  EXPECT_EQ(Store::SchemaVersion(), 3);
   // Everything is still there, and the audit chain still verifies.
   const ExhibitRecord e = store_->FindExhibit("2026-1/T1");
   EXPECT_EQ(e.scan_count, 2);
@@ -1092,6 +1100,665 @@ INSTANTIATE_TEST_SUITE_P(Store, VersionOneTest, ::testing::Bool(),
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "WithZScale" : "FirstRelease";
                          });
+
+// The step from version 1 to version 2 exactly as released (storage/store.cpp
+// at 2d41615).
+constexpr const char* kSchemaStepTwo = R"sql(
+ALTER TABLE exhibits ADD COLUMN firearm_ref TEXT
+  CHECK (firearm_ref IS NULL OR length(firearm_ref) BETWEEN 1 AND 128);
+CREATE TABLE knm_scores (
+  id           INTEGER PRIMARY KEY,
+  method       TEXT NOT NULL CHECK (length(method) > 0),
+  sha_a        TEXT NOT NULL CHECK (length(sha_a) = 64 AND sha_a NOT GLOB '*[^0-9a-f]*'),
+  sha_b        TEXT NOT NULL CHECK (length(sha_b) = 64 AND sha_b NOT GLOB '*[^0-9a-f]*'),
+  score        REAL NOT NULL,
+  origin       TEXT NOT NULL CHECK (length(origin) > 0),
+  recorded_at  TEXT NOT NULL,
+  CHECK (sha_a < sha_b),
+  UNIQUE (method, sha_a, sha_b)
+);
+)sql";
+
+ExhibitSpec CalibreSpec(const std::string& case_ref, const std::string& exhibit_ref,
+                        std::optional<std::string> calibre,
+                        ExhibitKind kind = ExhibitKind::kCartridgeCase) {
+  ExhibitSpec s = Spec(case_ref, exhibit_ref, kind);
+  s.cc.calibre = std::move(calibre);
+  return s;
+}
+
+// A node whose bien.db is at version 2 (with exhibits, scans, a feature,
+// known-non-match scores and a hash-chained audit log) migrates to version 3
+// keeping everything; the audit chain still verifies and continues; the new
+// tables work.
+TEST_F(StoreTest, VersionTwoDatabaseMigratesToVersionThree) {
+  ExhibitSpec spec = CalibreSpec("2026-1", "T1", "9mm Luger");
+  spec.role = ExhibitRole::kTestFire;
+  spec.firearm_ref = "SN-1";
+  const auto t1 = Add(spec, {"first scan", "second scan"});
+  const auto e2 = Add(CalibreSpec("2026-2", "E1", "9mm Luger"), {"third scan"});
+  store_->PutFeature(t1[0].scan, "ccf", 1, Bytes("blob"));
+  store_->RecordKnmScores("cmc-v1", "eval", {{Sha('a'), Sha('b'), 2.0}}, "bob");
+  const auto audit_before = store_->AuditTrail(std::nullopt);
+  store_.reset();
+
+  // Rebuild bien.db from the version-2 schema and the rows written above.
+  const fs::path old_db = node_ / "v3.db";
+  fs::rename(Db(), old_db);
+  for (const char* f : {"bien.db-wal", "bien.db-shm"}) fs::remove(node_ / f);
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec(SchemaVersionOne(true)), "");
+    ASSERT_EQ(raw.Exec(kSchemaStepTwo), "");
+    ASSERT_EQ(raw.Exec("ATTACH DATABASE '" + old_db.string() + "' AS v3"), "");
+    ASSERT_EQ(raw.Exec("BEGIN; INSERT INTO cases SELECT * FROM v3.cases;"
+                       "INSERT INTO exhibits SELECT * FROM v3.exhibits;"
+                       "INSERT INTO scans SELECT * FROM v3.scans;"
+                       "INSERT INTO features SELECT * FROM v3.features;"
+                       "INSERT INTO knm_scores SELECT * FROM v3.knm_scores;"
+                       "INSERT INTO audit SELECT * FROM v3.audit; COMMIT;"),
+              "");
+    ASSERT_EQ(raw.Exec("DETACH DATABASE v3"), "");
+    ASSERT_EQ(raw.Exec("PRAGMA user_version = 2"), "");
+    EXPECT_EQ(raw.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'leads'"), "0");
+  }
+  fs::remove(old_db);
+
+  store_ = Store::Open(node_);
+  {
+    RawDb check(Db());
+    EXPECT_EQ(check.Text("PRAGMA user_version"), "3");
+    for (const char* table : {"descriptors", "leads", "hits", "alerts"}) {
+      EXPECT_EQ(check.Text(std::string("SELECT count(*) FROM sqlite_schema WHERE type = 'table' "
+                                       "AND name = '") +
+                           table + "'"),
+                "1")
+          << table;
+    }
+    for (const char* index : {"descriptors_by_key", "leads_by_pair", "leads_open_pair"}) {
+      EXPECT_EQ(check.Text(std::string("SELECT count(*) FROM sqlite_schema WHERE type = 'index' "
+                                       "AND name = '") +
+                           index + "'"),
+                "1")
+          << index;
+    }
+  }
+  const ExhibitRecord t = store_->FindExhibit("2026-1/T1");
+  EXPECT_EQ(t.scan_count, 2);
+  EXPECT_EQ(t.firearm_ref, "SN-1");
+  EXPECT_EQ(store_->GetFeature(t1[0].scan, "ccf", 1), Bytes("blob"));
+  EXPECT_EQ(store_->CountKnmScores("cmc-v1"), 1);
+  const auto audit_after = store_->AuditTrail(std::nullopt);
+  ASSERT_EQ(audit_after.size(), audit_before.size());
+  EXPECT_EQ(audit_after.back().row_hash, audit_before.back().row_hash);
+  EXPECT_TRUE(store_->Verify().ok());
+
+  // Version-3 features work on it, and the chain continues from the old rows.
+  const std::vector<float> v{1, 2, 3};
+  store_->PutDescriptor(t1[0].scan, "bf-v1", v);
+  EXPECT_EQ(store_->Descriptors("bf-v1", PartitionOf(t)).size(), 1u);
+  const auto leads =
+      store_->RecordLeads("alice", e2[0].exhibit, {{t.id, "cmc-v1", 20, 0.001, 1, "{}"}});
+  ASSERT_EQ(leads.size(), 1u);
+  store_->ConfirmLead(leads[0].lead, "alice", "");
+  const auto audit = store_->AuditTrail(std::nullopt);
+  ASSERT_EQ(audit.size(), audit_before.size() + 2);
+  EXPECT_EQ(audit[audit_before.size()].prev_hash, audit_before.back().row_hash);
+  const VerifyReport report = store_->Verify();
+  EXPECT_TRUE(report.ok()) << (report.problems.empty() ? "" : report.problems[0]);
+  // Opening again does not migrate twice.
+  store_ = Store::Open(node_);
+  EXPECT_EQ(store_->Counts().hits, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Partitions, descriptors, leads, hits and alerts.
+
+TEST(StorePartitions, KeysAreStableText) {
+  ClassCharacteristics cc;
+  EXPECT_EQ(PartitionOf(ExhibitKind::kCartridgeCase, cc).Key(), "cartridge_case|unknown");
+  cc.calibre = "9mm Luger";
+  EXPECT_EQ(PartitionOf(ExhibitKind::kCartridgeCase, cc).Key(), "cartridge_case|9mm Luger");
+  EXPECT_EQ(PartitionOf(ExhibitKind::kBullet, cc).Key(), "bullet|9mm Luger");
+  // Other class characteristics do not split partitions.
+  cc.firing_pin = "circular";
+  cc.twist = Twist::kRight;
+  EXPECT_EQ(PartitionOf(ExhibitKind::kBullet, cc).Key(), "bullet|9mm Luger");
+  // A calibre written "unknown" is unknown.
+  cc.calibre = "Unknown";
+  EXPECT_FALSE(PartitionOf(ExhibitKind::kBullet, cc).calibre);
+  EXPECT_EQ(PartitionOf(ExhibitKind::kBullet, cc).Key(), "bullet|unknown");
+  EXPECT_EQ((Partition{ExhibitKind::kBullet, "UNKNOWN"}.Key()), "bullet|unknown");
+
+  ExhibitRecord e;
+  e.kind = ExhibitKind::kCartridgeCase;
+  e.cc.calibre = ".45 ACP";
+  EXPECT_EQ(PartitionKey(e), "cartridge_case|.45 ACP");
+
+  for (const char* key : {"cartridge_case|9mm Luger", "bullet|unknown", "bullet|a|b"}) {
+    const auto p = ParsePartitionKey(key);
+    ASSERT_TRUE(p) << key;
+    EXPECT_EQ(p->Key(), key);
+  }
+  EXPECT_FALSE(ParsePartitionKey("bullet|unknown")->calibre);
+  EXPECT_EQ(ParsePartitionKey("bullet|a|b")->calibre, "a|b");
+  for (const char* bad : {"", "bullet", "bullet|", "shell|9mm", "|9mm", "bullet|Unknown"}) {
+    EXPECT_FALSE(ParsePartitionKey(bad)) << bad;
+  }
+}
+
+TEST(StorePartitions, UnknownClassCharacteristicsMatchKnownOnes) {
+  ClassCharacteristics a, b;
+  EXPECT_TRUE(ClassCompatible(a, b));
+  a.firing_pin = "circular";
+  EXPECT_TRUE(ClassCompatible(a, b));  // b does not know it
+  b.firing_pin = "circular";
+  EXPECT_TRUE(ClassCompatible(a, b));
+  b.firing_pin = "rectangular";
+  EXPECT_FALSE(ClassCompatible(a, b));
+  b.firing_pin.reset();
+  a.lands = 6;
+  b.lands = 5;
+  EXPECT_FALSE(ClassCompatible(a, b));
+  b.lands = 6;
+  a.twist = Twist::kLeft;
+  b.twist = Twist::kRight;
+  EXPECT_FALSE(ClassCompatible(a, b));
+  b.twist.reset();
+  a.breech_face = "parallel";
+  b.breech_face = "arched";
+  EXPECT_FALSE(ClassCompatible(a, b));
+  b.breech_face = "parallel";
+  EXPECT_TRUE(ClassCompatible(a, b));
+  // Calibre is the partition's business.
+  a.calibre = "9mm Luger";
+  b.calibre = ".45 ACP";
+  EXPECT_TRUE(ClassCompatible(a, b));
+}
+
+TEST_F(StoreTest, DescriptorsRoundTripWithinOnePartition) {
+  const auto a = Add(CalibreSpec("C1", "A", "9mm Luger"), {"a1", "a2"});
+  const auto b = Add(CalibreSpec("C1", "B", "9mm Luger"), {"b1"});
+  const auto other = Add(CalibreSpec("C2", "X", ".45 ACP"), {"x1"});
+  const auto unknown = Add(CalibreSpec("C3", "U", std::nullopt), {"u1"});
+  const auto written = Add(CalibreSpec("C3", "W", "unknown"), {"w1"});
+  const auto bullet = Add(CalibreSpec("C4", "K", "9mm Luger", ExhibitKind::kBullet), {"k1"});
+
+  // Values that show any loss of precision or byte-order mix-up.
+  auto vec = [](float base) {
+    return std::vector<float>{base, -base / 3, 1e-38f, 3.4e38f, 0.1f, -0.0f, base * 7};
+  };
+  store_->PutDescriptor(a[0].scan, "bf-v1", vec(1));
+  store_->PutDescriptor(a[1].scan, "bf-v1", vec(2));
+  store_->PutDescriptor(b[0].scan, "bf-v1", vec(3));
+  store_->PutDescriptor(other[0].scan, "bf-v1", vec(4));
+  store_->PutDescriptor(unknown[0].scan, "bf-v1", vec(5));
+  store_->PutDescriptor(written[0].scan, "bf-v1", vec(6));
+  store_->PutDescriptor(bullet[0].scan, "bf-v1", vec(7));
+  store_->PutDescriptor(a[0].scan, "bf-v2", std::vector<float>{9, 9});
+  EXPECT_EQ(store_->Counts().descriptors, 8);
+
+  const Partition nine{ExhibitKind::kCartridgeCase, "9mm Luger"};
+  const auto rows = store_->Descriptors("bf-v1", nine);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].scan, a[0].scan);
+  EXPECT_EQ(rows[0].exhibit, a[0].exhibit);
+  EXPECT_EQ(rows[1].scan, a[1].scan);
+  EXPECT_EQ(rows[2].scan, b[0].scan);
+  EXPECT_EQ(rows[2].exhibit, b[0].exhibit);
+  for (size_t i = 0; i < 3; ++i) {
+    const auto expected = vec(static_cast<float>(i + 1));
+    ASSERT_EQ(rows[i].vector.size(), expected.size());
+    EXPECT_EQ(std::memcmp(rows[i].vector.data(), expected.data(), expected.size() * 4), 0) << i;
+  }
+  EXPECT_EQ(store_->DescriptorScanIds("bf-v1", nine),
+            (std::vector<ScanId>{a[0].scan, a[1].scan, b[0].scan}));
+  // Another calibre, another kind, another key: never mixed in.
+  const auto acp = store_->Descriptors("bf-v1", {ExhibitKind::kCartridgeCase, ".45 ACP"});
+  ASSERT_EQ(acp.size(), 1u);
+  EXPECT_EQ(acp[0].exhibit, other[0].exhibit);
+  EXPECT_EQ(store_->DescriptorScanIds("bf-v1", {ExhibitKind::kBullet, "9mm Luger"}),
+            std::vector<ScanId>{bullet[0].scan});
+  EXPECT_EQ(store_->DescriptorScanIds("bf-v1", {ExhibitKind::kCartridgeCase, std::nullopt}),
+            (std::vector<ScanId>{unknown[0].scan, written[0].scan}));
+  EXPECT_EQ(store_->DescriptorScanIds("bf-v2", nine), std::vector<ScanId>{a[0].scan});
+  EXPECT_TRUE(store_->Descriptors("bf-v3", nine).empty());
+  EXPECT_TRUE(store_->Descriptors("bf-v1", {ExhibitKind::kCartridgeCase, "9mm luger"}).empty());
+
+  // Writing a (scan, key) again replaces it.
+  store_->PutDescriptor(a[0].scan, "bf-v1", vec(8));
+  EXPECT_EQ(store_->Descriptors("bf-v1", nine)[0].vector, vec(8));
+  EXPECT_EQ(store_->Counts().descriptors, 8);
+
+  std::vector<std::string> keys;
+  for (const auto& p : store_->Partitions()) keys.push_back(p.Key());
+  EXPECT_EQ(keys, (std::vector<std::string>{"bullet|9mm Luger", "cartridge_case|.45 ACP",
+                                            "cartridge_case|9mm Luger", "cartridge_case|unknown"}));
+  // Descriptors are derived data: no audit rows.
+  EXPECT_EQ(store_->AuditTrail(std::nullopt).back().action, "add_scan");
+}
+
+TEST_F(StoreTest, PutDescriptorRefusesBadInputAndChangesNothing) {
+  const auto a = Add(CalibreSpec("C1", "A", "9mm Luger"), {"a1", "a2"});
+  store_->PutDescriptor(a[0].scan, "bf-v1", std::vector<float>{1, 2, 3});
+  const StoreCounts before = store_->Counts();
+  const std::vector<float> three{1, 2, 3};
+  ExpectError([&] { store_->PutDescriptor(ScanId(999), "bf-v1", three); }, "no scan 999");
+  ExpectError([&] { store_->PutDescriptor(a[1].scan, "", three); }, "descriptor key is empty");
+  ExpectError([&] { store_->PutDescriptor(a[1].scan, "bf\tv1", three); }, "control character");
+  ExpectError([&] { store_->PutDescriptor(a[1].scan, std::string(129, 'k'), three); },
+              "longer than 128");
+  ExpectError([&] { store_->PutDescriptor(a[1].scan, "bf-v1", std::vector<float>{}); },
+              "descriptor 'bf-v1' is empty");
+  ExpectError(
+      [&] {
+        store_->PutDescriptor(a[1].scan, "bf-v1", std::vector<float>{1, NAN, 3});
+      },
+      "value 1 is not a finite number");
+  ExpectError(
+      [&] {
+        store_->PutDescriptor(a[1].scan, "bf-v1", std::vector<float>{1, 2});
+      },
+      "has 2 values; the key's stored descriptors have 3");
+  ExpectSameCounts(store_->Counts(), before);
+  // The only descriptor of a key may change its dimension when replaced.
+  store_->PutDescriptor(a[0].scan, "bf-v1", std::vector<float>{1, 2});
+  EXPECT_EQ(store_->Descriptors("bf-v1", {ExhibitKind::kCartridgeCase, "9mm Luger"})[0].vector,
+            (std::vector<float>{1, 2}));
+}
+
+TEST_F(StoreTest, AddScansStoresDescriptorsInTheSameTransaction) {
+  auto b1 = Bytes("one"), b2 = Bytes("two"), b3 = Bytes("three");
+  std::vector<NewScan> scans{
+      {Meta("one.x3p"), b1, {{"bf-v1", {1, 2}}, {"bf-v2", {5}}}},
+      {Meta("two.x3p"), b2, {{"bf-v1", {3, 4}}}},
+  };
+  const auto added = store_->AddScans("alice", CalibreSpec("C1", "A", "9mm Luger"), scans);
+  ASSERT_EQ(added.size(), 2u);
+  const Partition nine{ExhibitKind::kCartridgeCase, "9mm Luger"};
+  const auto rows = store_->Descriptors("bf-v1", nine);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].scan, added[0].scan);
+  EXPECT_EQ(rows[0].vector, (std::vector<float>{1, 2}));
+  EXPECT_EQ(rows[1].vector, (std::vector<float>{3, 4}));
+  EXPECT_EQ(store_->DescriptorScanIds("bf-v2", nine), std::vector<ScanId>{added[0].scan});
+
+  // A duplicate's descriptors are ignored: the file is already stored.
+  std::vector<NewScan> again{{Meta("one.x3p"), b1, {{"bf-v3", {7}}}}};
+  EXPECT_EQ(store_->AddScans("alice", CalibreSpec("C1", "A", "9mm Luger"), again)[0].status,
+            AddStatus::kDuplicate);
+  EXPECT_TRUE(store_->Descriptors("bf-v3", nine).empty());
+
+  // A bad descriptor on any scan stores nothing of the batch, not even objects.
+  const StoreCounts before = store_->Counts();
+  auto objects = [&] {
+    size_t n = 0;
+    for (const auto& f : fs::recursive_directory_iterator(node_ / "objects")) {
+      n += f.is_regular_file() ? 1 : 0;
+    }
+    return n;
+  };
+  const size_t objects_before = objects();
+  const auto b4 = Bytes("four");
+  auto refused = [&](std::vector<NewDescriptor> descriptors, const std::string& problem) {
+    std::vector<NewScan> batch{{Meta("three.x3p"), b3, {}}, {Meta("four.x3p"), b4, descriptors}};
+    ExpectError([&] { store_->AddScans("alice", CalibreSpec("C2", "B", "9mm Luger"), batch); },
+                problem);
+    ExpectSameCounts(store_->Counts(), before);
+    EXPECT_EQ(objects(), objects_before);
+  };
+  refused({{"bf-v1", {1, 2, 3}}}, "'four.x3p' of exhibit C2/B: descriptor 'bf-v1' has 3 values");
+  refused({{"bf-v9", {1}}, {"bf-v9", {2}}}, "descriptor 'bf-v9' is given twice");
+  refused({{"bf-v9", {INFINITY}}}, "value 0 is not a finite number");
+  refused({{"", {1}}}, "descriptor key is empty");
+
+  // A failure inside the transaction (here a trigger refusing descriptor rows)
+  // leaves no exhibit, scan, descriptor or audit row behind.
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("CREATE TRIGGER refuse_descriptor BEFORE INSERT ON descriptors BEGIN "
+                       "SELECT RAISE(ABORT, 'descriptor refused by test'); END"),
+              "");
+  }
+  std::vector<NewScan> batch{{Meta("three.x3p"), b3, {{"bf-v1", {8, 9}}}}};
+  ExpectError([&] { store_->AddScans("alice", CalibreSpec("C2", "B", "9mm Luger"), batch); },
+              "descriptor refused by test");
+  ExpectSameCounts(store_->Counts(), before);
+  EXPECT_THROW(store_->FindExhibit("C2/B"), Error);
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("DROP TRIGGER refuse_descriptor"), "");
+  }
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
+TEST_F(StoreTest, ScansLackingADescriptor) {
+  const auto a = Add(CalibreSpec("C1", "A", "9mm Luger"), {"a1", "a2"});
+  const auto k = Add(CalibreSpec("C1", "K", "9mm Luger", ExhibitKind::kBullet), {"k1"});
+  store_->PutDescriptor(a[0].scan, "bf-v1", std::vector<float>{1});
+  auto ids = [](const std::vector<ScanRecord>& scans) {
+    std::vector<ScanId> out;
+    for (const auto& s : scans) out.push_back(s.id);
+    return out;
+  };
+  EXPECT_EQ(ids(store_->ScansLackingDescriptor("bf-v1", std::nullopt)),
+            (std::vector<ScanId>{a[1].scan, k[0].scan}));
+  EXPECT_EQ(ids(store_->ScansLackingDescriptor("bf-v1", ExhibitKind::kCartridgeCase)),
+            std::vector<ScanId>{a[1].scan});
+  EXPECT_EQ(ids(store_->ScansLackingDescriptor("bf-v2", ExhibitKind::kCartridgeCase)),
+            (std::vector<ScanId>{a[0].scan, a[1].scan}));
+  const auto lacking = store_->ScansLackingDescriptor("bf-v1", ExhibitKind::kBullet);
+  ASSERT_EQ(lacking.size(), 1u);
+  EXPECT_EQ(lacking[0].sha256, k[0].sha256);
+  EXPECT_EQ(lacking[0].meta.original_name, "k1.x3p");
+}
+
+class LeadTest : public StoreTest {
+ protected:
+  void SetUp() override {
+    StoreTest::SetUp();
+    q_ = Add(CalibreSpec("2026-1", "E1", "9mm Luger"), {"q"})[0].exhibit;
+    b_ = Add(CalibreSpec("2025-7", "T1", "9mm Luger"), {"b"})[0].exhibit;
+    c_ = Add(CalibreSpec("2024-3", "E4", std::nullopt), {"c"})[0].exhibit;
+  }
+  static LeadCandidate Candidate(ExhibitId e, double score, std::optional<double> strength = {},
+                                 std::optional<int> rank = {}, std::string registration = "") {
+    return LeadCandidate{e, "cmc-v1", score, strength, rank, std::move(registration)};
+  }
+  ExhibitId q_, b_, c_;
+};
+
+TEST_F(LeadTest, RecordedDeduplicatedAndAudited) {
+  const size_t audit_before = store_->AuditTrail(std::nullopt).size();
+  const auto r = store_->RecordLeads(
+      "searcher", q_,
+      {Candidate(b_, 21, 0.001, 1, R"({"angle_deg":3.5,"dx_um":-12})"), Candidate(c_, 4)});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].outcome, LeadOutcome::kCreated);
+  EXPECT_EQ(r[1].outcome, LeadOutcome::kCreated);
+  EXPECT_NE(r[0].lead, r[1].lead);
+  EXPECT_EQ(r[0].status, LeadStatus::kOpen);
+
+  const LeadRecord l = store_->FindLead(r[0].lead);
+  EXPECT_EQ(l.query.id, q_);
+  EXPECT_EQ(l.query.Label(), "2026-1/E1");
+  EXPECT_EQ(l.candidate.id, b_);
+  EXPECT_EQ(l.candidate.Label(), "2025-7/T1");
+  EXPECT_EQ(l.candidate.case_id, store_->FindExhibit("2025-7/T1").case_id);
+  EXPECT_EQ(l.method, "cmc-v1");
+  EXPECT_EQ(l.score, 21);
+  EXPECT_EQ(l.strength, 0.001);
+  EXPECT_EQ(l.coarse_rank, 1);
+  EXPECT_EQ(l.registration_json, R"({"angle_deg":3.5,"dx_um":-12})");
+  EXPECT_EQ(l.status, LeadStatus::kOpen);
+  EXPECT_FALSE(l.decided_by);
+  EXPECT_EQ(l.created_at, l.updated_at);
+  EXPECT_EQ(store_->FindLead(r[1].lead).registration_json, "{}");
+  EXPECT_FALSE(store_->FindLead(r[1].lead).strength);
+
+  // One audit row for the call, about the query exhibit.
+  auto audit = store_->AuditTrail(std::nullopt);
+  ASSERT_EQ(audit.size(), audit_before + 1);
+  EXPECT_EQ(audit.back().action, "record_leads");
+  EXPECT_EQ(audit.back().actor, "searcher");
+  EXPECT_EQ(audit.back().subject, "leads for exhibit 2026-1/E1");
+  EXPECT_EQ(audit.back().exhibit, q_);
+  EXPECT_TRUE(Contains(audit.back().details, R"("created":2,"updated":0,"already_decided":0)"))
+      << audit.back().details;
+  EXPECT_TRUE(Contains(audit.back().details, R"("candidate":"2025-7/T1","method":"cmc-v1")"))
+      << audit.back().details;
+
+  // The same pair found again, from the other side: the open lead is updated.
+  const auto again =
+      store_->RecordLeads("searcher", b_, {Candidate(q_, 25, 0.0005, 2, R"({"angle_deg":-3.5})")});
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].outcome, LeadOutcome::kUpdated);
+  EXPECT_EQ(again[0].lead, r[0].lead);
+  const LeadRecord u = store_->FindLead(r[0].lead);
+  EXPECT_EQ(u.query.id, b_);
+  EXPECT_EQ(u.candidate.id, q_);
+  EXPECT_EQ(u.score, 25);
+  EXPECT_EQ(u.strength, 0.0005);
+  EXPECT_EQ(u.coarse_rank, 2);
+  EXPECT_EQ(u.registration_json, R"({"angle_deg":-3.5})");
+  EXPECT_EQ(u.created_at, l.created_at);
+  EXPECT_EQ(store_->Counts().leads, 2);
+  audit = store_->AuditTrail(std::nullopt);
+  EXPECT_TRUE(Contains(audit.back().details, R"("created":0,"updated":1)")) << audit.back().details;
+
+  // Open first, then by score.
+  const auto leads = store_->Leads(false);
+  ASSERT_EQ(leads.size(), 2u);
+  EXPECT_EQ(leads[0].id, r[0].lead);
+  EXPECT_EQ(leads[1].id, r[1].lead);
+
+  // The database itself refuses a second open lead for a pair.
+  RawDb raw(Db());
+  EXPECT_TRUE(Contains(raw.Exec("INSERT INTO leads (query_exhibit_id, candidate_exhibit_id,"
+                                " method, score, registration, status, created_at, updated_at)"
+                                " VALUES (" +
+                                std::to_string(b_.value) + ", " + std::to_string(q_.value) +
+                                ", 'x', 1, '{}', 'open', 't', 't')"),
+                       "UNIQUE constraint failed"));
+  EXPECT_TRUE(store_->RecordLeads("searcher", q_, {}).empty());
+  EXPECT_EQ(store_->AuditTrail(std::nullopt).size(), audit.size());
+}
+
+TEST_F(LeadTest, RecordLeadsRefusesBadInputAndChangesNothing) {
+  const auto d = Add(CalibreSpec("2026-9", "X", ".45 ACP"), {"d"})[0].exhibit;
+  const auto k =
+      Add(CalibreSpec("2026-9", "K", "9mm Luger", ExhibitKind::kBullet), {"k"})[0].exhibit;
+  ExhibitSpec pin = CalibreSpec("2026-9", "P", "9mm Luger");
+  pin.cc.firing_pin = "rectangular";
+  const auto p = Add(pin, {"p"})[0].exhibit;
+  ExhibitSpec round = CalibreSpec("2026-9", "R", "9mm Luger");
+  round.cc.firing_pin = "circular";
+  const auto rnd = Add(round, {"r"})[0].exhibit;
+  store_->RecordLeads("searcher", q_, {Candidate(b_, 10)});
+  const StoreCounts before = store_->Counts();
+  const LeadRecord lead_before = store_->FindLead(store_->Leads(true)[0].id);
+
+  auto record = [&](ExhibitId query, std::vector<LeadCandidate> candidates,
+                    const std::string& actor = "searcher") {
+    return [=, this] { store_->RecordLeads(actor, query, candidates); };
+  };
+  ExpectError(record(ExhibitId(999), {Candidate(b_, 1)}), "no exhibit #999 in the store");
+  ExpectError(record(q_, {Candidate(ExhibitId(998), 1)}), "lead candidate 1 of 1: no exhibit #998");
+  ExpectError(record(q_, {Candidate(q_, 1)}), "exhibit 2026-1/E1 is the query itself");
+  ExpectError(record(q_, {Candidate(k, 1)}), "is a bullet, exhibit 2026-1/E1 a cartridge_case");
+  ExpectError(record(q_, {Candidate(d, 1)}),
+              "exhibit 2026-9/X is of calibre '.45 ACP', exhibit 2026-1/E1 of '9mm Luger'; "
+              "exhibits of another calibre are never compared");
+  ExpectError(record(p, {Candidate(rnd, 1)}), "conflict with those of 2026-9/P");
+  ExpectError(record(q_, {Candidate(c_, NAN)}), "the score is not a finite number");
+  ExpectError(record(q_, {Candidate(c_, 1, 1.5)}), "the strength 1.5 is not between 0 and 1");
+  ExpectError(record(q_, {Candidate(c_, 1, {}, 0)}), "the coarse rank 0 is below 1");
+  ExpectError(record(q_, {Candidate(c_, 1, {}, {}, "[1]")}), "registration is not a JSON object");
+  ExpectError(record(q_, {Candidate(c_, 1, {}, {}, "{bad")}), "registration is not a JSON object");
+  ExpectError(record(q_, {LeadCandidate{c_, "", 1, {}, {}, ""}}), "the method is empty");
+  ExpectError(record(q_, {Candidate(c_, 1)}, ""), "actor");
+  // The first candidate is fine and the pair's lead would be updated, the
+  // second is not: the call changes nothing.
+  ExpectError(record(q_, {Candidate(b_, 99), Candidate(ExhibitId(997), 1)}),
+              "lead candidate 2 of 2: no exhibit #997");
+  ExpectSameCounts(store_->Counts(), before);
+  EXPECT_EQ(store_->FindLead(lead_before.id).score, 10);
+  // Unknown calibre on one side is not a conflict.
+  EXPECT_EQ(store_->RecordLeads("searcher", q_, {Candidate(c_, 3)})[0].outcome,
+            LeadOutcome::kCreated);
+}
+
+TEST_F(LeadTest, ConfirmCreatesHitAndAlertInOneTransaction) {
+  const auto r = store_->RecordLeads("searcher", q_, {Candidate(b_, 21, 0.001, 1)});
+  const LeadId id = r[0].lead;
+  const size_t audit_before = store_->AuditTrail(std::nullopt).size();
+
+  const ConfirmedLead c = store_->ConfirmLead(id, "dr. expert", "same breech-face marks");
+  EXPECT_EQ(c.lead.id, id);
+  EXPECT_EQ(c.lead.status, LeadStatus::kConfirmed);
+  EXPECT_EQ(c.lead.decided_by, "dr. expert");
+  EXPECT_EQ(c.lead.note, "same breech-face marks");
+  EXPECT_EQ(c.hit.lead, id);
+  EXPECT_EQ(c.hit.a.Label(), "2026-1/E1");
+  EXPECT_EQ(c.hit.b.Label(), "2025-7/T1");
+  EXPECT_EQ(c.hit.a.case_id, store_->FindExhibit("2026-1/E1").case_id);
+  EXPECT_EQ(c.hit.b.case_id, store_->FindExhibit("2025-7/T1").case_id);
+  EXPECT_EQ(c.hit.confirmed_by, "dr. expert");
+  EXPECT_EQ(c.hit.confirmed_at, *c.lead.decided_at);
+  EXPECT_EQ(c.alert.hit, c.hit.id);
+  EXPECT_EQ(c.alert.origin, "local");
+  EXPECT_FALSE(c.alert.delivered_at);
+  EXPECT_FALSE(c.alert.acknowledged_at);
+  EXPECT_TRUE(Contains(c.alert.summary, "hit: 2026-1/E1 and 2025-7/T1")) << c.alert.summary;
+  EXPECT_TRUE(Contains(c.alert.summary, "confirmed by dr. expert")) << c.alert.summary;
+
+  // What was returned is what is stored.
+  const LeadRecord stored = store_->FindLead(id);
+  EXPECT_EQ(stored.status, LeadStatus::kConfirmed);
+  EXPECT_EQ(stored.decided_at, c.lead.decided_at);
+  ASSERT_EQ(store_->Hits().size(), 1u);
+  EXPECT_EQ(store_->Hits()[0].id, c.hit.id);
+  const auto alerts = store_->Alerts();
+  ASSERT_EQ(alerts.size(), 1u);
+  EXPECT_EQ(alerts[0].payload_json, c.alert.payload_json);
+  EXPECT_TRUE(store_->Leads(true).empty());
+  EXPECT_EQ(store_->Leads(false).size(), 1u);
+
+  // The payload names both cases and exhibits, scores and who confirmed.
+  {
+    RawDb raw(Db());
+    auto field = [&](const std::string& path) {
+      return raw.Text("SELECT json_extract(payload, '" + path + "') FROM alerts");
+    };
+    EXPECT_EQ(field("$.a.case"), "2026-1");
+    EXPECT_EQ(field("$.a.exhibit"), "E1");
+    EXPECT_EQ(field("$.b.case"), "2025-7");
+    EXPECT_EQ(field("$.b.exhibit"), "T1");
+    EXPECT_EQ(field("$.b.calibre"), "9mm Luger");
+    EXPECT_EQ(field("$.method"), "cmc-v1");
+    EXPECT_EQ(field("$.score"), "21");
+    EXPECT_EQ(field("$.strength"), "0.001");
+    EXPECT_EQ(field("$.confirmed_by"), "dr. expert");
+    EXPECT_EQ(field("$.node.country"), "RS");
+    EXPECT_EQ(field("$.hit"), std::to_string(c.hit.id.value));
+  }
+
+  // One audit row.
+  const auto audit = store_->AuditTrail(std::nullopt);
+  ASSERT_EQ(audit.size(), audit_before + 1);
+  EXPECT_EQ(audit.back().action, "confirm_lead");
+  EXPECT_EQ(audit.back().actor, "dr. expert");
+  EXPECT_EQ(audit.back().subject, "lead " + std::to_string(id.value) + ": 2026-1/E1 and 2025-7/T1");
+  EXPECT_EQ(audit.back().exhibit, q_);
+  EXPECT_TRUE(Contains(audit.back().details, "\"hit\":" + std::to_string(c.hit.id.value)));
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
+TEST_F(LeadTest, DecisionsAreFinal) {
+  const auto r = store_->RecordLeads("searcher", q_, {Candidate(b_, 21), Candidate(c_, 3)});
+  const LeadId hit_lead = r[0].lead, rejected_lead = r[1].lead;
+  store_->ConfirmLead(hit_lead, "alice", "");
+  const LeadRecord rejected = store_->RejectLead(rejected_lead, "bob", "different firing pin drag");
+  EXPECT_EQ(rejected.status, LeadStatus::kRejected);
+  EXPECT_EQ(rejected.decided_by, "bob");
+  EXPECT_EQ(rejected.note, "different firing pin drag");
+  EXPECT_EQ(store_->FindLead(rejected_lead).status, LeadStatus::kRejected);
+  EXPECT_EQ(store_->AuditTrail(std::nullopt).back().action, "reject_lead");
+  EXPECT_FALSE(store_->FindLead(hit_lead).note);  // an empty note is no note
+
+  const StoreCounts before = store_->Counts();
+  const std::string h = std::to_string(hit_lead.value), x = std::to_string(rejected_lead.value);
+  ExpectError([&] { store_->ConfirmLead(hit_lead, "bob", ""); },
+              "lead " + h + " (2026-1/E1 and 2025-7/T1) is confirmed, not open: decided by alice");
+  ExpectError([&] { store_->RejectLead(hit_lead, "bob", ""); }, "lead " + h + " (");
+  ExpectError([&] { store_->ConfirmLead(rejected_lead, "alice", ""); },
+              "lead " + x + " (2026-1/E1 and 2024-3/E4) is rejected, not open: decided by bob");
+  ExpectError([&] { store_->RejectLead(rejected_lead, "alice", ""); }, "is rejected, not open");
+  ExpectError([&] { store_->ConfirmLead(LeadId(999), "alice", ""); }, "no lead 999 in the store");
+  ExpectError([&] { store_->RejectLead(LeadId(999), "alice", ""); }, "no lead 999 in the store");
+  EXPECT_THROW(store_->FindLead(LeadId(999)), Error);
+  ExpectSameCounts(store_->Counts(), before);
+
+  // A decided pair is not re-opened by a later search, from either side.
+  const auto again = store_->RecordLeads("searcher", b_, {Candidate(q_, 30)});
+  EXPECT_EQ(again[0].outcome, LeadOutcome::kAlreadyDecided);
+  EXPECT_EQ(again[0].lead, hit_lead);
+  EXPECT_EQ(again[0].status, LeadStatus::kConfirmed);
+  EXPECT_EQ(store_->RecordLeads("searcher", q_, {Candidate(c_, 30)})[0].status,
+            LeadStatus::kRejected);
+  ExpectSameCounts(store_->Counts(), before);  // and no audit row
+  EXPECT_EQ(store_->FindLead(hit_lead).score, 21);
+}
+
+TEST_F(LeadTest, DecidingNeedsAName) {
+  const auto r = store_->RecordLeads("searcher", q_, {Candidate(b_, 21)});
+  const StoreCounts before = store_->Counts();
+  ExpectError([&] { store_->ConfirmLead(r[0].lead, "", ""); },
+              "the confirming expert (by) is empty");
+  ExpectError([&] { store_->ConfirmLead(r[0].lead, "  ", ""); },
+              "the confirming expert (by) is empty");
+  ExpectError([&] { store_->RejectLead(r[0].lead, "", ""); }, "the rejecting expert (by) is empty");
+  ExpectError([&] { store_->ConfirmLead(r[0].lead, "a\nb", ""); }, "control character");
+  ExpectError([&] { store_->ConfirmLead(r[0].lead, "alice", std::string("x\0y", 3)); },
+              "the note contains a control character");
+  ExpectSameCounts(store_->Counts(), before);
+  EXPECT_EQ(store_->FindLead(r[0].lead).status, LeadStatus::kOpen);
+  // A note may span lines.
+  EXPECT_EQ(store_->RejectLead(r[0].lead, "alice", "line 1\nline 2").note, "line 1\nline 2");
+}
+
+TEST_F(LeadTest, AFailedConfirmationLeavesTheLeadOpen) {
+  const auto r = store_->RecordLeads("searcher", q_, {Candidate(b_, 21)});
+  const StoreCounts before = store_->Counts();
+  // The alert is written after the lead and the hit: refusing it must undo both.
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("CREATE TRIGGER refuse_alert BEFORE INSERT ON alerts BEGIN "
+                       "SELECT RAISE(ABORT, 'alert refused by test'); END"),
+              "");
+  }
+  ExpectError([&] { store_->ConfirmLead(r[0].lead, "alice", ""); }, "alert refused by test");
+  ExpectSameCounts(store_->Counts(), before);
+  const LeadRecord l = store_->FindLead(r[0].lead);
+  EXPECT_EQ(l.status, LeadStatus::kOpen);
+  EXPECT_FALSE(l.decided_by);
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec("DROP TRIGGER refuse_alert"), "");
+  }
+  EXPECT_EQ(store_->ConfirmLead(r[0].lead, "alice", "").lead.status, LeadStatus::kConfirmed);
+  EXPECT_TRUE(store_->Verify().ok());
+}
+
+TEST_F(LeadTest, SchemaRefusesInconsistentRows) {
+  RawDb raw(Db());
+  const std::string q = std::to_string(q_.value), b = std::to_string(b_.value);
+  auto insert = [&](const std::string& values) {
+    return raw.Exec(
+        "INSERT INTO leads (query_exhibit_id, candidate_exhibit_id, method, score, strength,"
+        " registration, status, created_at, updated_at, decided_by, decided_at) VALUES (" +
+        values + ")");
+  };
+  EXPECT_TRUE(Contains(insert(q + "," + q + ",'m',1,NULL,'{}','open','t','t',NULL,NULL"),
+                       "CHECK constraint failed"));
+  EXPECT_TRUE(Contains(insert(q + "," + b + ",'m',1,2,'{}','open','t','t',NULL,NULL"),
+                       "CHECK constraint failed"));
+  EXPECT_TRUE(Contains(insert(q + "," + b + ",'m',1,NULL,'[]','open','t','t',NULL,NULL"),
+                       "CHECK constraint failed"));
+  EXPECT_TRUE(Contains(insert(q + "," + b + ",'m',1,NULL,'{}','confirmed','t','t',NULL,NULL"),
+                       "CHECK constraint failed"));
+  EXPECT_TRUE(Contains(insert(q + "," + b + ",'m',1,NULL,'{}','open','t','t','x','t'"),
+                       "CHECK constraint failed"));
+  EXPECT_TRUE(Contains(raw.Exec("INSERT INTO alerts (created_at, origin, summary, payload) VALUES "
+                                "('t', 'local', 's', '{}')"),
+                       "CHECK constraint failed"));
+  EXPECT_EQ(raw.Exec("INSERT INTO alerts (created_at, origin, summary, payload) VALUES "
+                     "('t', 'remote', 'from a peer', '{}')"),
+            "");
+  EXPECT_EQ(store_->Alerts().size(), 1u);
+  EXPECT_EQ(store_->Alerts()[0].origin, "remote");
+  EXPECT_FALSE(store_->Alerts()[0].hit);
+}
 
 }  // namespace
 }  // namespace bien
