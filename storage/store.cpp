@@ -825,6 +825,10 @@ class SqliteStore final : public Store {
   void PutDescriptor(ScanId scan, const std::string& key, std::span<const float> vector) override;
   std::vector<DescriptorRow> Descriptors(const std::string& key,
                                          const Partition& partition) const override;
+  std::vector<DescriptorRow> DescriptorOwners(const std::string& key,
+                                              const Partition& partition) const override;
+  std::optional<std::vector<float>> GetDescriptor(ScanId scan,
+                                                  const std::string& key) const override;
   std::vector<ScanId> DescriptorScanIds(const std::string& key,
                                         const Partition& partition) const override;
   std::vector<ScanRecord> ScansLackingDescriptor(const std::string& key,
@@ -1620,6 +1624,27 @@ std::vector<DescriptorRow> SqliteStore::QueryDescriptors(const std::string& key,
 std::vector<DescriptorRow> SqliteStore::Descriptors(const std::string& key,
                                                     const Partition& partition) const {
   return QueryDescriptors(key, partition, /*with_vectors=*/true);
+}
+
+std::vector<DescriptorRow> SqliteStore::DescriptorOwners(const std::string& key,
+                                                         const Partition& partition) const {
+  return QueryDescriptors(key, partition, /*with_vectors=*/false);
+}
+
+std::optional<std::vector<float>> SqliteStore::GetDescriptor(ScanId scan,
+                                                             const std::string& key) const {
+  auto& s = Q("SELECT dim, vector FROM descriptors WHERE scan_id = ?1 AND descriptor_key = ?2");
+  sql::Stmt::Scope scope(s);
+  s.Bind(1, scan.value).Bind(2, key);
+  if (!s.Step()) return std::nullopt;
+  const int64_t dim = s.Int(0);
+  const std::vector<std::byte> blob = s.Blob(1);
+  if (dim < 1 || blob.size() != static_cast<size_t>(dim) * sizeof(float)) {
+    throw Error(db_->path().string() + ": descriptor " + Quote(key) + " of scan " +
+                std::to_string(scan.value) + " holds " + std::to_string(blob.size()) +
+                " bytes, not " + std::to_string(dim) + " float32 values");
+  }
+  return BytesToFloats(blob);
 }
 
 std::vector<ScanId> SqliteStore::DescriptorScanIds(const std::string& key,

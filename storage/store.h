@@ -374,6 +374,12 @@ class Store {
   // by scan id. Exhibits of another partition are never returned.
   virtual std::vector<DescriptorRow> Descriptors(const std::string& key,
                                                  const Partition& partition) const = 0;
+  // As Descriptors, without reading the vectors (rows with empty vectors).
+  virtual std::vector<DescriptorRow> DescriptorOwners(const std::string& key,
+                                                      const Partition& partition) const = 0;
+  // One scan's descriptor of `key`; nullopt when it has none.
+  virtual std::optional<std::vector<float>> GetDescriptor(ScanId scan,
+                                                          const std::string& key) const = 0;
   // The scan ids of Descriptors(key, partition), ascending, without the vectors.
   virtual std::vector<ScanId> DescriptorScanIds(const std::string& key,
                                                 const Partition& partition) const = 0;

@@ -11,6 +11,7 @@
 #include "tools/commands.h"
 #include "tools/compare.h"
 #include "tools/leads.h"
+#include "tools/search.h"
 
 namespace bien::cli {
 
@@ -86,6 +87,8 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                    "X3P height unit: m (the standard) | mm | um, for files that break it")
       ->capture_default_str();
   c_ingest->add_option("--jobs", ingest.jobs, "Reader threads (default: all cores)");
+  c_ingest->add_flag("--no-search", ingest.no_search,
+                     "Do not search new cartridge cases against the store (no leads)");
   c_ingest->callback([&] { action = [&](Context& ctx) { return CmdIngest(ctx, ingest); }; });
 
   // list
@@ -185,6 +188,24 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
       ->capture_default_str();
   c_bench_compare->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchCompare(ctx, bench_compare); }; });
+
+  // search
+  SearchArgs search;
+  auto* c_search = app.add_subcommand(
+      "search", "Correlation list of a stored cartridge case: coarse index, then CMC re-ranking");
+  c_search->add_option("exhibit", search.exhibit, "CASE/EXHIBIT, a unique exhibit ref, or #ID")
+      ->required();
+  c_search->add_option("--top", search.top, "Candidates to print (default 20)");
+  c_search->add_option("--k", search.options.coarse_k,
+                       "Candidates the coarse stage passes to the fine comparison (default 100)");
+  c_search->add_option("--lead-threshold", search.options.lead_threshold,
+                       "CMC score from which a candidate becomes a lead (default 6)");
+  c_search->add_option("--expand", search.options.expand_top,
+                       "Also compare the coarse neighbours of this many strongest candidates "
+                       "(default 3; 0: off)");
+  c_search->add_flag("--no-leads", search.no_leads, "Do not record leads");
+  c_search->add_option("--jobs", search.options.jobs, "Threads (default: all cores)");
+  c_search->callback([&] { action = [&](Context& ctx) { return CmdSearch(ctx, search); }; });
 
   // leads, confirm, reject, alerts
   LeadsArgs leads;

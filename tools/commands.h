@@ -60,7 +60,8 @@ struct IngestArgs {
   std::optional<double> pixel_size_um;
   std::string xy_unit = "auto";
   std::string z_unit = "m";
-  int jobs = 0;  // parser threads; 0 = number of cores
+  int jobs = 0;            // parser threads; 0 = number of cores
+  bool no_search = false;  // skip the automatic search of new cartridge cases
 };
 int CmdIngest(Context& ctx, const IngestArgs& args);
 
@@ -70,6 +71,7 @@ struct IngestOutcome {
   std::string status;  // "ingested" | "duplicate" | "rejected"
   std::string reason;  // for rejected / duplicate
   int64_t scan_id = 0;
+  int64_t exhibit_id = 0;
   std::string sha256;
   int64_t bytes = 0;
   std::vector<std::string> warnings;  // non-fatal findings of the reader

@@ -1,5 +1,7 @@
 #include "tools/compare.h"
 
+#include "tools/parallel.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -42,12 +44,6 @@ std::string Fixed(double v, int digits) {
 }
 
 // A scan as given on the command line: its heights and where they came from.
-struct Operand {
-  std::string label;
-  std::string sha256;
-  Surface surface;
-};
-
 std::vector<std::byte> ReadAll(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path.string() + ": cannot open for reading");
@@ -81,23 +77,7 @@ Operand LoadStored(const Store& store, const std::string& ref) {
   }
   const auto scans = store.ScansOf(e.id);
   if (scans.empty()) throw Error(name + ": has no scans");
-  const ScanRecord& scan = scans.front();
-  Operand op;
-  op.label = name;
-  op.sha256 = scan.sha256;
-  const std::vector<std::byte> bytes = ReadAll(store.ObjectPath(scan.sha256));
-  if (Sha256Hex(bytes) != scan.sha256) {
-    throw Error(name + ": the stored original does not match its hash; run bien verify");
-  }
-  ScanReadOptions options;
-  if (scan.meta.intensity) options.pixel_size_um = scan.meta.dx_m * 1e6;
-  op.surface = ReadScanFromMemory(bytes, name, options);
-  op.surface.dx_m = scan.meta.dx_m;
-  op.surface.dy_m = scan.meta.dy_m;
-  if (scan.meta.z_scale != 1.0) {
-    for (float& v : op.surface.z) v = static_cast<float>(v * scan.meta.z_scale);
-  }
-  return op;
+  return ReadStoredScan(store.ObjectPath(scans.front().sha256), scans.front(), name);
 }
 
 Operand LoadOperand(const Context& ctx, const std::string& arg, std::optional<double> px,
@@ -151,11 +131,31 @@ std::optional<KnmDistribution> NodeDistribution(const Context& ctx, std::unique_
   return KnmDistribution(store->KnmScores(kCmcMethod));
 }
 
+}  // namespace
+
+Operand ReadStoredScan(const std::filesystem::path& object, const ScanRecord& scan,
+                       const std::string& label) {
+  Operand op;
+  op.label = label;
+  op.sha256 = scan.sha256;
+  const std::vector<std::byte> bytes = ReadAll(object);
+  if (Sha256Hex(bytes) != scan.sha256) {
+    throw Error(label + ": the stored original does not match its hash; run bien verify");
+  }
+  ScanReadOptions options;
+  if (scan.meta.intensity) options.pixel_size_um = scan.meta.dx_m * 1e6;
+  op.surface = ReadScanFromMemory(bytes, label, options);
+  op.surface.dx_m = scan.meta.dx_m;
+  op.surface.dy_m = scan.meta.dy_m;
+  if (scan.meta.z_scale != 1.0) {
+    for (float& v : op.surface.z) v = static_cast<float>(v * scan.meta.z_scale);
+  }
+  return op;
+}
+
 Surface Preprocessed(const Operand& op, PreprocessReport* report) {
   return PreprocessBreechFace(op.surface, op.label, PreprocessOptions{}, report);
 }
-
-}  // namespace
 
 int CmdCompare(Context& ctx, const CompareArgs& args) {
   std::unique_ptr<Store> store;
@@ -242,33 +242,6 @@ struct EvalItem {
   std::shared_ptr<const CmcPrepared> prepared;
   double preprocess_ms = 0;
 };
-
-// Runs f(i) for i in [0, n) on `jobs` threads; the first exception is
-// rethrown on the caller's thread after all threads stop.
-template <typename F>
-void ParallelFor(size_t n, int jobs, F f) {
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  {
-    std::vector<std::jthread> threads;
-    for (int t = 0; t < jobs; ++t) {
-      threads.emplace_back([&] {
-        for (size_t i = next++; i < n && !failed; i = next++) {
-          try {
-            f(i);
-          } catch (...) {
-            std::lock_guard lock(error_mutex);
-            if (!error) error = std::current_exception();
-            failed = true;
-          }
-        }
-      });
-    }
-  }
-  if (error) std::rethrow_exception(error);
-}
 
 class EvalProgress {
  public:

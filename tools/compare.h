@@ -7,6 +7,9 @@
 #include <optional>
 #include <string>
 
+#include "imaging/preprocess.h"
+#include "imaging/surface.h"
+#include "storage/store.h"
 #include "tools/commands.h"
 
 namespace bien::cli {
@@ -14,6 +17,21 @@ namespace bien::cli {
 // The name under which a node keeps its known-non-match scores of the
 // breech-face comparator; a new comparator version starts a new distribution.
 inline constexpr const char* kCmcMethod = "cmc-v1";
+
+// A scan to compare: its label in messages, the SHA-256 of its original and
+// the surface as read.
+struct Operand {
+  std::string label;
+  std::string sha256;
+  Surface surface;
+};
+// Reads a stored original (`object`, the store's ObjectPath of scan.sha256)
+// the way it was read at ingest: stored spacing and height scale. Checks the
+// hash. Touches no Store, so it can run on any thread.
+Operand ReadStoredScan(const std::filesystem::path& object, const ScanRecord& scan,
+                       const std::string& label);
+// The breech-face preprocessing every comparison uses (default options).
+Surface Preprocessed(const Operand& op, PreprocessReport* report);
 
 struct CompareArgs {
   std::string a;  // a scan file, or a stored exhibit (CASE/EXHIBIT or #ID)

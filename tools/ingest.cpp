@@ -13,14 +13,17 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <set>
 #include <thread>
 #include <utility>
 
 #include "core/csv.h"
 #include "core/error.h"
 #include "imaging/surface_io.h"
+#include "matching/descriptor.h"
 #include "tools/commands.h"
 #include "tools/output.h"
+#include "tools/search.h"
 
 namespace bien::cli {
 
@@ -72,6 +75,7 @@ struct ParsedScan {
   size_t item = 0;
   std::vector<std::byte> bytes;
   ScanMeta meta;
+  std::vector<NewDescriptor> descriptors;
   std::vector<std::string> warnings;
   std::string error;
 };
@@ -140,6 +144,17 @@ ParsedScan ParseItem(const IngestItem& item, size_t index) {
     m.creator = surface.provenance.creator;
     m.comment = surface.provenance.comment;
     parsed.warnings = surface.warnings;
+    // The coarse search descriptor of a 3D breech face, stored in the same
+    // transaction. A breech face it cannot use is still stored (it is
+    // evidence), with a warning that search will not find it.
+    if (item.exhibit.kind == ExhibitKind::kCartridgeCase && !m.intensity) {
+      try {
+        parsed.descriptors.push_back(
+            NewDescriptor{DescriptorKey(), BreechFaceScanDescriptor(surface, item.label)});
+      } catch (const Error& e) {
+        parsed.warnings.push_back(std::string("not searchable: ") + e.what());
+      }
+    }
   } catch (const Error& e) {
     parsed.error = e.what();
     parsed.bytes.clear();
@@ -295,7 +310,7 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
         continue;
       }
       outcome.bytes = static_cast<int64_t>(scan.bytes.size());
-      to_store.push_back(NewScan{scan.meta, scan.bytes});
+      to_store.push_back(NewScan{scan.meta, scan.bytes, std::move(scan.descriptors)});
       stored_items.push_back(scan.item);
     }
     if (!to_store.empty()) {
@@ -304,6 +319,7 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
         for (size_t k = 0; k < results.size(); ++k) {
           IngestOutcome& outcome = summary.items[stored_items[k]];
           outcome.scan_id = results[k].scan.value;
+          outcome.exhibit_id = results[k].exhibit.value;
           outcome.sha256 = results[k].sha256;
           if (results[k].status == AddStatus::kAdded) {
             outcome.status = "ingested";
@@ -552,10 +568,43 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
   auto store = Store::Open(ctx.NodeDir());
   const IngestSummary summary =
       IngestItems(*store, ctx.actor, std::move(items), args.jobs, ctx.progress, ctx.err);
+  // Every new cartridge case is searched against the node's own store; its
+  // candidates at or above the lead threshold become leads.
+  std::vector<SearchReport> searches;
+  std::vector<std::string> search_errors;
+  if (!args.no_search) {
+    std::set<int64_t> searched;
+    for (const IngestOutcome& o : summary.items) {
+      if (o.status != "ingested" || !searched.insert(o.exhibit_id).second) continue;
+      const ExhibitRecord e = store->FindExhibit("#" + std::to_string(o.exhibit_id));
+      if (e.kind != ExhibitKind::kCartridgeCase) continue;
+      try {
+        searches.push_back(SearchExhibit(*store, e, SearchOptions{}, ctx.actor));
+      } catch (const Error& err) {
+        search_errors.push_back(err.what());
+      }
+    }
+  }
   if (ctx.json) {
-    ctx.out << SummaryJson(summary).dump(2) << "\n";
+    nlohmann::json j = SummaryJson(summary);
+    nlohmann::json js = nlohmann::json::array();
+    for (const SearchReport& r : searches) {
+      nlohmann::json leads = nlohmann::json::array();
+      for (const RecordedLead& l : r.leads) {
+        leads.push_back({{"lead", l.lead.value}, {"outcome", ToString(l.outcome)}});
+      }
+      js.push_back({{"exhibit", r.query.case_ref + "/" + r.query.exhibit_ref},
+                    {"compared", r.candidates.size()},
+                    {"best_score", r.candidates.empty() ? 0.0 : r.candidates.front().score},
+                    {"leads", leads}});
+    }
+    j["searches"] = js;
+    j["search_errors"] = search_errors;
+    ctx.out << j.dump(2) << "\n";
   } else {
     PrintSummary(ctx.out, summary);
+    for (const SearchReport& r : searches) PrintSearchSummary(ctx.out, r);
+    for (const std::string& e : search_errors) ctx.out << "search not run: " << e << "\n";
   }
   if (summary.rejected == 0) return kExitOk;
   return summary.ingested + summary.duplicates > 0 ? kExitPartial : kExitFailure;

@@ -1,0 +1,269 @@
+// `bien search` and the automatic search at ingest: the coarse index kept in
+// step with the store, the CMC re-ranking, partitions and leads. Synthetic
+// always; the Fadul set among synthetic distractors where the real data is.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/csv.h"
+#include "imaging/synth.h"
+#include "imaging/transform.h"
+#include "imaging/x3p.h"
+#include "matching/descriptor.h"
+#include "storage/store.h"
+#include "tests/test_util.h"
+#include "tests/tools/cli_util.h"
+#include "tools/search.h"
+
+namespace bien::testing {
+namespace {
+
+nlohmann::json Json(const CliResult& r) {
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  return nlohmann::json::parse(r.out);
+}
+
+std::filesystem::path OnlyIndexFile(const std::filesystem::path& node) {
+  std::vector<std::filesystem::path> files;
+  for (const auto& f : std::filesystem::directory_iterator(node / "index")) {
+    files.push_back(f.path());
+  }
+  EXPECT_EQ(files.size(), 1u);
+  return files.empty() ? std::filesystem::path() : files.front();
+}
+
+class SearchCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Three synthetic firearms, two shots each, at a realistic scan size (the
+    // descriptor's rings reach 2.2 mm from the firing pin).
+    SynthOptions o;
+    o.firearms = 3;
+    o.shots = 2;
+    o.seed = 21;
+    o.size_px = 560;
+    files_ = WriteSynthSet(dir_.path() / "set", o);
+    // A third shot of firearm 0, said to be of another calibre: it would
+    // match, but another partition is never searched.
+    WriteX3p(MakeSynthShot(o, 0, 2), dir_.path() / "set" / "other calibre.x3p");
+    node_ = (dir_.path() / "node").string();
+    EXPECT_EQ(RunBien({"init", "--node", node_}).code, 0);
+    std::ofstream m(dir_.path() / "set" / "manifest.csv");
+    m << "path,case,exhibit,kind,role,calibre,firearm\n";
+    for (const SynthFile& f : files_) {
+      m << f.file_name << ",CASE-" << f.firearm << ",E" << f.firearm << "-" << f.shot
+        << ",cartridge_case,evidence,9mm Luger,\n";
+    }
+    m << "other calibre.x3p,CASE-X,X1,cartridge_case,evidence,.40 S&W,\n";
+  }
+
+  TempDir dir_;
+  std::vector<SynthFile> files_;
+  std::string node_;
+};
+
+TEST_F(SearchCli, IngestSearchesNewCasesAndFlagsTheMatesAsLeads) {
+  const auto ingest = Json(RunBien({"ingest", "--node", node_, "--manifest",
+                                    (dir_.path() / "set" / "manifest.csv").string(), "--json"}));
+  EXPECT_EQ(ingest["ingested"].get<int>(), 7);
+  ASSERT_EQ(ingest["searches"].size(), 7u) << ingest.dump(2);
+  EXPECT_TRUE(ingest["search_errors"].empty());
+
+  // Each pair of shots of one firearm became exactly one open lead; nothing
+  // else did (the other calibre's shot is in another partition).
+  const auto leads = Json(RunBien({"leads", "--node", node_, "--json"}));
+  ASSERT_EQ(leads.size(), 3u) << leads.dump(2);
+  for (const auto& l : leads) {
+    EXPECT_EQ(l["query"]["case"], l["candidate"]["case"]) << l.dump();
+    EXPECT_NE(l["query"]["case"].get<std::string>(), "CASE-X");
+  }
+
+  const auto s = Json(RunBien({"search", "--node", node_, "CASE-0/E0-0", "--json"}));
+  EXPECT_EQ(s["partition"].get<std::string>(), "cartridge_case|9mm Luger");
+  EXPECT_EQ(s["partition_scans"].get<int>(), 6);
+  ASSERT_EQ(s["candidates"].size(), 5u);
+  EXPECT_EQ(s["candidates"][0]["exhibit"].get<std::string>(), "CASE-0/E0-1");
+  EXPECT_TRUE(s["candidates"][0]["lead"].get<bool>());
+  EXPECT_GT(s["candidates"][0]["score"].get<double>(),
+            3 * s["candidates"][1]["score"].get<double>());
+  for (const auto& c : s["candidates"]) EXPECT_NE(c["exhibit"].get<std::string>(), "CASE-X/X1");
+  // Found again: the open lead is updated, not doubled.
+  ASSERT_EQ(s["leads"].size(), 1u);
+  EXPECT_EQ(s["leads"][0]["outcome"].get<std::string>(), "updated");
+  EXPECT_EQ(Json(RunBien({"leads", "--node", node_, "--json"})).size(), 3u);
+
+  // The other calibre is searched in its own partition only.
+  const auto x = Json(RunBien({"search", "--node", node_, "CASE-X/X1", "--json"}));
+  EXPECT_EQ(x["partition_scans"].get<int>(), 1);
+  EXPECT_TRUE(x["candidates"].empty());
+}
+
+TEST_F(SearchCli, TheIndexIsRebuiltWhenMissingOrDamagedAndUpdatedAfterIngest) {
+  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--manifest",
+                     (dir_.path() / "set" / "manifest.csv").string(), "--no-search"})
+                .code,
+            0);
+  auto note = [&] {
+    const auto s = Json(RunBien({"search", "--node", node_, "E1-0", "--json", "--no-leads"}));
+    EXPECT_EQ(s["candidates"][0]["exhibit"].get<std::string>(), "CASE-1/E1-1");
+    return s["index"]["note"].get<std::string>();
+  };
+  EXPECT_TRUE(Contains(note(), "rebuilt: no saved index"));
+  EXPECT_EQ(note(), "loaded");
+  const auto file = OnlyIndexFile(node_);
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(file) / 2));
+    f.put('\x5a');
+  }
+  EXPECT_TRUE(Contains(note(), "rebuilt: checksum mismatch"));
+  std::filesystem::resize_file(file, 40);
+  EXPECT_TRUE(Contains(note(), "rebuilt: truncated"));
+  std::filesystem::remove(file);
+  EXPECT_TRUE(Contains(note(), "rebuilt: no saved index"));
+  // --no-leads recorded nothing.
+  EXPECT_TRUE(Json(RunBien({"leads", "--node", node_, "--json"})).empty());
+
+  // A new exhibit joins the saved index without a rebuild.
+  SynthOptions o;
+  o.seed = 21;
+  o.size_px = 560;
+  o.firearms = 3;
+  o.shots = 2;
+  const auto extra = dir_.path() / "extra.x3p";
+  WriteX3p(MakeSynthShot(o, 1, 3), extra);
+  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--case", "CASE-1", "--exhibit", "E1-3", "--kind",
+                     "cartridge_case", "--role", "evidence", "--calibre", "9mm Luger",
+                     "--no-search", extra.string()})
+                .code,
+            0);
+  EXPECT_EQ(note(), "updated (+1, -0)");
+}
+
+TEST_F(SearchCli, BadRequestsAreNamed) {
+  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--manifest",
+                     (dir_.path() / "set" / "manifest.csv").string(), "--no-search"})
+                .code,
+            0);
+  CliResult r = RunBien({"search", "--node", node_, "NO-SUCH"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "NO-SUCH")) << r.err;
+  r = RunBien({"search", "--node", node_, "E0-0", "--k", "0"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "at least one")) << r.err;
+  r = RunBien({"search", "--node", node_, "E0-0", "--top", "0"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "--top")) << r.err;
+}
+
+// The acceptance test: the 40 Fadul scans, each rotated at random,
+// among synthetic distractor exhibits of the same calibre; every scan's mates
+// (same slide) appear in the top 10 of its correlation list. The distractors
+// are MakeSynthBreechFace shots (matching/descriptor.h), whose descriptors
+// are distributed like real non-matches.
+TEST(SearchReal, FadulMatesInTheTopTenAmongSyntheticDistractors) {
+  const auto data = BIEN_REQUIRE_SHARED_DATA();
+  TempDir dir;
+  NodeConfig config;
+  config.name = "search test";
+  config.country = "RS";
+  Store::Create(dir.path() / "node", config, "test");
+  auto store = Store::Open(dir.path() / "node");
+  const CsvTable truth = ReadCsvFile(data / "cartridge/fadul/truth.csv");
+  const size_t path_col = *truth.Column("path"), source_col = *truth.Column("source");
+  std::mt19937_64 rng(4242);
+  std::uniform_real_distribution<double> angle(0, 360);
+  std::map<std::string, std::string> source_of;  // exhibit ref -> slide
+  for (size_t i = 0; i < truth.rows.size(); ++i) {
+    const Surface s =
+        RotateSurface(ReadX3p(data / "cartridge/fadul" / truth.rows[i][path_col]), angle(rng));
+    const auto file = dir.path() / ("fadul" + std::to_string(i) + ".x3p");
+    WriteX3p(s, file);
+    const std::vector<std::byte> bytes = ReadBytes(file);
+    ExhibitSpec spec;
+    spec.case_ref = "REAL";
+    spec.exhibit_ref = "F" + std::to_string(i);
+    spec.cc.calibre = "9mm Luger";
+    source_of[spec.exhibit_ref] = truth.rows[i][source_col];
+    NewScan scan;
+    scan.meta.original_name = file.filename().string();
+    scan.meta.format = "x3p";
+    scan.meta.width = s.width;
+    scan.meta.height = s.height;
+    scan.meta.dx_m = s.dx_m;
+    scan.meta.dy_m = s.dy_m;
+    scan.original = bytes;
+    scan.descriptors.push_back(
+        NewDescriptor{DescriptorKey(), cli::BreechFaceScanDescriptor(s, file.string())});
+    store->AddScans("test", spec, std::span<const NewScan>(&scan, 1));
+  }
+  const int kDistractors = 1000;
+  const SynthDescriptorOptions synth;
+  for (int f = 0; f < kDistractors; ++f) {
+    const Surface s = MakeSynthBreechFace(synth, DescriptorOptions{}, 100 + f, 0);
+    const auto file = dir.path() / "d.x3p";
+    WriteX3p(s, file);
+    const std::vector<std::byte> bytes = ReadBytes(file);
+    ExhibitSpec spec;
+    spec.case_ref = "SYNTH";
+    spec.exhibit_ref = "D" + std::to_string(f);
+    spec.cc.calibre = "9mm Luger";
+    NewScan scan;
+    scan.meta.original_name = "d.x3p";
+    scan.meta.format = "x3p";
+    scan.meta.width = s.width;
+    scan.meta.height = s.height;
+    scan.meta.dx_m = s.dx_m;
+    scan.meta.dy_m = s.dy_m;
+    scan.original = bytes;
+    scan.descriptors.push_back(
+        NewDescriptor{DescriptorKey(), BreechFaceDescriptor(s, "distractor")});
+    store->AddScans("test", spec, std::span<const NewScan>(&scan, 1));
+  }
+  cli::SearchOptions options;  // the defaults, with query expansion
+  options.coarse_k = 50;       // (the default 100 doubles the test's time)
+  options.record_leads = false;
+  int queries = 0, mate_first = 0, with_mate_in_top10 = 0, mate_pairs = 0, mate_pairs_in_top10 = 0;
+  for (const auto& [ref, slide] : source_of) {
+    const cli::SearchReport r =
+        cli::SearchExhibit(*store, store->FindExhibit("REAL/" + ref), options, "test");
+    int mates_in_top10 = 0, mates = 0;
+    for (const auto& [other, other_slide] : source_of)
+      mates += other != ref && other_slide == slide;
+    for (size_t k = 0; k < r.candidates.size() && k < 10; ++k) {
+      const auto& e = r.candidates[k].exhibit;
+      if (e.case_ref == "REAL" && source_of[e.exhibit_ref] == slide) ++mates_in_top10;
+    }
+    with_mate_in_top10 += mates_in_top10 > 0;
+    mate_pairs += mates;
+    mate_pairs_in_top10 += mates_in_top10;
+    if (mates_in_top10 < mates) {
+      std::printf("  %s (%s): %d of %d mates in the top 10\n", ref.c_str(), slide.c_str(),
+                  mates_in_top10, mates);
+    }
+    ++queries;
+    mate_first += !r.candidates.empty() && r.candidates[0].exhibit.case_ref == "REAL" &&
+                  source_of[r.candidates[0].exhibit.exhibit_ref] == slide;
+    EXPECT_EQ(r.partition_scans, 40 + kDistractors);
+  }
+  std::printf(
+      "Fadul among %d distractors: mate first %d of %d; a mate in the top 10 %d of %d; "
+      "mate pairs in the top 10 %d of %d\n",
+      kDistractors, mate_first, queries, with_mate_in_top10, queries, mate_pairs_in_top10,
+      mate_pairs);
+  EXPECT_EQ(queries, 40);
+  // Measured 2026-11-23 (docs/ACCURACY.md, "Search"): 39 of 40 scans rank a
+  // mate first, 122 of 126 mate pairs are in the top 10. The goal is
+  // all of them; the misses are mates the coarse descriptor ranks below the
+  // top 50 (one slide-1 scan finds none of its two mates). The bounds below
+  // catch any regression of the funnel without pretending the goal is met.
+  EXPECT_GE(with_mate_in_top10, 39);
+  EXPECT_GE(mate_first, 39);
+  EXPECT_GE(mate_pairs_in_top10, 120);
+}
+
+}  // namespace
+}  // namespace bien::testing

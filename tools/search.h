@@ -1,0 +1,101 @@
+// `bien search`: the two-stage search of one stored cartridge case against
+// its partition of the node's store (docs/SEARCH.md).
+//
+//  1. coarse: the exhibit's bfd descriptor (matching/descriptor.h) is looked
+//     up in the partition's FAISS index (matching/index.h), kept in
+//     NODE/index/ and brought up to date with the store first (loaded,
+//     updated with the scans added since, or rebuilt when missing, corrupt
+//     or of another descriptor version);
+//  2. fine: the best `coarse_k` exhibits of compatible class characteristics
+//     are compared with congruent matching cells (matching/cmc.h) on all
+//     cores, from their stored originals;
+//  3. the correlation list is ordered by the fine score, each with its
+//     strength (how often the node's known non-matches score as high);
+//     candidates at or above `lead_threshold` become leads;
+//  4. query expansion: the coarse neighbours of the strongest candidates are
+//     compared too (a mate the query's descriptor ranks low is often close to
+//     another mate's).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "imaging/surface.h"
+#include "matching/calibration.h"
+#include "matching/cmc.h"
+#include "storage/store.h"
+#include "tools/commands.h"
+
+namespace bien::cli {
+
+// A combined CMC score at or above this makes a candidate a lead. NIST's
+// CMC papers call six congruent cells an identification; on the Fadul set
+// known non-matches score at most 4.5 and known matches at least 14
+// (docs/ACCURACY.md). A lead is only flagged for an expert's review.
+inline constexpr double kDefaultLeadThreshold = 6;
+
+struct SearchOptions {
+  int coarse_k = 100;  // candidates the coarse stage hands to the fine stage
+  int jobs = 0;        // fine-stage threads; 0 = all cores
+  double lead_threshold = kDefaultLeadThreshold;
+  bool record_leads = true;
+  // Query expansion: the coarse neighbours of the `expand_top` strongest
+  // candidates (at or above the lead threshold) are compared as well,
+  // `expand_k` new exhibits each; 0 turns it off.
+  int expand_top = 3;
+  int expand_k = 20;
+};
+
+struct SearchCandidate {
+  ExhibitRecord exhibit;
+  ScanId scan;              // the scan the coarse stage found
+  int coarse_rank = 0;      // 1-based, in the coarse list that found it
+  double coarse_score = 0;  // cosine of the descriptors
+  std::string found_via;    // empty: the query's coarse list; else the candidate whose list
+  double score = 0;         // combined CMC score
+  int forward = 0;          // congruent cells, reference -> candidate
+  int backward = 0;
+  Registration registration;  // candidate = query under this pose
+  std::optional<Exceedance> strength;
+  std::string strength_text;
+  bool lead = false;  // at or above the lead threshold
+};
+
+struct SearchReport {
+  ExhibitRecord query;
+  std::string partition;
+  int64_t partition_scans = 0;              // scans with a descriptor in the partition
+  std::string index_kind;                   // "exact", "ivf_flat", ...
+  std::string index_note;                   // "loaded", "updated (+2)", "rebuilt: no saved index"
+  std::vector<SearchCandidate> candidates;  // best fine score first
+  std::vector<std::string> skipped;         // candidates that could not be compared, and why
+  std::vector<RecordedLead> leads;
+  double lead_threshold = kDefaultLeadThreshold;
+  double coarse_ms = 0;
+  double fine_ms = 0;
+  int jobs = 1;
+};
+
+// The coarse descriptor of a raw scan as ingest computes it: preprocessed as
+// every comparison is, then bfd. Throws bien::Error naming `label`.
+std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label);
+
+// Runs the search of a stored exhibit. Throws bien::Error naming the exhibit
+// when it is not a cartridge case, has no 3D scan or no usable descriptor.
+// Records leads (one transaction) unless options.record_leads is false.
+SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const SearchOptions& options,
+                           const std::string& actor);
+
+struct SearchArgs {
+  std::string exhibit;  // CASE/EXHIBIT, a unique exhibit ref, or #ID
+  int top = 20;         // rows printed
+  SearchOptions options;
+  bool no_leads = false;
+};
+int CmdSearch(Context& ctx, const SearchArgs& args);
+
+// Prints one search as `bien search` does (text), for ingest's automatic search.
+void PrintSearchSummary(std::ostream& out, const SearchReport& report);
+
+}  // namespace bien::cli
