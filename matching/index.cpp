@@ -880,7 +880,6 @@ IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
   if (mates < 1 || n < mates || dim < 2 || queries < 1) {
     throw Error("index benchmark: need mates >= 1, n >= mates, dim >= 2, queries >= 1");
   }
-  using Clock = std::chrono::steady_clock;
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> gauss(0.f, 1.f);
   const int families = 256;
@@ -923,11 +922,49 @@ IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
     noisy_copy(query_centre[q], qv.data() + static_cast<size_t>(q) * dim);
   }
 
+  std::vector<std::vector<int64_t>> query_mates(queries);
+  for (int q = 0; q < queries; ++q) {
+    for (int64_t m = query_centre[q]; m < n; m += centres) {
+      if (m / centres >= mates) break;  // leftover ids beyond whole groups
+      query_mates[q].push_back(m);
+    }
+  }
+  return BenchIndexOn(dim, ids, data, qv, query_mates, options);
+}
+
+IndexBenchResult BenchIndexOn(int dim, std::span<const int64_t> ids, std::span<const float> vectors,
+                              std::span<const float> queries,
+                              const std::vector<std::vector<int64_t>>& mates,
+                              const VectorIndexOptions& options) {
+  options.Check();
+  const int64_t n = static_cast<int64_t>(ids.size());
+  const int query_count = static_cast<int>(mates.size());
+  if (dim < 1 || n < 1 || query_count < 1 ||
+      vectors.size() != static_cast<size_t>(n) * static_cast<size_t>(dim) ||
+      queries.size() != static_cast<size_t>(query_count) * static_cast<size_t>(dim)) {
+    throw Error(
+        "index benchmark: need at least one vector and one query, ids.size() * dim vector "
+        "floats and mates.size() * dim query floats");
+  }
+  {
+    std::vector<int64_t> sorted(ids.begin(), ids.end());
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& list : mates) {
+      for (int64_t m : list) {
+        if (!std::binary_search(sorted.begin(), sorted.end(), m)) {
+          throw Error("index benchmark: mate id " + std::to_string(m) + " is not in the index");
+        }
+      }
+    }
+  }
+  using Clock = std::chrono::steady_clock;
+  const int k = 100;
   IndexBenchResult r;
   r.n = n;
   r.dim = dim;
+  r.queries = query_count;
   const auto t0 = Clock::now();
-  auto index = VectorIndex::Build(dim, "bench", ids, data, options);
+  auto index = VectorIndex::Build(dim, "bench", ids, vectors, options);
   r.build_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   r.kind = index->kind();
   r.nlist = index->nlist();
@@ -937,16 +974,16 @@ IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
   auto time_queries = [&](const VectorIndex& idx, int count, std::vector<double>& ms,
                           std::vector<std::vector<SearchHit>>* hits) {
     for (int q = 0; q < count; ++q) {
-      std::span<const float> one(qv.data() + static_cast<size_t>(q) * dim, dim);
+      std::span<const float> one(queries.data() + static_cast<size_t>(q) * dim, dim);
       const auto s = Clock::now();
-      auto h = idx.Search(one, 100);
+      auto h = idx.Search(one, k);
       ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
       if (hits) hits->push_back(std::move(h));
     }
   };
   std::vector<double> ms;
   std::vector<std::vector<SearchHit>> approx;
-  time_queries(*index, queries, ms, &approx);
+  time_queries(*index, query_count, ms, &approx);
   r.query_ms_median = Percentile(ms, 0.5);
   r.query_ms_p99 = Percentile(ms, 0.99);
 
@@ -958,38 +995,50 @@ IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
   const VectorIndex* exact = index.get();
   if (r.kind != IndexKind::kExact) {
     index.reset();  // free the approximate index's memory first
-    exact_holder = VectorIndex::Build(dim, "bench", ids, data, exact_options);
+    exact_holder = VectorIndex::Build(dim, "bench", ids, vectors, exact_options);
     exact = exact_holder.get();
   }
-  const auto truth = exact->SearchBatch(qv, 100);
+  const auto truth = exact->SearchBatch(queries, k);
   std::vector<double> exact_ms;
-  time_queries(*exact, std::min(queries, 20), exact_ms, nullptr);
+  time_queries(*exact, std::min(query_count, 20), exact_ms, nullptr);
   r.exact_query_ms_median = Percentile(exact_ms, 0.5);
 
+  auto found_in = [](const std::vector<SearchHit>& hits, size_t top,
+                     const std::vector<int64_t>& wanted) {
+    int found = 0;
+    for (size_t j = 0; j < std::min(top, hits.size()); ++j) {
+      found += std::count(wanted.begin(), wanted.end(), hits[j].id) > 0 ? 1 : 0;
+    }
+    return found;
+  };
   double hit10 = 0, hit100 = 0, mate_hits = 0, mate_total = 0;
-  for (int q = 0; q < queries; ++q) {
-    auto overlap = [&](size_t k) {
+  double found10 = 0, found100 = 0, exact10 = 0, exact100 = 0;
+  for (int q = 0; q < query_count; ++q) {
+    auto overlap = [&](size_t top) {
       std::unordered_set<int64_t> want;
-      for (size_t j = 0; j < std::min(k, truth[q].size()); ++j) want.insert(truth[q][j].id);
+      for (size_t j = 0; j < std::min(top, truth[q].size()); ++j) want.insert(truth[q][j].id);
       size_t found = 0;
-      for (size_t j = 0; j < std::min(k, approx[q].size()); ++j)
+      for (size_t j = 0; j < std::min(top, approx[q].size()); ++j)
         found += want.count(approx[q][j].id);
       return want.empty() ? 1.0 : static_cast<double>(found) / static_cast<double>(want.size());
     };
     hit10 += overlap(10);
     hit100 += overlap(100);
-    std::unordered_set<int64_t> top10;
-    for (size_t j = 0; j < std::min<size_t>(10, approx[q].size()); ++j)
-      top10.insert(approx[q][j].id);
-    for (int64_t m = query_centre[q]; m < n; m += centres) {
-      if (m / centres >= mates) break;  // leftover ids beyond whole groups
-      mate_total += 1;
-      mate_hits += top10.count(m);
-    }
+    const int in10 = found_in(approx[q], 10, mates[q]);
+    mate_total += static_cast<double>(mates[q].size());
+    mate_hits += in10;
+    found10 += in10 > 0 ? 1 : 0;
+    found100 += found_in(approx[q], 100, mates[q]) > 0 ? 1 : 0;
+    exact10 += found_in(truth[q], 10, mates[q]) > 0 ? 1 : 0;
+    exact100 += found_in(truth[q], 100, mates[q]) > 0 ? 1 : 0;
   }
-  r.recall_at_10 = hit10 / queries;
-  r.recall_at_100 = hit100 / queries;
+  r.recall_at_10 = hit10 / query_count;
+  r.recall_at_100 = hit100 / query_count;
   r.mate_recall_at_10 = mate_total > 0 ? mate_hits / mate_total : 1.0;
+  r.mate_found_at_10 = found10 / query_count;
+  r.mate_found_at_100 = found100 / query_count;
+  r.exact_mate_found_at_10 = exact10 / query_count;
+  r.exact_mate_found_at_100 = exact100 / query_count;
   return r;
 }
 

@@ -260,9 +260,29 @@ struct IndexBenchResult {
   double recall_at_10 = 0;           // share of the exact top-10 found in the top-10
   double recall_at_100 = 0;          // share of the exact top-100 found in the top-100
   double mate_recall_at_10 = 0;      // share of the queried centre's mates in the top-10
+  // Share of queries with at least one of their mates in the top-k of the
+  // index measured (mate_found_*) and of the exact baseline (exact_mate_found_*):
+  // their difference is what the approximate index loses.
+  double mate_found_at_10 = 0;
+  double mate_found_at_100 = 0;
+  double exact_mate_found_at_10 = 0;
+  double exact_mate_found_at_100 = 0;
+  int queries = 0;
 };
 // Throws bien::Error on bad arguments (n < mates, queries < 1...).
 IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
                             const VectorIndexOptions& options, int mates = 4);
+
+// The same measurement on given vectors: builds an index of `vectors`
+// (ids.size() * dim floats) with `options`, runs each of the
+// mates.size() queries (queries: mates.size() * dim floats, none of them in
+// the index) one at a time for its top 100, and scores it against the ids in
+// mates[q] (the query's true mates, in the index) and against an exact index
+// of the same vectors. Throws bien::Error on a size mismatch, no queries or a
+// mate id that is not among `ids`.
+IndexBenchResult BenchIndexOn(int dim, std::span<const int64_t> ids, std::span<const float> vectors,
+                              std::span<const float> queries,
+                              const std::vector<std::vector<int64_t>>& mates,
+                              const VectorIndexOptions& options);
 
 }  // namespace bien

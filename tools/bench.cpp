@@ -1,18 +1,32 @@
 // `bien bench ingest`: scans per second for read + validate + hash + store,
 // on the real Fadul scans and on synthetic scans of the same size.
+// `bien bench search`: the coarse index and the CMC re-ranking at partition
+// sizes up to 10^6 exhibits, on synthetic descriptors.
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
 #include <ostream>
+#include <thread>
 
 #include "core/csv.h"
 #include "core/error.h"
+#include "imaging/preprocess.h"
 #include "imaging/synth.h"
+#include "imaging/x3p.h"
+#include "matching/cmc.h"
+#include "matching/descriptor.h"
+#include "matching/index.h"
 #include "tools/commands.h"
 #include "tools/output.h"
+#include "tools/synth_features.h"
 
 namespace bien::cli {
 
@@ -160,6 +174,374 @@ int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args) {
       return kExitFailure;
     }
   }
+  return kExitOk;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::string Num(double v, int decimals) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", decimals, v);
+  return b;
+}
+
+// A scratch folder removed on scope exit.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string templ = (std::filesystem::temp_directory_path() / "bien-bench-XXXXXX").string();
+    if (!mkdtemp(templ.data())) throw Error("cannot create a temporary folder for the benchmark");
+    path_ = templ;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Runs f(i) for i in [0, n) on `jobs` threads; the first exception is rethrown.
+template <typename F>
+void ForEachOnThreads(int n, int jobs, F f) {
+  std::atomic<int> next{0};
+  std::vector<std::exception_ptr> errors(jobs);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < jobs; ++t) {
+      threads.emplace_back([&, t] {
+        try {
+          for (int i = next++; i < n; i = next++) f(i);
+        } catch (...) {
+          errors[t] = std::current_exception();
+          next = n;
+        }
+      });
+    }
+  }
+  for (const auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// The fine stage of one search, measured for real: the query and `candidates`
+// synthetic scans (545 px at 6.25 um, as a Fadul scan) are written as X3P
+// files first (not timed: they stand in for stored originals); then, timed,
+// the query is read, preprocessed, described and prepared, and every
+// candidate is read, preprocessed, prepared and compared with CMC on `jobs`
+// threads. Candidate 0 is the query's mate (same synthetic firearm).
+struct FineStage {
+  int candidates = 0;
+  int threads = 0;
+  double query_ms = 0;       // read + preprocess + descriptor + PrepareCmc of the query
+  double candidates_ms = 0;  // wall time of all candidates on `threads` threads
+  double read_ms = 0, preprocess_ms = 0, prepare_ms = 0, compare_ms = 0;  // per candidate, mean
+  int mate_rank = 0;  // 1 = the mate has the best CMC score
+  double mate_score = 0;
+  double best_other_score = 0;
+  double total_ms() const { return query_ms + candidates_ms; }
+};
+
+FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
+                           const std::filesystem::path& work) {
+  SynthOptions so;
+  so.firearms = candidates;
+  so.shots = 2;
+  so.seed = seed;
+  so.size_px = 545;
+  so.Check();
+  const auto query_path = work / "query.x3p";
+  auto candidate_path = [&](int i) { return work / ("candidate-" + std::to_string(i) + ".x3p"); };
+  ForEachOnThreads(candidates + 1, jobs, [&](int i) {
+    if (i == candidates) {
+      WriteX3p(MakeSynthShot(so, 0, 1), query_path);
+    } else {
+      WriteX3p(MakeSynthShot(so, i, 0), candidate_path(i));
+    }
+  });
+  const int saved_cv_threads = cv::getNumThreads();
+  cv::setNumThreads(1);  // parallel over candidates instead
+  FineStage f;
+  f.candidates = candidates;
+  f.threads = jobs;
+  std::vector<double> read(candidates), pre(candidates), prep(candidates), cmp(candidates),
+      score(candidates);
+  try {
+    const CmcOptions cmc;
+    const auto t0 = Clock::now();
+    const Surface q = PreprocessBreechFace(ReadX3p(query_path), query_path.string());
+    const std::vector<float> descriptor = BreechFaceDescriptor(q, query_path.string());
+    const auto query = PrepareCmc(q, query_path.string(), cmc);
+    f.query_ms = MsSince(t0);
+    const auto t1 = Clock::now();
+    ForEachOnThreads(candidates, jobs, [&](int i) {
+      const auto path = candidate_path(i);
+      auto t = Clock::now();
+      const Surface raw = ReadX3p(path);
+      read[i] = MsSince(t);
+      t = Clock::now();
+      const Surface s = PreprocessBreechFace(raw, path.string());
+      pre[i] = MsSince(t);
+      t = Clock::now();
+      const auto prepared = PrepareCmc(s, path.string(), cmc);
+      prep[i] = MsSince(t);
+      t = Clock::now();
+      score[i] = CompareCmc(*query, *prepared, cmc).combined;
+      cmp[i] = MsSince(t);
+    });
+    f.candidates_ms = MsSince(t1);
+    if (descriptor.empty()) throw Error(query_path.string() + ": empty descriptor");
+  } catch (...) {
+    cv::setNumThreads(saved_cv_threads);
+    throw;
+  }
+  cv::setNumThreads(saved_cv_threads);
+  auto mean = [&](const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return sum / static_cast<double>(v.size());
+  };
+  f.read_ms = mean(read);
+  f.preprocess_ms = mean(pre);
+  f.prepare_ms = mean(prep);
+  f.compare_ms = mean(cmp);
+  f.mate_score = score[0];
+  f.mate_rank = 1;
+  for (int i = 1; i < candidates; ++i) {
+    f.best_other_score = std::max(f.best_other_score, score[i]);
+    if (score[i] > score[0]) ++f.mate_rank;
+  }
+  return f;
+}
+
+nlohmann::json FineJson(const FineStage& f) {
+  return {{"candidates", f.candidates},
+          {"threads", f.threads},
+          {"query_ms", f.query_ms},
+          {"candidates_ms", f.candidates_ms},
+          {"total_ms", f.total_ms()},
+          {"per_candidate_ms",
+           {{"read", f.read_ms},
+            {"preprocess", f.preprocess_ms},
+            {"prepare", f.prepare_ms},
+            {"compare", f.compare_ms}}},
+          {"mate_rank", f.mate_rank},
+          {"mate_score", f.mate_score},
+          {"best_other_score", f.best_other_score}};
+}
+
+}  // namespace
+
+int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
+  if (args.exhibits.empty()) throw Error("--exhibits: give at least one partition size");
+  if (args.queries < 1) throw Error("--queries must be at least 1");
+  if (args.rerank < 1) throw Error("--rerank must be at least 1");
+  if (args.nprobe < 1) throw Error("--nprobe must be at least 1");
+  if (args.jobs < 0) throw Error("--jobs must be 0 (every core) or more");
+  const int jobs = args.jobs > 0
+                       ? args.jobs
+                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (!args.features && args.shots < 2) {
+    throw Error("--shots " + std::to_string(args.shots) +
+                ": 1 shot per firearm leaves no mates to search for (use 2 or more)");
+  }
+  auto check_sizes = [&](int shots) {
+    for (int64_t n : args.exhibits) {
+      if (n < 2 * static_cast<int64_t>(shots)) {
+        throw Error("--exhibits " + std::to_string(n) + ": need at least " +
+                    std::to_string(2 * shots) + " (two firearms of " + std::to_string(shots) +
+                    " shots)");
+      }
+    }
+  };
+  check_sizes(args.features ? 1 : args.shots);  // before minutes of reading or generating
+  const int64_t max_n = *std::max_element(args.exhibits.begin(), args.exhibits.end());
+  const std::string key = DescriptorKey();
+  const int dim = DescriptorDim();
+  auto log = [&](const std::string& line) {
+    if (!ctx.json) ctx.out << line << std::flush;
+  };
+
+  // The vectors: the first max_n of the file, or generated.
+  std::vector<float> vectors;
+  int shots = args.shots;
+  uint64_t seed = args.seed;
+  const auto t_load = Clock::now();
+  if (args.features) {
+    log("reading " + std::to_string(max_n) + " descriptors from " + args.features->string() +
+        "...\n");
+    FeatureFile f = ReadSynthFeatureFile(*args.features, max_n, key);
+    if (f.dim != dim) {
+      throw Error(args.features->string() + ": vectors of " + std::to_string(f.dim) +
+                  " floats, the descriptor has " + std::to_string(dim));
+    }
+    vectors = std::move(f.vectors);
+    shots = f.shots;
+    seed = f.seed;
+  } else {
+    SynthFeatureOptions o;
+    o.count = max_n;
+    o.shots = args.shots;
+    o.seed = args.seed;
+    o.jobs = jobs;
+    o.Check();
+    log("generating " + std::to_string(max_n) + " synthetic descriptors on " +
+        std::to_string(jobs) + " threads (about 600 per second per core)...\n");
+    vectors = MakeSynthFeatures(
+        o, ctx.progress ? ProgressLine(ctx.err, "synthetic descriptors") : FeatureProgress());
+  }
+  const double load_seconds = std::chrono::duration<double>(Clock::now() - t_load).count();
+  if (shots < 2) {
+    throw Error(args.features->string() +
+                ": 1 shot per firearm leaves no mates to search for (write it with --shots 2)");
+  }
+  check_sizes(shots);
+
+  log("fine stage: " + std::to_string(args.rerank) + " candidate scans, CMC on " +
+      std::to_string(jobs) + " threads...\n");
+  ScratchDir scratch;
+  const FineStage fine = MeasureFineStage(args.rerank, jobs, seed, scratch.path());
+
+  VectorIndexOptions options;
+  options.nprobe = args.nprobe;
+  options.build_threads = jobs;
+  options.search_threads = 1;
+  options.Check();
+  nlohmann::json runs = nlohmann::json::array();
+  for (int64_t n : args.exhibits) {
+    // Queries: the last shot of Q firearms spread over the first n vectors;
+    // the index holds the other n - Q vectors (the query's mates among them).
+    const int64_t firearms = n / shots;  // complete firearms within n
+    const int q_count = static_cast<int>(std::min<int64_t>(args.queries, firearms - 1));
+    std::vector<int64_t> held(q_count);
+    std::vector<std::vector<int64_t>> mates(q_count);
+    for (int q = 0; q < q_count; ++q) {
+      const int64_t f = (2 * q + 1) * firearms / (2 * static_cast<int64_t>(q_count));
+      held[q] = f * shots + shots - 1;
+      for (int s = 0; s < shots - 1; ++s) mates[q].push_back(f * shots + s);
+    }
+    // Move the held-out rows out of the first n (in place, order kept) and
+    // back afterwards: no second copy of up to 10^6 vectors.
+    const size_t row = static_cast<size_t>(dim);
+    std::vector<float> queries(static_cast<size_t>(q_count) * row);
+    std::vector<int64_t> ids;
+    ids.reserve(static_cast<size_t>(n - q_count));
+    {
+      size_t h = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        if (h < held.size() && held[h] == i) {
+          std::memcpy(&queries[h * row], &vectors[static_cast<size_t>(i) * row],
+                      row * sizeof(float));
+          ++h;
+          continue;
+        }
+        if (static_cast<int64_t>(ids.size()) != i) {
+          std::memmove(&vectors[ids.size() * row], &vectors[static_cast<size_t>(i) * row],
+                       row * sizeof(float));
+        }
+        ids.push_back(i);
+      }
+    }
+    auto restore = [&] {
+      size_t h = held.size();
+      for (int64_t j = static_cast<int64_t>(ids.size()) - 1; j >= -1; --j) {
+        // Everything after ids[j] up to the next kept id was held out.
+        const int64_t from = j >= 0 ? ids[j] : -1;
+        while (h > 0 && held[h - 1] > from) {
+          --h;
+          std::memcpy(&vectors[static_cast<size_t>(held[h]) * row], &queries[h * row],
+                      row * sizeof(float));
+        }
+        if (j >= 0 && ids[j] != j) {
+          std::memmove(&vectors[static_cast<size_t>(ids[j]) * row],
+                       &vectors[static_cast<size_t>(j) * row], row * sizeof(float));
+        }
+      }
+    };
+    log("n = " + std::to_string(n) + ": building and querying the index...\n");
+    IndexBenchResult r;
+    try {
+      r = BenchIndexOn(dim, ids, std::span<const float>(vectors.data(), ids.size() * row), queries,
+                       mates, options);
+    } catch (...) {
+      restore();
+      throw;
+    }
+    restore();
+    const double indexed = static_cast<double>(ids.size());
+    runs.push_back({{"exhibits", n},
+                    {"indexed", ids.size()},
+                    {"queries", q_count},
+                    {"mates_per_query", shots - 1},
+                    {"kind", std::string(IndexKindName(r.kind))},
+                    {"nlist", r.nlist},
+                    {"nprobe", r.nprobe},
+                    {"build_seconds", r.build_seconds},
+                    {"bytes_per_exhibit", r.bytes_per_vector},
+                    {"index_bytes", r.bytes_per_vector * indexed},
+                    {"query_ms_median", r.query_ms_median},
+                    {"query_ms_p99", r.query_ms_p99},
+                    {"exact_query_ms_median", r.exact_query_ms_median},
+                    {"mate_recall_at_10", r.mate_found_at_10},
+                    {"mate_recall_at_100", r.mate_found_at_100},
+                    {"exact_mate_recall_at_10", r.exact_mate_found_at_10},
+                    {"exact_mate_recall_at_100", r.exact_mate_found_at_100},
+                    {"neighbour_recall_at_10", r.recall_at_10},
+                    {"neighbour_recall_at_100", r.recall_at_100},
+                    {"fine_ms", fine.total_ms()},
+                    {"end_to_end_ms", r.query_ms_median + fine.total_ms()}});
+  }
+
+  const nlohmann::json j = {
+      {"descriptor_key", key},
+      {"dim", dim},
+      {"features", args.features ? nlohmann::json(args.features->string()) : nlohmann::json()},
+      {"shots_per_firearm", shots},
+      {"seed", seed},
+      {"vectors_seconds", load_seconds},
+      {"threads", jobs},
+      {"fine", FineJson(fine)},
+      {"runs", runs},
+      {"peak_rss_mib", PeakRssMiB()}};
+  if (ctx.json) {
+    ctx.out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  ctx.out << "\ndescriptors: " << (args.features ? args.features->string() : "generated") << ", "
+          << shots << " shots per firearm, seed " << seed << " (" << Num(load_seconds, 1)
+          << " s to " << (args.features ? "read" : "make") << ")\n"
+          << "fine stage (" << fine.candidates << " candidates, " << fine.threads
+          << " threads): query " << Num(fine.query_ms, 0) << " ms + candidates "
+          << Num(fine.candidates_ms, 0) << " ms = " << Num(fine.total_ms(), 0)
+          << " ms; per candidate read " << Num(fine.read_ms, 1) << ", preprocess "
+          << Num(fine.preprocess_ms, 1) << ", prepare " << Num(fine.prepare_ms, 1) << ", compare "
+          << Num(fine.compare_ms, 1) << " ms; mate ranked " << fine.mate_rank << " (CMC "
+          << Num(fine.mate_score, 1) << ", best other " << Num(fine.best_other_score, 1) << ")\n";
+  TextTable table({"EXHIBITS", "INDEX", "BUILD S", "BYTES/EX", "MEDIAN MS", "P99 MS", "MATE@10",
+                   "MATE@100", "EXACT@100", "FINE MS", "TOTAL MS"});
+  for (const auto& r : runs) {
+    table.Add({std::to_string(r["exhibits"].get<int64_t>()), r["kind"].get<std::string>(),
+               Num(r["build_seconds"].get<double>(), 1),
+               Num(r["bytes_per_exhibit"].get<double>(), 0),
+               Num(r["query_ms_median"].get<double>(), 2), Num(r["query_ms_p99"].get<double>(), 2),
+               Num(r["mate_recall_at_10"].get<double>(), 3),
+               Num(r["mate_recall_at_100"].get<double>(), 3),
+               Num(r["exact_mate_recall_at_100"].get<double>(), 3),
+               Num(r["fine_ms"].get<double>(), 0), Num(r["end_to_end_ms"].get<double>(), 0)});
+  }
+  ctx.out << table.Render();
+  ctx.out << "MATE@k: share of queries whose mate is in the coarse top k (EXACT: exact search).\n"
+          << "peak resident memory: " << Num(j["peak_rss_mib"].get<double>(), 0) << " MiB\n";
   return kExitOk;
 }
 

@@ -108,6 +108,10 @@ struct SynthArgs {
   int shots = 2;
   uint64_t seed = 1;
   int size_px = 400;
+  // Set: write this many synthetic coarse descriptors (`shots` per firearm)
+  // to the file `out` instead of X3P scans (tools/synth_features.h).
+  std::optional<int64_t> features;
+  int jobs = 0;  // threads for --features; 0 = every core
 };
 int CmdSynth(Context& ctx, const SynthArgs& args);
 
@@ -118,6 +122,18 @@ struct BenchIngestArgs {
   std::optional<std::filesystem::path> work;  // scratch folder (default: a temp folder)
 };
 int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args);
+
+struct BenchSearchArgs {
+  std::vector<int64_t> exhibits{10000, 100000, 1000000};  // partition sizes, measured in turn
+  std::optional<std::filesystem::path> features;          // `bien synth --features` file
+  int queries = 200;  // held-out shots searched for, one at a time
+  int rerank = 100;   // candidates of the timed fine stage (CMC)
+  int nprobe = 16;    // lists an approximate index visits per query
+  int shots = 2;      // shots per firearm when generating on the fly
+  uint64_t seed = 1;  // synthetic descriptors' seed when generating on the fly
+  int jobs = 0;       // threads of generation and of the fine stage; 0 = every core
+};
+int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args);
 
 struct DemoArgs {
   std::filesystem::path dir = "bien-demo";

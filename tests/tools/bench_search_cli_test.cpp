@@ -1,0 +1,208 @@
+// `bien synth --features` (the synthetic descriptor file and its reader) and
+// `bien bench search`.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "matching/descriptor.h"
+#include "tests/test_util.h"
+#include "tests/tools/cli_util.h"
+#include "tools/synth_features.h"
+
+namespace bien::testing {
+namespace {
+
+std::string ReadBytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteBytes(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// One 2000-exhibit file shared by the tests of the suite (about 2-4 s to make).
+class BenchSearchCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<TempDir>();
+    file_ = dir_->path() / "features 2000.bin";
+    result_ = RunBien({"synth", "--features", "2000", "--out", file_.string(), "--json"});
+  }
+  static void TearDownTestSuite() { dir_.reset(); }
+  void SetUp() override { ASSERT_EQ(result_.code, 0) << result_.err; }
+
+  static std::unique_ptr<TempDir> dir_;
+  static std::filesystem::path file_;
+  static CliResult result_;
+  TempDir scratch_;
+};
+std::unique_ptr<TempDir> BenchSearchCli::dir_;
+std::filesystem::path BenchSearchCli::file_;
+CliResult BenchSearchCli::result_;
+
+TEST_F(BenchSearchCli, SynthFeaturesWritesAFileTheReaderAccepts) {
+  const auto j = nlohmann::json::parse(result_.out);
+  EXPECT_EQ(j["count"], 2000);
+  EXPECT_EQ(j["dim"], 256);
+  EXPECT_EQ(j["shots"], 2);
+  EXPECT_EQ(j["descriptor_key"], DescriptorKey());
+  const cli::FeatureFile f = cli::ReadSynthFeatureFile(file_, -1, DescriptorKey());
+  EXPECT_EQ(f.count, 2000);
+  EXPECT_EQ(f.dim, 256);
+  EXPECT_EQ(f.shots, 2);
+  EXPECT_EQ(f.seed, 1u);
+  ASSERT_EQ(f.vectors.size(), 2000u * 256u);
+  // The vectors are SynthDescriptors of (seed 1, firearm, shot), firearm-major.
+  SynthDescriptorOptions synth;
+  synth.seed = 1;
+  const auto expected = SynthDescriptors(synth, DescriptorOptions{}, 997, 3, 2);
+  for (size_t i = 0; i < expected.size(); ++i) {
+    ASSERT_EQ(f.vectors[997 * 2 * 256 + i], expected[i]) << i;
+  }
+  double norm = 0;
+  for (int i = 0; i < 256; ++i) norm += double(f.vectors[i]) * f.vectors[i];
+  EXPECT_NEAR(norm, 1.0, 1e-4);
+  // A prefix: only the first vectors are kept, the whole file is still checked.
+  const cli::FeatureFile head = cli::ReadSynthFeatureFile(file_, 10);
+  ASSERT_EQ(head.vectors.size(), 10u * 256u);
+  EXPECT_TRUE(std::equal(head.vectors.begin(), head.vectors.end(), f.vectors.begin()));
+  // No temporary file is left beside it.
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir_->path())) ++files;
+  EXPECT_EQ(files, 1);
+}
+
+TEST_F(BenchSearchCli, OutputDoesNotDependOnThreads) {
+  const auto one = scratch_ / "one.bin", two = scratch_ / "two.bin";
+  // 700 exhibits of 3 shots: 234 firearms in two chunks of work, the last
+  // firearm partial.
+  for (const char* jobs : {"1", "2"}) {
+    const auto out = std::string(jobs) == "1" ? one : two;
+    const auto r = RunBien({"synth", "--features", "700", "--shots", "3", "--seed", "9", "--jobs",
+                            jobs, "--out", out.string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  EXPECT_EQ(ReadBytes(one), ReadBytes(two));
+  const cli::FeatureFile f = cli::ReadSynthFeatureFile(one);
+  EXPECT_EQ(f.count, 700);
+  EXPECT_EQ(f.shots, 3);
+  EXPECT_EQ(f.seed, 9u);
+}
+
+TEST_F(BenchSearchCli, DamagedTruncatedAndForeignFilesAreRefused) {
+  const std::string good = ReadBytes(file_);
+  auto refused = [&](const std::string& name, const std::string& bytes, const std::string& why) {
+    const auto path = scratch_ / name;
+    WriteBytes(path, bytes);
+    const auto r = RunBien({"bench", "search", "--exhibits", "100", "--features", path.string(),
+                            "--queries", "5", "--rerank", "1"});
+    EXPECT_EQ(r.code, 1) << name;
+    EXPECT_TRUE(Contains(r.err, path.string())) << r.err;
+    EXPECT_TRUE(Contains(r.err, why)) << r.err;
+    EXPECT_TRUE(Contains(ErrorOf([&] { cli::ReadSynthFeatureFile(path); }), why));
+  };
+  std::string flipped = good;
+  flipped[good.size() / 2] ^= 0x10;
+  refused("flipped.bin", flipped, "checksum mismatch");
+  std::string bad_digest = good;
+  bad_digest.back() = bad_digest.back() == '0' ? '1' : '0';
+  refused("digest.bin", bad_digest, "checksum mismatch");
+  refused("truncated.bin", good.substr(0, good.size() - 1000), "truncated");
+  refused("header only.bin", good.substr(0, 20), "truncated");
+  refused("trailing.bin", good + "x", "bytes after its end");
+  refused("empty.bin", "", "not a bien synthetic features file");
+  refused("text.bin", "id,vector\n1,0.5\n", "not a bien synthetic features file");
+  std::string version = good;
+  version[8] = 2;
+  refused("version.bin", version, "unsupported features file version 2");
+  std::string dim = good;
+  dim[12] = 0, dim[13] = 0;
+  refused("dim.bin", dim, "bad features file header");
+  // A file of another descriptor version is refused by key.
+  EXPECT_TRUE(
+      Contains(ErrorOf([&] { cli::ReadSynthFeatureFile(file_, -1, "bfd-v2 something else"); }),
+               "descriptor key differs"));
+  // Fewer vectors than asked for.
+  const auto r = RunBien({"bench", "search", "--exhibits", "2001", "--features", file_.string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "holds 2000 vectors, fewer than the 2001")) << r.err;
+  EXPECT_TRUE(Contains(r.err, file_.string())) << r.err;
+}
+
+TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
+  const auto r = RunBien({"bench", "search", "--exhibits", "2000,500,2000", "--features",
+                          file_.string(), "--queries", "50", "--rerank", "8", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["descriptor_key"], DescriptorKey());
+  EXPECT_EQ(j["shots_per_firearm"], 2);
+  ASSERT_EQ(j["runs"].size(), 3u);
+  const auto& run = j["runs"][0];
+  EXPECT_EQ(run["exhibits"], 2000);
+  EXPECT_EQ(run["queries"], 50);
+  EXPECT_EQ(run["indexed"], 1950);  // the 50 held-out shots are not in the index
+  EXPECT_EQ(run["kind"], "exact");
+  EXPECT_GT(run["bytes_per_exhibit"].get<double>(), 256 * 4);
+  EXPECT_GT(run["query_ms_median"].get<double>(), 0);
+  EXPECT_GE(run["query_ms_p99"].get<double>(), run["query_ms_median"].get<double>());
+  for (const char* field : {"mate_recall_at_10", "mate_recall_at_100", "exact_mate_recall_at_10",
+                            "exact_mate_recall_at_100", "neighbour_recall_at_10"}) {
+    EXPECT_GE(run[field].get<double>(), 0.0) << field;
+    EXPECT_LE(run[field].get<double>(), 1.0) << field;
+  }
+  // The descriptor's own recall (docs/DESCRIPTOR.md: 70 % in the top 100 of
+  // 4000); chance would be 100 / 1950 = 5 %.
+  EXPECT_GE(run["mate_recall_at_100"].get<double>(), 0.6);
+  EXPECT_GE(run["mate_recall_at_100"].get<double>(), run["mate_recall_at_10"].get<double>());
+  EXPECT_DOUBLE_EQ(run["neighbour_recall_at_10"].get<double>(), 1.0);  // exact is exact
+  EXPECT_EQ(j["runs"][1]["exhibits"], 500);
+  EXPECT_EQ(j["runs"][1]["indexed"], 450);
+  // The held-out rows are put back after each size: the same size again
+  // measures the same vectors.
+  for (const char* field : {"mate_recall_at_10", "mate_recall_at_100", "index_bytes"}) {
+    EXPECT_EQ(j["runs"][2][field], run[field]) << field;
+  }
+  // The fine stage ran for real: the mate is ranked first by CMC.
+  const auto& fine = j["fine"];
+  EXPECT_EQ(fine["candidates"], 8);
+  EXPECT_EQ(fine["mate_rank"], 1);
+  EXPECT_GT(fine["mate_score"].get<double>(), fine["best_other_score"].get<double>());
+  EXPECT_GT(fine["per_candidate_ms"]["compare"].get<double>(), 0);
+  EXPECT_DOUBLE_EQ(run["end_to_end_ms"].get<double>(),
+                   run["query_ms_median"].get<double>() + fine["total_ms"].get<double>());
+  // Text output: one row per size.
+  const auto t = RunBien({"bench", "search", "--exhibits", "400", "--features", file_.string(),
+                          "--queries", "20", "--rerank", "2"});
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_TRUE(Contains(t.out, "MATE@100")) << t.out;
+  EXPECT_TRUE(Contains(t.out, "exact")) << t.out;
+  EXPECT_TRUE(Contains(t.out, "fine stage (2 candidates")) << t.out;
+}
+
+TEST(BenchSearchCliArgs, BadArgumentsAreRefused) {
+  TempDir dir;
+  auto r = RunBien({"bench", "search", "--exhibits", "3", "--shots", "2", "--queries", "1"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "need at least 4")) << r.err;
+  r = RunBien({"bench", "search", "--exhibits", "100", "--queries", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "--queries")) << r.err;
+  r = RunBien({"bench", "search", "--exhibits", "100", "--shots", "1", "--rerank", "1"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "no mates")) << r.err;
+  r = RunBien({"synth", "--features", "0", "--out", (dir / "f.bin").string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "count must be at least 1")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "f.bin"));
+  r = RunBien({"synth", "--features", "10", "--out", (dir / "no such folder" / "f.bin").string()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "no such folder")) << r.err;
+}
+
+}  // namespace
+}  // namespace bien::testing
