@@ -179,18 +179,6 @@ int CmdBenchIngest(Context& ctx, const BenchIngestArgs& args) {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-std::string Num(double v, int decimals) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.*f", decimals, v);
-  return b;
-}
-
 // A scratch folder removed on scope exit.
 class ScratchDir {
  public:
@@ -518,30 +506,31 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
     return kExitOk;
   }
   ctx.out << "\ndescriptors: " << (args.features ? args.features->string() : "generated") << ", "
-          << shots << " shots per firearm, seed " << seed << " (" << Num(load_seconds, 1)
+          << shots << " shots per firearm, seed " << seed << " (" << Fixed(load_seconds, 1)
           << " s to " << (args.features ? "read" : "make") << ")\n"
           << "fine stage (" << fine.candidates << " candidates, " << fine.threads
-          << " threads): query " << Num(fine.query_ms, 0) << " ms + candidates "
-          << Num(fine.candidates_ms, 0) << " ms = " << Num(fine.total_ms(), 0)
-          << " ms; per candidate read " << Num(fine.read_ms, 1) << ", preprocess "
-          << Num(fine.preprocess_ms, 1) << ", prepare " << Num(fine.prepare_ms, 1) << ", compare "
-          << Num(fine.compare_ms, 1) << " ms; mate ranked " << fine.mate_rank << " (CMC "
-          << Num(fine.mate_score, 1) << ", best other " << Num(fine.best_other_score, 1) << ")\n";
+          << " threads): query " << Fixed(fine.query_ms, 0) << " ms + candidates "
+          << Fixed(fine.candidates_ms, 0) << " ms = " << Fixed(fine.total_ms(), 0)
+          << " ms; per candidate read " << Fixed(fine.read_ms, 1) << ", preprocess "
+          << Fixed(fine.preprocess_ms, 1) << ", prepare " << Fixed(fine.prepare_ms, 1)
+          << ", compare " << Fixed(fine.compare_ms, 1) << " ms; mate ranked " << fine.mate_rank
+          << " (CMC " << Fixed(fine.mate_score, 1) << ", best other "
+          << Fixed(fine.best_other_score, 1) << ")\n";
   TextTable table({"EXHIBITS", "INDEX", "BUILD S", "BYTES/EX", "MEDIAN MS", "P99 MS", "MATE@10",
                    "MATE@100", "EXACT@100", "FINE MS", "TOTAL MS"});
   for (const auto& r : runs) {
-    table.Add({std::to_string(r["exhibits"].get<int64_t>()), r["kind"].get<std::string>(),
-               Num(r["build_seconds"].get<double>(), 1),
-               Num(r["bytes_per_exhibit"].get<double>(), 0),
-               Num(r["query_ms_median"].get<double>(), 2), Num(r["query_ms_p99"].get<double>(), 2),
-               Num(r["mate_recall_at_10"].get<double>(), 3),
-               Num(r["mate_recall_at_100"].get<double>(), 3),
-               Num(r["exact_mate_recall_at_100"].get<double>(), 3),
-               Num(r["fine_ms"].get<double>(), 0), Num(r["end_to_end_ms"].get<double>(), 0)});
+    table.Add(
+        {std::to_string(r["exhibits"].get<int64_t>()), r["kind"].get<std::string>(),
+         Fixed(r["build_seconds"].get<double>(), 1), Fixed(r["bytes_per_exhibit"].get<double>(), 0),
+         Fixed(r["query_ms_median"].get<double>(), 2), Fixed(r["query_ms_p99"].get<double>(), 2),
+         Fixed(r["mate_recall_at_10"].get<double>(), 3),
+         Fixed(r["mate_recall_at_100"].get<double>(), 3),
+         Fixed(r["exact_mate_recall_at_100"].get<double>(), 3),
+         Fixed(r["fine_ms"].get<double>(), 0), Fixed(r["end_to_end_ms"].get<double>(), 0)});
   }
   ctx.out << table.Render();
   ctx.out << "MATE@k: share of queries whose mate is in the coarse top k (EXACT: exact search).\n"
-          << "peak resident memory: " << Num(j["peak_rss_mib"].get<double>(), 0) << " MiB\n";
+          << "peak resident memory: " << Fixed(j["peak_rss_mib"].get<double>(), 0) << " MiB\n";
   return kExitOk;
 }
 

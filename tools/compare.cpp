@@ -31,18 +31,6 @@
 namespace bien::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-std::string Fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
-
 // A scan as given on the command line: its heights and where they came from.
 std::vector<std::byte> ReadAll(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -1,6 +1,7 @@
 // Shared printing helpers for the `bien` subcommands.
 #pragma once
 
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -28,5 +29,12 @@ class TextTable {
 };
 
 std::string HumanBytes(double bytes);
+
+// `v` with `digits` decimals ("%.*f").
+std::string Fixed(double v, int digits);
+
+using Clock = std::chrono::steady_clock;
+// Milliseconds elapsed since `t0`.
+double MsSince(Clock::time_point t0);
 
 }  // namespace bien::cli

@@ -24,18 +24,6 @@
 namespace bien::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-std::string Fixed(double v, int digits) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
-  return buf;
-}
-
 std::string Label(const ExhibitRecord& e) { return e.case_ref + "/" + e.exhibit_ref; }
 
 // The first 3D scan of an exhibit (2D images are not in the coarse index:
