@@ -15,6 +15,7 @@
 
 #include "core/csv.h"
 #include "core/error.h"
+#include "core/mix.h"
 #include "imaging/x3p.h"
 
 namespace bien {
@@ -23,18 +24,7 @@ namespace {
 
 constexpr double kTwoPi = 2 * std::numbers::pi;
 
-uint64_t SplitMix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t HashOf(std::initializer_list<uint64_t> parts) {
-  uint64_t h = 0x6a09e667f3bcc908ull;
-  for (uint64_t p : parts) h = SplitMix(h ^ SplitMix(p));
-  return h;
-}
+constexpr uint64_t kSynthHashStart = 0x243f6a8885a308d3ull;
 
 // mt19937_64 is specified bit for bit by the standard; the distributions are
 // not, so uniforms and normals (Box-Muller) are derived here.
@@ -94,7 +84,8 @@ int CanvasSide(const SynthOptions& o) {
 
 // The breech-face texture of one firearm, in metres, over the canvas.
 cv::Mat FirearmTexture(const SynthOptions& o, int firearm) {
-  Rng rng(HashOf({o.seed, 0x46495245ull /* "FIRE" */, static_cast<uint64_t>(firearm)}));
+  Rng rng(HashOf(kSynthHashStart,
+                 {o.seed, 0x46495245ull /* "FIRE" */, static_cast<uint64_t>(firearm)}));
   const int n = CanvasSide(o);
 
   // Parameters first, so that each draw has a fixed place in the stream.
@@ -197,8 +188,8 @@ Surface ShotFromTexture(const SynthOptions& options, const cv::Mat& texture, int
   const int n = texture.rows;
   const int side = options.size_px;
 
-  Rng rng(HashOf({options.seed, 0x53484f54ull /* "SHOT" */, static_cast<uint64_t>(firearm),
-                  static_cast<uint64_t>(shot)}));
+  Rng rng(HashOf(kSynthHashStart, {options.seed, 0x53484f54ull /* "SHOT" */,
+                                   static_cast<uint64_t>(firearm), static_cast<uint64_t>(shot)}));
   const double angle = rng.Uniform(0, 360) * std::numbers::pi / 180;
   const double shift_x = rng.Uniform(-options.max_shift_px, options.max_shift_px);
   const double shift_y = rng.Uniform(-options.max_shift_px, options.max_shift_px);

@@ -10,6 +10,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "core/error.h"
+#include "core/mix.h"
 
 namespace bien {
 namespace {
@@ -22,18 +23,7 @@ std::string Num(double v) {
   return buf;
 }
 
-uint64_t SplitMix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t HashOf(std::initializer_list<uint64_t> parts) {
-  uint64_t h = 0x243f6a8885a308d3ull;
-  for (uint64_t p : parts) h = SplitMix(h ^ SplitMix(p));
-  return h;
-}
+constexpr uint64_t kDescriptorHashStart = 0x6a09e667f3bcc908ull;
 
 // ---------------------------------------------------------------------------
 // The descriptor.
@@ -320,8 +310,8 @@ std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
       }
       if (count == 0) continue;
       mean /= count;
-      const uint64_t base =
-          HashOf({o.sketch_seed, static_cast<uint64_t>(d), static_cast<uint64_t>(k)});
+      const uint64_t base = HashOf(kDescriptorHashStart, {o.sketch_seed, static_cast<uint64_t>(d),
+                                                          static_cast<uint64_t>(k)});
       for (int i = 0; i + d < rings; ++i) {
         if (!used[static_cast<size_t>(i)] || !used[static_cast<size_t>(i + d)]) continue;
         const Cx v = z[static_cast<size_t>(i)] - mean;
@@ -419,7 +409,8 @@ cv::Mat Smooth(Rng& rng, int side, double cell_px) {
 
 // A firearm's texture (or the set-wide component: firearm = -1).
 cv::Mat Texture(const SynthDescriptorOptions& s, double px_um, int side, int64_t firearm) {
-  Rng rng(HashOf({s.seed, 0x54455854ull /* "TEXT" */, static_cast<uint64_t>(firearm)}));
+  Rng rng(HashOf(kDescriptorHashStart,
+                 {s.seed, 0x54455854ull /* "TEXT" */, static_cast<uint64_t>(firearm)}));
   const double theta = rng.Uniform(0, std::numbers::pi);
   const double period = rng.Uniform(75, 250) / px_um;
   const double phase = rng.Uniform(0, kTwoPi);
@@ -464,8 +455,9 @@ SynthGeometry GeometryOf(const SynthDescriptorOptions& s, const DescriptorOption
 
 Surface Shot(const SynthDescriptorOptions& s, const SynthGeometry& g, const cv::Mat& texture,
              double pin_radius_um, int firearm, int shot) {
-  Rng rng(HashOf({s.seed, 0x53484f54ull /* "SHOT" */, static_cast<uint64_t>(firearm),
-                  static_cast<uint64_t>(shot)}));
+  Rng rng(
+      HashOf(kDescriptorHashStart, {s.seed, 0x53484f54ull /* "SHOT" */,
+                                    static_cast<uint64_t>(firearm), static_cast<uint64_t>(shot)}));
   const double px = g.px_um;
   const double angle = rng.Uniform(0, kTwoPi);
   const double err_x = rng.Normal() * s.centre_error_um / px;
@@ -536,7 +528,8 @@ Surface Shot(const SynthDescriptorOptions& s, const SynthGeometry& g, const cv::
 }
 
 double PinRadius(const SynthDescriptorOptions& s, int firearm) {
-  Rng rng(HashOf({s.seed, 0x50494e52ull /* "PINR" */, static_cast<uint64_t>(firearm)}));
+  Rng rng(HashOf(kDescriptorHashStart,
+                 {s.seed, 0x50494e52ull /* "PINR" */, static_cast<uint64_t>(firearm)}));
   return s.firing_pin_radius_um * rng.Uniform(0.85, 1.15);
 }
 
