@@ -24,7 +24,7 @@ namespace {
 
 constexpr double kTwoPi = 2 * std::numbers::pi;
 
-constexpr uint64_t kSynthHashStart = 0x243f6a8885a308d3ull;
+constexpr uint64_t kSynthHashStart = 0x6a09e667f3bcc908ull;
 
 // mt19937_64 is specified bit for bit by the standard; the distributions are
 // not, so uniforms and normals (Box-Muller) are derived here.

@@ -23,7 +23,7 @@ std::string Num(double v) {
   return buf;
 }
 
-constexpr uint64_t kDescriptorHashStart = 0x6a09e667f3bcc908ull;
+constexpr uint64_t kDescriptorHashStart = 0x243f6a8885a308d3ull;
 
 // ---------------------------------------------------------------------------
 // The descriptor.

@@ -104,6 +104,34 @@ TEST(Descriptor, FadulMatesRankFirst) {
   EXPECT_GE(top1, static_cast<int>(0.85 * static_cast<double>(d.size())));
 }
 
+// The vectors of a key must never change: a stored index holds vectors of
+// that key, and a silent change would mix two versions in one index. Values
+// recorded from bfd-v1 as first released (2026-11-23); a deliberate change of
+// the method needs a new version in the key and new values here. The same
+// holds for the synthetic generators' streams (tests and benchmarks rely on
+// them being reproducible).
+TEST(Descriptor, VectorsOfTheKeyNeverChange) {
+  const Surface s = MakeSynthBreechFace(SynthDescriptorOptions{}, DescriptorOptions{}, 0, 0);
+  const std::vector<float> v = BreechFaceDescriptor(s, "pinned");
+  ASSERT_EQ(v.size(), 256u);
+  EXPECT_NEAR(v[0], -0.0560238585, 1e-6);
+  EXPECT_NEAR(v[1], 0.0421440974, 1e-6);
+  EXPECT_NEAR(v[2], 0.0717817321, 1e-6);
+  EXPECT_NEAR(v[3], 0.0665332749, 1e-6);
+  double weighted = 0;
+  for (size_t i = 0; i < v.size(); ++i) weighted += v[i] * static_cast<double>(i % 7 + 1);
+  EXPECT_NEAR(weighted, 6.59425962, 1e-5);
+
+  SynthOptions o;
+  o.size_px = 64;
+  const Surface shot = MakeSynthShot(o, 0, 0);
+  double sum_um = 0;
+  for (float z : shot.z) {
+    if (std::isfinite(z)) sum_um += z * 1e6;
+  }
+  EXPECT_NEAR(sum_um, -579.457522, 1e-3);
+}
+
 TEST(Descriptor, KeyNamesVersionAndEveryParameter) {
   const DescriptorOptions base;
   const std::string key = DescriptorKey(base);
