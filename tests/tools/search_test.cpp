@@ -178,17 +178,17 @@ TEST(SearchReal, FadulMatesInTheTopTenAmongSyntheticDistractors) {
   std::mt19937_64 rng(4242);
   std::uniform_real_distribution<double> angle(0, 360);
   std::map<std::string, std::string> source_of;  // exhibit ref -> slide
-  for (size_t i = 0; i < truth.rows.size(); ++i) {
-    const Surface s =
-        RotateSurface(ReadX3p(data / "cartridge/fadul" / truth.rows[i][path_col]), angle(rng));
-    const auto file = dir.path() / ("fadul" + std::to_string(i) + ".x3p");
+  // Stores `s` (written as an X3P file) as the one scan of CASE/EXHIBIT, with
+  // its descriptor, in one transaction.
+  auto add = [&](const Surface& s, const std::string& case_ref, const std::string& exhibit_ref,
+                 std::vector<float> descriptor) {
+    const auto file = dir.path() / (exhibit_ref + ".x3p");
     WriteX3p(s, file);
     const std::vector<std::byte> bytes = ReadBytes(file);
     ExhibitSpec spec;
-    spec.case_ref = "REAL";
-    spec.exhibit_ref = "F" + std::to_string(i);
+    spec.case_ref = case_ref;
+    spec.exhibit_ref = exhibit_ref;
     spec.cc.calibre = "9mm Luger";
-    source_of[spec.exhibit_ref] = truth.rows[i][source_col];
     NewScan scan;
     scan.meta.original_name = file.filename().string();
     scan.meta.format = "x3p";
@@ -197,32 +197,22 @@ TEST(SearchReal, FadulMatesInTheTopTenAmongSyntheticDistractors) {
     scan.meta.dx_m = s.dx_m;
     scan.meta.dy_m = s.dy_m;
     scan.original = bytes;
-    scan.descriptors.push_back(
-        NewDescriptor{DescriptorKey(), cli::BreechFaceScanDescriptor(s, file.string())});
+    scan.descriptors.push_back(NewDescriptor{DescriptorKey(), std::move(descriptor)});
     store->AddScans("test", spec, std::span<const NewScan>(&scan, 1));
+    std::filesystem::remove(file);
+  };
+  for (size_t i = 0; i < truth.rows.size(); ++i) {
+    const Surface s =
+        RotateSurface(ReadX3p(data / "cartridge/fadul" / truth.rows[i][path_col]), angle(rng));
+    const std::string ref = "F" + std::to_string(i);
+    source_of[ref] = truth.rows[i][source_col];
+    add(s, "REAL", ref, cli::BreechFaceScanDescriptor(s, ref));
   }
   const int kDistractors = 1000;
   const SynthDescriptorOptions synth;
   for (int f = 0; f < kDistractors; ++f) {
     const Surface s = MakeSynthBreechFace(synth, DescriptorOptions{}, 100 + f, 0);
-    const auto file = dir.path() / "d.x3p";
-    WriteX3p(s, file);
-    const std::vector<std::byte> bytes = ReadBytes(file);
-    ExhibitSpec spec;
-    spec.case_ref = "SYNTH";
-    spec.exhibit_ref = "D" + std::to_string(f);
-    spec.cc.calibre = "9mm Luger";
-    NewScan scan;
-    scan.meta.original_name = "d.x3p";
-    scan.meta.format = "x3p";
-    scan.meta.width = s.width;
-    scan.meta.height = s.height;
-    scan.meta.dx_m = s.dx_m;
-    scan.meta.dy_m = s.dy_m;
-    scan.original = bytes;
-    scan.descriptors.push_back(
-        NewDescriptor{DescriptorKey(), BreechFaceDescriptor(s, "distractor")});
-    store->AddScans("test", spec, std::span<const NewScan>(&scan, 1));
+    add(s, "SYNTH", "D" + std::to_string(f), BreechFaceDescriptor(s, "distractor"));
   }
   cli::SearchOptions options;  // the defaults, with query expansion
   options.coarse_k = 50;       // (the default 100 doubles the test's time)
