@@ -183,8 +183,15 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
 
   // Coarse: more hits than needed, since one exhibit may have several scans
   // and the query's own scans come back too.
+  // Exhibit records of the hits only (a partition may hold 10^6 exhibits).
   std::map<int64_t, ExhibitRecord> exhibits;
-  for (ExhibitRecord& e : store.ListExhibits()) exhibits.emplace(e.id.value, std::move(e));
+  auto exhibit = [&](int64_t id) -> const ExhibitRecord& {
+    auto it = exhibits.find(id);
+    if (it == exhibits.end()) {
+      it = exhibits.emplace(id, store.FindExhibit("#" + std::to_string(id))).first;
+    }
+    return it->second;
+  };
   const int own_scans = static_cast<int>(store.ScansOf(query.id).size());
   std::set<int64_t> seen;  // exhibits already taken as candidates
   // The next `k` compatible exhibits of a coarse query, best first.
@@ -195,11 +202,11 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
       const auto owner = exhibit_of.find(h.id);
       if (owner == exhibit_of.end() || owner->second == query.id.value) continue;
       if (seen.count(owner->second)) continue;
-      const auto e = exhibits.find(owner->second);
-      if (e == exhibits.end() || !ClassCompatible(query.cc, e->second.cc)) continue;
+      const ExhibitRecord& e = exhibit(owner->second);
+      if (!ClassCompatible(query.cc, e.cc)) continue;
       seen.insert(owner->second);
       SearchCandidate c;
-      c.exhibit = e->second;
+      c.exhibit = e;
       c.scan = ScanId(h.id);
       c.coarse_rank = static_cast<int>(out.size()) + 1;
       c.coarse_score = h.score;
