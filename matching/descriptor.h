@@ -47,13 +47,13 @@ struct DescriptorOptions {
   int ring_lags = 1;              // products between rings 1..ring_lags apart
   double min_ring_share = 0.25;   // a ring with fewer valid samples is left out
   int min_valid_samples = 2000;   // fewer valid polar samples in all rings: refused
-  int dim = 256;                  // output floats (the sketch size); 16..4096
+  int dim = 1024;                 // output floats (the sketch size); 16..4096
   uint64_t sketch_seed = 1;       // the fixed hash of the sketch
   // Throws bien::Error ("descriptor options: ...") on a bad value.
   void Check() const;
 };
 
-// "bfd-v1 px=25 r=500..2200/25 ang=512 k=8..150 lag=2 share=0.25 min=2000 dim=256 seed=1":
+// "bfd-v1 px=25 r=500..2200/25 ang=512 k=8..150 lag=1 share=0.25 min=2000 dim=1024 seed=1":
 // version and every parameter that changes the vector. Store it beside an
 // index; a different key means the index must be rebuilt.
 std::string DescriptorKey(const DescriptorOptions& options = {});

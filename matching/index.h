@@ -79,7 +79,7 @@ struct VectorIndexOptions {
   // from it on. Exact search at 2 * 10^4 vectors: 1.2 ms (d = 128), 2.4 ms
   // (d = 256) per query; 14 / 50 ms at 10^5.
   int64_t exact_below = 20000;
-  IndexKind approximate_kind = IndexKind::kIvfFlat;  // chosen by measurement
+  IndexKind approximate_kind = IndexKind::kIvfSq8;  // chosen by measurement
   // Lists of an approximate index; 0: automatic, 4 * sqrt(n) rounded to a
   // power of two, at most n / train_points_per_list.
   int nlist = 0;

@@ -40,7 +40,7 @@ TEST(Descriptor, RotatedScanKeepsItsDescriptor) {
   const std::vector<float> a = BreechFaceDescriptor(s, "synthetic");
   const std::vector<float> b =
       BreechFaceDescriptor(PreprocessBreechFace(RotateSurface(s, 137), "rotated"), "rotated");
-  ASSERT_EQ(a.size(), 256u);
+  ASSERT_EQ(a.size(), static_cast<size_t>(DescriptorDim()));
   // Unit length.
   EXPECT_NEAR(DescriptorCosine(a, a), 1.0, 1e-5);
   EXPECT_GT(DescriptorCosine(a, b), 0.8);  // measured 0.898
@@ -111,8 +111,11 @@ TEST(Descriptor, FadulMatesRankFirst) {
 // holds for the synthetic generators' streams (tests and benchmarks rely on
 // them being reproducible).
 TEST(Descriptor, VectorsOfTheKeyNeverChange) {
-  const Surface s = MakeSynthBreechFace(SynthDescriptorOptions{}, DescriptorOptions{}, 0, 0);
-  const std::vector<float> v = BreechFaceDescriptor(s, "pinned");
+  // The first release's key (dim=256).
+  DescriptorOptions first;
+  first.dim = 256;
+  const Surface s = MakeSynthBreechFace(SynthDescriptorOptions{}, first, 0, 0);
+  const std::vector<float> v = BreechFaceDescriptor(s, "pinned", first);
   ASSERT_EQ(v.size(), 256u);
   EXPECT_NEAR(v[0], -0.0560238585, 1e-6);
   EXPECT_NEAR(v[1], 0.0421440974, 1e-6);
@@ -121,6 +124,17 @@ TEST(Descriptor, VectorsOfTheKeyNeverChange) {
   double weighted = 0;
   for (size_t i = 0; i < v.size(); ++i) weighted += v[i] * static_cast<double>(i % 7 + 1);
   EXPECT_NEAR(weighted, 6.59425962, 1e-5);
+  // The default key since dim=1024.
+  const std::vector<float> d = BreechFaceDescriptor(
+      MakeSynthBreechFace(SynthDescriptorOptions{}, DescriptorOptions{}, 0, 0), "pinned");
+  ASSERT_EQ(d.size(), 1024u);
+  EXPECT_NEAR(d[0], -0.0217578169, 1e-6);
+  EXPECT_NEAR(d[1], 0.0496986285, 1e-6);
+  EXPECT_NEAR(d[2], -0.0244614836, 1e-6);
+  EXPECT_NEAR(d[3], 0.0025790266, 1e-6);
+  weighted = 0;
+  for (size_t i = 0; i < d.size(); ++i) weighted += d[i] * static_cast<double>(i % 7 + 1);
+  EXPECT_NEAR(weighted, 6.90755727, 1e-5);
 
   SynthOptions o;
   o.size_px = 64;
@@ -136,7 +150,7 @@ TEST(Descriptor, KeyNamesVersionAndEveryParameter) {
   const DescriptorOptions base;
   const std::string key = DescriptorKey(base);
   EXPECT_EQ(key.rfind("bfd-v1 ", 0), 0u) << key;
-  EXPECT_EQ(DescriptorDim(base), 256);
+  EXPECT_EQ(DescriptorDim(base), 1024);
   std::vector<DescriptorOptions> changed(12, base);
   changed[0].working_pixel_um = 20;
   changed[1].inner_radius_um = 400;
@@ -220,13 +234,14 @@ TEST(Descriptor, Deterministic) {
   // A batch is the concatenation of single firearms.
   const std::vector<float> batch = SynthDescriptors(so, o, 3, 2, 2);
   const std::vector<float> second = SynthDescriptors(so, o, 4, 1, 2);
-  ASSERT_EQ(batch.size(), 4u * 256u);
-  EXPECT_TRUE(std::equal(second.begin(), second.end(), batch.begin() + 2 * 256));
+  const std::ptrdiff_t dim = DescriptorDim(o);
+  ASSERT_EQ(batch.size(), 4u * static_cast<size_t>(dim));
+  EXPECT_TRUE(std::equal(second.begin(), second.end(), batch.begin() + 2 * dim));
   // The shot surface is what the batch describes.
   const Surface shot = MakeSynthBreechFace(so, o, 4, 1);
   EXPECT_DOUBLE_EQ(shot.dx_m, 25e-6);
   const std::vector<float> one = BreechFaceDescriptor(shot, "shot");
-  EXPECT_TRUE(std::equal(one.begin(), one.end(), batch.begin() + 3 * 256));
+  EXPECT_TRUE(std::equal(one.begin(), one.end(), batch.begin() + 3 * dim));
 }
 
 // Synthetic mates (two shots of one firearm) are far more similar than
@@ -236,10 +251,11 @@ TEST(Descriptor, SyntheticMatesResembleRealOnes) {
   const int firearms = 60;
   const SynthDescriptorOptions so;
   const std::vector<float> v = SynthDescriptors(so, {}, 0, firearms, 2);
-  ASSERT_EQ(v.size(), static_cast<size_t>(firearms) * 2 * 256);
+  const std::ptrdiff_t dim = DescriptorDim();
+  ASSERT_EQ(v.size(), static_cast<size_t>(firearms * 2 * dim));
   auto row = [&](int f, int s) {
-    const auto begin = v.begin() + (static_cast<std::ptrdiff_t>(f) * 2 + s) * 256;
-    return std::vector<float>(begin, begin + 256);
+    const auto begin = v.begin() + (static_cast<std::ptrdiff_t>(f) * 2 + s) * dim;
+    return std::vector<float>(begin, begin + dim);
   };
   double km = 0, knm = 0;
   int knm_n = 0;
@@ -260,7 +276,7 @@ TEST(Descriptor, SyntheticMatesResembleRealOnes) {
   clean.transfer_loss = 0;
   clean.centre_error_um = 0;
   const std::vector<float> c = SynthDescriptors(clean, {}, 0, 1, 2);
-  const std::vector<float> c0(c.begin(), c.begin() + 256), c1(c.begin() + 256, c.end());
+  const std::vector<float> c0(c.begin(), c.begin() + dim), c1(c.begin() + dim, c.end());
   EXPECT_GT(DescriptorCosine(c0, c1), 0.5);  // measured 0.64-0.76
 }
 

@@ -48,28 +48,29 @@ CliResult BenchSearchCli::result_;
 TEST_F(BenchSearchCli, SynthFeaturesWritesAFileTheReaderAccepts) {
   const auto j = nlohmann::json::parse(result_.out);
   EXPECT_EQ(j["count"], 2000);
-  EXPECT_EQ(j["dim"], 256);
+  const int dim = DescriptorDim();
+  EXPECT_EQ(j["dim"], dim);
   EXPECT_EQ(j["shots"], 2);
   EXPECT_EQ(j["descriptor_key"], DescriptorKey());
   const cli::FeatureFile f = cli::ReadSynthFeatureFile(file_, -1, DescriptorKey());
   EXPECT_EQ(f.count, 2000);
-  EXPECT_EQ(f.dim, 256);
+  EXPECT_EQ(f.dim, dim);
   EXPECT_EQ(f.shots, 2);
   EXPECT_EQ(f.seed, 1u);
-  ASSERT_EQ(f.vectors.size(), 2000u * 256u);
+  ASSERT_EQ(f.vectors.size(), 2000u * dim);
   // The vectors are SynthDescriptors of (seed 1, firearm, shot), firearm-major.
   SynthDescriptorOptions synth;
   synth.seed = 1;
   const auto expected = SynthDescriptors(synth, DescriptorOptions{}, 997, 3, 2);
   for (size_t i = 0; i < expected.size(); ++i) {
-    ASSERT_EQ(f.vectors[997 * 2 * 256 + i], expected[i]) << i;
+    ASSERT_EQ(f.vectors[997 * 2 * dim + i], expected[i]) << i;
   }
   double norm = 0;
-  for (int i = 0; i < 256; ++i) norm += double(f.vectors[i]) * f.vectors[i];
+  for (int i = 0; i < dim; ++i) norm += double(f.vectors[i]) * f.vectors[i];
   EXPECT_NEAR(norm, 1.0, 1e-4);
   // A prefix: only the first vectors are kept, the whole file is still checked.
   const cli::FeatureFile head = cli::ReadSynthFeatureFile(file_, 10);
-  ASSERT_EQ(head.vectors.size(), 10u * 256u);
+  ASSERT_EQ(head.vectors.size(), 10u * dim);
   EXPECT_TRUE(std::equal(head.vectors.begin(), head.vectors.end(), f.vectors.begin()));
   // No temporary file is left beside it.
   int files = 0;
@@ -147,7 +148,7 @@ TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
   EXPECT_EQ(run["queries"], 50);
   EXPECT_EQ(run["indexed"], 1950);  // the 50 held-out shots are not in the index
   EXPECT_EQ(run["kind"], "exact");
-  EXPECT_GT(run["bytes_per_exhibit"].get<double>(), 256 * 4);
+  EXPECT_GT(run["bytes_per_exhibit"].get<double>(), DescriptorDim() * 4);
   EXPECT_GT(run["query_ms_median"].get<double>(), 0);
   EXPECT_GE(run["query_ms_p99"].get<double>(), run["query_ms_median"].get<double>());
   for (const char* field : {"mate_recall_at_10", "mate_recall_at_100", "exact_mate_recall_at_10",
