@@ -464,6 +464,19 @@ void Normalise(Field& f) {
 
 }  // namespace
 
+std::string PreprocessKey(const PreprocessOptions& o) {
+  auto num = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return std::string(buf);
+  };
+  return "pre-v1 px=" + num(o.working_pixel_um) + " region=" + (o.find_region ? "1" : "0") +
+         " fp=" + num(o.firing_pin_margin_um) + " primer=" + num(o.primer_margin_um) +
+         " level=" + (o.level ? "1" : "0") + " mad=" + num(o.outlier_mad) +
+         " short=" + num(o.short_cutoff_um) + " long=" + num(o.long_cutoff_um) +
+         " illum=" + num(o.illumination_cutoff_um);
+}
+
 void PreprocessOptions::Check() const {
   auto bad = [](const std::string& what) { throw Error("preprocess options: " + what); };
   if (!(std::isfinite(working_pixel_um) && working_pixel_um > 0 && working_pixel_um <= 1000)) {

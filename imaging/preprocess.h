@@ -56,6 +56,12 @@ struct PreprocessOptions {
   void Check() const;
 };
 
+// "pre-v1 px=6.25 region=1 fp=60 primer=60 level=1 mad=10 short=16 long=250
+// illum=500": the version of the method and every option. Anything derived
+// from preprocessed surfaces and kept (cached CMC features) is keyed by it;
+// a change of the method's output needs a new version here.
+std::string PreprocessKey(const PreprocessOptions& options = {});
+
 struct Circle {
   double cx_px = 0;  // centre, in pixels of the output surface (column, row; may lie outside)
   double cy_px = 0;

@@ -1,7 +1,11 @@
 #include "matching/cmc.h"
 
+#include <zlib.h>
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numbers>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
@@ -96,6 +100,16 @@ Level MakeLevel(const Surface& s, double in_px_um, double out_px_um) {
   }
   level.m = m;
   return level;
+}
+
+// Rounds a level's heights to half precision (IEEE binary16), the precision
+// of the compact features (EncodeCmcFeatures): a surface prepared directly
+// and one decoded from its features compare identically. Standardised
+// heights keep about three significant digits, far below the scan's noise.
+void QuantiseLevel(Level& level) {
+  cv::Mat half;
+  level.z.convertTo(half, CV_16F);
+  half.convertTo(level.z, CV_32F);
 }
 
 // A canvas of odd side centred on the level's centre, large enough to hold
@@ -238,6 +252,10 @@ void CmcOptions::Check() const {
   if (!(min_overlap > 0 && min_overlap <= 1)) bad("min_overlap must be in (0, 1]");
 }
 
+namespace {
+void PrepareCells(CmcPrepared& prepared, const CmcOptions& options);
+}  // namespace
+
 std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std::string& source,
                                               const CmcOptions& options) {
   options.Check();
@@ -258,6 +276,20 @@ std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std:
   const double coarse_px = std::max(options.coarse_pixel_um, cell_px);
   p->fine = MakeLevel(surface, p->in_px_um, cell_px);
   p->coarse = MakeLevel(surface, p->in_px_um, coarse_px);
+  QuantiseLevel(p->fine);
+  QuantiseLevel(p->coarse);
+  PrepareCells(*p, options);
+  return p;
+}
+
+namespace {
+
+// The rest of preparation, from the two levels (shared by PrepareCmc and
+// DecodeCmcFeatures).
+void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
+  CmcPrepared* p = &prepared;
+  const std::string& source = p->source;
+  const double cell_px = p->fine.px_um;
   p->coarse_side = CanvasSide(p->coarse);
 
   // Grid over the valid bounding box at the fine level.
@@ -325,8 +357,9 @@ std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std:
     throw Error(source + ": no cell has enough valid points (at least " +
                 Num(100 * options.min_cell_valid) + " % of a cell)");
   }
-  return p;
 }
+
+}  // namespace
 
 namespace {
 
@@ -760,6 +793,202 @@ CmcResult CompareCmc(const Surface& reference, const Surface& target, const CmcO
   const auto r = PrepareCmc(reference, "reference", options);
   const auto t = PrepareCmc(target, "target", options);
   return CompareCmc(*r, *t, options);
+}
+
+// ---------------------------------------------------------------- features
+
+std::string CmcFeaturesKey(const CmcOptions& options) {
+  return "cmcf-v1 fp16 cell=" + Num(options.cell_pixel_um) +
+         " coarse=" + Num(options.coarse_pixel_um);
+}
+
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "the compact CMC features are written little-endian");
+
+constexpr char kFeaturesMagic[8] = {'B', 'I', 'E', 'N', 'C', 'M', 'C', 'F'};
+constexpr uint32_t kFeaturesFormat = 1;
+constexpr uint32_t kMaxLevelSide = 16384;
+constexpr uint64_t kMaxLevelPoints = uint64_t{1} << 26;
+constexpr uint32_t kMaxKeyBytes = 1024;
+
+template <typename T>
+void Put(std::string& out, T v) {
+  char b[sizeof(T)];
+  std::memcpy(b, &v, sizeof(T));
+  out.append(b, sizeof(T));
+}
+
+void PutLevel(std::string& out, const Level& l) {
+  Put(out, l.px_um);
+  Put(out, l.cx);
+  Put(out, l.cy);
+  Put(out, static_cast<uint32_t>(l.z.cols));
+  Put(out, static_cast<uint32_t>(l.z.rows));
+  // Heights as binary16, NaN where not valid, row-major, then deflated.
+  cv::Mat z = l.z.clone();
+  z.setTo(std::numeric_limits<float>::quiet_NaN(), l.m == 0);
+  cv::Mat half;
+  z.convertTo(half, CV_16F);
+  CV_Assert(half.isContinuous());
+  const auto raw_bytes = static_cast<uLong>(half.total() * 2);
+  uLongf packed_bytes = compressBound(raw_bytes);
+  std::string packed(packed_bytes, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(packed.data()), &packed_bytes, half.ptr<Bytef>(),
+                raw_bytes, 6) != Z_OK) {
+    throw Error("CMC features: compression failed");
+  }
+  Put(out, static_cast<uint32_t>(packed_bytes));
+  out.append(packed.data(), packed_bytes);
+}
+
+// Reads fields of the encoded features, throwing a bien::Error naming the
+// source on any field that is out of bounds or runs past the end.
+class Reader {
+ public:
+  Reader(std::string_view bytes, const std::string& source) : bytes_(bytes), source_(source) {}
+  template <typename T>
+  T Get(const char* what) {
+    if (bytes_.size() - pos_ < sizeof(T)) Fail(std::string("truncated at ") + what);
+    T v;
+    std::memcpy(&v, bytes_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string_view Take(size_t n, const char* what) {
+    if (bytes_.size() - pos_ < n) Fail(std::string("truncated at ") + what);
+    const std::string_view v = bytes_.substr(pos_, n);
+    pos_ += n;
+    return v;
+  }
+  size_t pos() const { return pos_; }
+  [[noreturn]] void Fail(const std::string& why) const {
+    throw Error(source_ + ": not usable CMC features: " + why);
+  }
+
+ private:
+  std::string_view bytes_;
+  const std::string& source_;
+  size_t pos_ = 0;
+};
+
+Level GetLevel(Reader& r, double expect_px_um, const char* name) {
+  Level l;
+  l.px_um = r.Get<double>(name);
+  l.cx = r.Get<double>(name);
+  l.cy = r.Get<double>(name);
+  const auto w = r.Get<uint32_t>(name);
+  const auto h = r.Get<uint32_t>(name);
+  if (!(std::abs(l.px_um - expect_px_um) <= 1e-9 * expect_px_um)) {
+    r.Fail(std::string(name) + " level has " + Num(l.px_um) + " um pixels, the options want " +
+           Num(expect_px_um));
+  }
+  if (w < 1 || h < 1 || w > kMaxLevelSide || h > kMaxLevelSide ||
+      uint64_t{w} * h > kMaxLevelPoints) {
+    r.Fail(std::string(name) + " level of " + std::to_string(w) + " x " + std::to_string(h) +
+           " points is out of bounds");
+  }
+  if (!std::isfinite(l.cx) || !std::isfinite(l.cy) || std::abs(l.cx) > 4.0 * w ||
+      std::abs(l.cy) > 4.0 * h) {
+    r.Fail(std::string(name) + " level centre is out of bounds");
+  }
+  const auto packed_bytes = r.Get<uint32_t>(name);
+  const std::string_view packed = r.Take(packed_bytes, name);
+  cv::Mat half(static_cast<int>(h), static_cast<int>(w), CV_16F);
+  uLongf raw_bytes = static_cast<uLongf>(half.total() * 2);
+  const uLongf want = raw_bytes;
+  if (uncompress(half.ptr<Bytef>(), &raw_bytes, reinterpret_cast<const Bytef*>(packed.data()),
+                 static_cast<uLong>(packed.size())) != Z_OK ||
+      raw_bytes != want) {
+    r.Fail(std::string(name) + " level heights do not inflate to " + std::to_string(w) + " x " +
+           std::to_string(h) + " points");
+  }
+  half.convertTo(l.z, CV_32F);
+  l.m = cv::Mat::zeros(l.z.size(), CV_32F);
+  int valid = 0;
+  for (int y = 0; y < l.z.rows; ++y) {
+    float* zr = l.z.ptr<float>(y);
+    float* mr = l.m.ptr<float>(y);
+    for (int x = 0; x < l.z.cols; ++x) {
+      if (std::isfinite(zr[x])) {
+        mr[x] = 1.f;
+        ++valid;
+      } else {
+        zr[x] = 0.f;
+      }
+    }
+  }
+  if (valid == 0) r.Fail(std::string(name) + " level has no valid point");
+  l.valid = valid;
+  return l;
+}
+
+}  // namespace
+
+std::string EncodeCmcFeatures(const CmcPrepared& prepared, const CmcOptions& options) {
+  const std::string key = CmcFeaturesKey(options);
+  std::string out(kFeaturesMagic, sizeof kFeaturesMagic);
+  Put(out, kFeaturesFormat);
+  Put(out, static_cast<uint32_t>(key.size()));
+  out += key;
+  Put(out, prepared.in_px_um);
+  Put(out, static_cast<uint32_t>(prepared.in_width));
+  Put(out, static_cast<uint32_t>(prepared.in_height));
+  PutLevel(out, prepared.fine);
+  PutLevel(out, prepared.coarse);
+  Put(out, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(out.data()),
+                                       static_cast<uInt>(out.size()))));
+  return out;
+}
+
+std::shared_ptr<const CmcPrepared> DecodeCmcFeatures(std::string_view bytes,
+                                                     const std::string& source,
+                                                     const CmcOptions& options) {
+  options.Check();
+  Reader r(bytes, source);
+  if (bytes.size() < sizeof kFeaturesMagic + 8 ||
+      std::memcmp(bytes.data(), kFeaturesMagic, sizeof kFeaturesMagic) != 0) {
+    r.Fail("no BIENCMCF header");
+  }
+  const auto stored_crc = [&] {
+    uint32_t v;
+    std::memcpy(&v, bytes.data() + bytes.size() - 4, 4);
+    return v;
+  }();
+  if (crc32(0, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size() - 4)) !=
+      stored_crc) {
+    r.Fail("checksum mismatch (damaged or truncated)");
+  }
+  Reader body(bytes.substr(0, bytes.size() - 4), source);
+  body.Take(sizeof kFeaturesMagic, "magic");
+  const auto format = body.Get<uint32_t>("format");
+  if (format != kFeaturesFormat) {
+    body.Fail("format " + std::to_string(format) + ", this build reads format " +
+              std::to_string(kFeaturesFormat));
+  }
+  const auto key_bytes = body.Get<uint32_t>("key");
+  if (key_bytes > kMaxKeyBytes) body.Fail("key too long");
+  const std::string key(body.Take(key_bytes, "key"));
+  if (key != CmcFeaturesKey(options)) {
+    body.Fail("made as \"" + key + "\", the options want \"" + CmcFeaturesKey(options) + "\"");
+  }
+  auto p = std::make_shared<CmcPrepared>();
+  p->source = source;
+  p->in_px_um = body.Get<double>("pixel size");
+  p->in_width = static_cast<int>(body.Get<uint32_t>("width"));
+  p->in_height = static_cast<int>(body.Get<uint32_t>("height"));
+  if (!(std::isfinite(p->in_px_um) && p->in_px_um > 0 && p->in_px_um < 1e4) || p->in_width < 1 ||
+      p->in_height < 1 || p->in_width > 1 << 20 || p->in_height > 1 << 20) {
+    body.Fail("input size or pixel size out of bounds");
+  }
+  const double cell_px = std::max(options.cell_pixel_um, p->in_px_um);
+  const double coarse_px = std::max(options.coarse_pixel_um, cell_px);
+  p->fine = GetLevel(body, cell_px, "fine");
+  p->coarse = GetLevel(body, coarse_px, "coarse");
+  if (body.pos() != bytes.size() - 4) body.Fail("trailing bytes");
+  PrepareCells(*p, options);
+  return p;
 }
 
 }  // namespace bien

@@ -20,6 +20,8 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "imaging/surface.h"
@@ -89,6 +91,28 @@ struct CmcResult {
 class CmcPrepared;
 std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std::string& source,
                                               const CmcOptions& options = {});
+
+// Compact fine-comparison features: what PrepareCmc keeps of a surface (its
+// two resampled levels, heights rounded to half precision, NaN where not
+// valid, deflated), about 30-60 KB for a Fadul breech face instead of the
+// 2-3 MB original. A node caches them so a search need not re-read and
+// re-preprocess each candidate, and a correlation request carries them to
+// other nodes. DecodeCmcFeatures(EncodeCmcFeatures(p)) compares exactly as p.
+// Layout (little-endian): "BIENCMCF", u32 format (1), u32 key length, key
+// (CmcFeaturesKey), f64 input pixel um, u32 input width, u32 height, then the
+// fine and the coarse level: f64 pixel um, f64 centre x, f64 centre y (level
+// pixels), u32 width, u32 height, u32 n, n bytes of zlib-deflated binary16
+// heights (row-major); last a u32 CRC-32 of everything before it.
+//
+// "cmcf-v1 fp16 cell=15.62 coarse=50": the options that change the features.
+std::string CmcFeaturesKey(const CmcOptions& options = {});
+std::string EncodeCmcFeatures(const CmcPrepared& prepared, const CmcOptions& options = {});
+// Throws bien::Error starting with `source` for bytes that are not features
+// of this key (any field out of bounds, truncated, bad checksum): safe on
+// untrusted input.
+std::shared_ptr<const CmcPrepared> DecodeCmcFeatures(std::string_view bytes,
+                                                     const std::string& source,
+                                                     const CmcOptions& options = {});
 
 // Throws bien::Error for different pixel sizes, all-NaN input, no usable
 // cells or no overlap, naming the sources.

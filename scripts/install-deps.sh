@@ -8,6 +8,7 @@ PACKAGES=(
   libssl-dev          # SHA-256 and MD5 (OpenSSL 3, Apache-2.0)
   libsqlite3-dev      # evidence store
   libzip-dev          # X3P containers
+  zlib1g-dev          # compact CMC features (zlib licence)
   libpugixml-dev      # X3P main.xml
   libopencv-dev       # 2D images, filtering, FFT
   libcli11-dev        # the bien command

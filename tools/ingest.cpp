@@ -22,6 +22,8 @@
 #include "imaging/surface_io.h"
 #include "matching/descriptor.h"
 #include "tools/commands.h"
+#include "tools/compare.h"
+#include "tools/fine_features.h"
 #include "tools/output.h"
 #include "tools/search.h"
 
@@ -76,6 +78,7 @@ struct ParsedScan {
   std::vector<std::byte> bytes;
   ScanMeta meta;
   std::vector<NewDescriptor> descriptors;
+  std::string fine_features;  // EncodeCmcFeatures, cached once the scan is stored
   std::vector<std::string> warnings;
   std::string error;
 };
@@ -112,7 +115,7 @@ std::vector<std::byte> ReadFileBytes(const std::filesystem::path& path, const st
   return bytes;
 }
 
-ParsedScan ParseItem(const IngestItem& item, size_t index) {
+ParsedScan ParseItem(const IngestItem& item, size_t index, const CmcOptions& fine_options) {
   ParsedScan parsed;
   parsed.item = index;
   if (!item.error.empty()) {
@@ -147,10 +150,15 @@ ParsedScan ParseItem(const IngestItem& item, size_t index) {
     // The coarse search descriptor of a 3D breech face, stored in the same
     // transaction. A breech face it cannot use is still stored (it is
     // evidence), with a warning that search will not find it.
+    // Its compact CMC features are cached after the transaction (search
+    // compares candidates from them, tools/fine_features.h). Both come from
+    // one preprocessing.
     if (item.exhibit.kind == ExhibitKind::kCartridgeCase && !m.intensity) {
       try {
+        const Surface pre = Preprocessed(Operand{item.label, "", surface}, nullptr);
         parsed.descriptors.push_back(
-            NewDescriptor{DescriptorKey(), BreechFaceScanDescriptor(surface, item.label)});
+            NewDescriptor{DescriptorKey(), BreechFaceDescriptor(pre, item.label)});
+        parsed.fine_features = EncodeCmcFeatures(*PrepareCmc(pre, item.label, fine_options));
       } catch (const Error& e) {
         parsed.warnings.push_back(std::string("not searchable: ") + e.what());
       }
@@ -282,6 +290,7 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
   if (jobs <= 0) jobs = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   jobs = std::min<int>(jobs, static_cast<int>(std::max<size_t>(1, groups.size())));
   BoundedQueue<ParsedGroup> queue(static_cast<size_t>(2 * jobs));
+  FineFeatures fine(store.dir());
   std::atomic<size_t> next_group{0};
   std::atomic<int> running{jobs};
   std::vector<std::jthread> workers;
@@ -289,7 +298,9 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
     workers.emplace_back([&] {
       for (size_t g = next_group++; g < groups.size(); g = next_group++) {
         ParsedGroup parsed{g, {}};
-        for (size_t item : groups[g].items) parsed.scans.push_back(ParseItem(items[item], item));
+        for (size_t item : groups[g].items) {
+          parsed.scans.push_back(ParseItem(items[item], item, fine.options()));
+        }
         queue.Push(std::move(parsed));
       }
       if (--running == 0) queue.Close();
@@ -300,6 +311,7 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
   while (auto parsed = queue.Pop()) {
     std::vector<NewScan> to_store;
     std::vector<size_t> stored_items;
+    std::vector<std::string> stored_features;
     for (auto& scan : parsed->scans) {
       IngestOutcome& outcome = summary.items[scan.item];
       outcome.warnings = scan.warnings;
@@ -312,6 +324,7 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
       outcome.bytes = static_cast<int64_t>(scan.bytes.size());
       to_store.push_back(NewScan{scan.meta, scan.bytes, std::move(scan.descriptors)});
       stored_items.push_back(scan.item);
+      stored_features.push_back(std::move(scan.fine_features));
     }
     if (!to_store.empty()) {
       try {
@@ -322,6 +335,7 @@ IngestSummary IngestItems(Store& store, const std::string& actor, std::vector<In
           outcome.exhibit_id = results[k].exhibit.value;
           outcome.sha256 = results[k].sha256;
           if (results[k].status == AddStatus::kAdded) {
+            if (!stored_features[k].empty()) fine.Put(results[k].sha256, stored_features[k]);
             outcome.status = "ingested";
             summary.bytes += outcome.bytes;
             ++summary.ingested;

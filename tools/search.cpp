@@ -18,6 +18,7 @@
 #include "matching/index.h"
 #include "tools/cli.h"
 #include "tools/compare.h"
+#include "tools/fine_features.h"
 #include "tools/output.h"
 #include "tools/parallel.h"
 
@@ -228,9 +229,9 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   report.jobs = jobs;
   const int saved_threads = cv::getNumThreads();
   cv::setNumThreads(1);  // parallel over candidates instead
-  const CmcOptions cmc;
-  const Operand query_op = ReadStoredScan(store.ObjectPath(query_scan->sha256), *query_scan, name);
-  const auto query_prepared = PrepareCmc(Preprocessed(query_op, nullptr), name, cmc);
+  FineFeatures features(store.dir());
+  const CmcOptions& cmc = features.options();
+  const auto query_prepared = features.Get(*query_scan, store.ObjectPath(query_scan->sha256), name);
   auto fine = [&](std::vector<SearchCandidate>& batch) {
     std::vector<std::optional<ScanRecord>> records(batch.size());
     std::vector<std::filesystem::path> objects(batch.size());
@@ -249,8 +250,7 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
       const std::string label = Label(c.exhibit);
       try {
         if (!records[i]) throw Error(label + ": its scan is no longer stored");
-        const Operand op = ReadStoredScan(objects[i], *records[i], label);
-        const auto prepared = PrepareCmc(Preprocessed(op, nullptr), label, cmc);
+        const auto prepared = features.Get(*records[i], objects[i], label);
         const CmcResult r = CompareCmc(*query_prepared, *prepared, cmc);
         c.score = r.combined;
         c.forward = r.forward.congruent;
@@ -294,6 +294,9 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   }
   cv::setNumThreads(saved_threads);
   report.fine_ms = MsSince(t_fine);
+  report.features_cached = features.hits();
+  report.features_computed = features.computed();
+  report.features_write_failures = features.write_failures();
 
   const KnmDistribution knm(store.KnmScores(kCmcMethod));
   for (SearchCandidate& c : report.candidates) {
@@ -394,6 +397,10 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                               {"leads", leads},
                               {"coarse_ms", r.coarse_ms},
                               {"fine_ms", r.fine_ms},
+                              {"fine_features",
+                               {{"cached", r.features_cached},
+                                {"computed", r.features_computed},
+                                {"write_failures", r.features_write_failures}}},
                               {"jobs", r.jobs}};
     ctx.out << j.dump(2) << "\n";
     return kExitOk;
@@ -404,7 +411,12 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
           << "coarse       " << Fixed(r.coarse_ms, 0)
           << " ms: " << r.candidates.size() + r.skipped.size() << " candidate exhibits\n"
           << "fine         " << Fixed(r.fine_ms / 1000, 1) << " s: CMC on " << r.jobs
-          << " threads\n";
+          << " threads; features " << r.features_cached << " cached, " << r.features_computed
+          << " computed from originals"
+          << (r.features_write_failures
+                  ? " (" + std::to_string(r.features_write_failures) + " not cached: write failed)"
+                  : std::string())
+          << "\n";
   TextTable table({"RANK", "CANDIDATE", "ROLE", "FIREARM", "SCORE", "CELLS F/B", "COARSE",
                    "KNM >= SCORE (95 % BOUND)", "REGISTRATION", "LEAD"});
   for (size_t i = 0; i < shown; ++i) {

@@ -8,7 +8,8 @@
 //     or of another descriptor version);
 //  2. fine: the best `coarse_k` exhibits of compatible class characteristics
 //     are compared with congruent matching cells (matching/cmc.h) on all
-//     cores, from their stored originals;
+//     cores, from their cached compact features (tools/fine_features.h;
+//     computed from the stored originals when missing);
 //  3. the correlation list is ordered by the fine score, each with its
 //     strength (how often the node's known non-matches score as high);
 //     candidates at or above `lead_threshold` become leads;
@@ -75,6 +76,11 @@ struct SearchReport {
   double coarse_ms = 0;
   double fine_ms = 0;
   int jobs = 1;
+  // Compact CMC features (tools/fine_features.h) of the query and the
+  // candidates: read from the node's cache, or computed from the originals.
+  int features_cached = 0;
+  int features_computed = 0;
+  int features_write_failures = 0;  // computed but not cached (e.g. a full disk)
 };
 
 // The coarse descriptor of a raw scan as ingest computes it: preprocessed as

@@ -3,8 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <zlib.h>
 #include <cmath>
 #include <random>
+#include <tuple>
 
 #include "core/error.h"
 #include "imaging/preprocess.h"
@@ -192,6 +194,95 @@ TEST(Cmc, BadInputsGiveClearErrors) {
   bad = CmcOptions{};
   bad.cells_per_side = 1;
   EXPECT_THROW(bad.Check(), Error);
+}
+
+// The compact features compare exactly as the surface they were made from,
+// and any damage to them is an error naming the source (they come from disk
+// and from other nodes).
+TEST(CmcFeatures, RoundTripComparesIdentically) {
+  const Surface a = Synthetic(0, 0), b = Synthetic(0, 1), c = Synthetic(1, 0);
+  const auto pa = PrepareCmc(a, "a"), pb = PrepareCmc(b, "b"), pc = PrepareCmc(c, "c");
+  const std::string fa = EncodeCmcFeatures(*pa), fb = EncodeCmcFeatures(*pb);
+  // Far smaller than the surface's float heights.
+  EXPECT_LT(fa.size(), a.z.size() * sizeof(float) / 4) << fa.size();
+  EXPECT_EQ(EncodeCmcFeatures(*pa), fa);  // deterministic
+  const auto da = DecodeCmcFeatures(fa, "a"), db = DecodeCmcFeatures(fb, "b");
+  EXPECT_EQ(EncodeCmcFeatures(*da), fa);
+  for (const auto& [x, y, dx, dy] :
+       {std::tuple{pa, pb, da, db}, std::tuple{pa, pc, da, pc}, std::tuple{pb, pa, db, da}}) {
+    const CmcResult direct = CompareCmc(*x, *y), decoded = CompareCmc(*dx, *dy);
+    EXPECT_EQ(direct.combined, decoded.combined);
+    EXPECT_EQ(direct.forward.registration.angle_deg, decoded.forward.registration.angle_deg);
+    EXPECT_EQ(direct.forward.registration.dx_um, decoded.forward.registration.dx_um);
+    ASSERT_EQ(direct.forward.cells.size(), decoded.forward.cells.size());
+    for (size_t i = 0; i < direct.forward.cells.size(); ++i) {
+      EXPECT_EQ(direct.forward.cells[i].ccf, decoded.forward.cells[i].ccf) << i;
+      EXPECT_EQ(direct.forward.cells[i].x, decoded.forward.cells[i].x) << i;
+    }
+  }
+  EXPECT_GT(CompareCmc(*da, *db).combined, CompareCmc(*da, *pc).combined);
+}
+
+TEST(CmcFeatures, DamagedOrForeignFeaturesAreNamedErrors) {
+  const std::string f = EncodeCmcFeatures(*PrepareCmc(Synthetic(2, 0), "s"));
+  auto error = [](std::string_view bytes, const CmcOptions& o = {}) {
+    return ErrorOf([&] { DecodeCmcFeatures(bytes, "peer RS scan 7", o); });
+  };
+  EXPECT_TRUE(Contains(error(""), "peer RS scan 7: not usable CMC features: no BIENCMCF header"));
+  EXPECT_TRUE(Contains(error("BIENCMCF"), "no BIENCMCF header"));
+  // Every truncation and every flipped byte is caught (by the checksum, or
+  // the bounds when the checksum is recomputed by a hostile sender).
+  for (size_t n = 1; n < f.size(); n += 97) {
+    EXPECT_TRUE(Contains(error(f.substr(0, n)), "peer RS scan 7: not usable CMC features")) << n;
+  }
+  for (size_t i = 0; i < f.size(); i += 131) {
+    std::string g = f;
+    g[i] = static_cast<char>(g[i] ^ 0x5a);
+    EXPECT_TRUE(Contains(error(g), "not usable CMC features")) << i;
+  }
+  CmcOptions other;
+  other.cell_pixel_um = 20;
+  EXPECT_TRUE(Contains(error(f, other), "the options want \"cmcf-v1 fp16 cell=20 coarse=50\""));
+}
+
+// Random mutations with valid checksums: decoding either succeeds or throws
+// bien::Error; it never crashes or reads out of bounds (run under ASan in
+// the sanitizer build).
+TEST(CmcFeatures, MutatedFeaturesWithValidChecksumsNeverCrash) {
+  const std::string f = EncodeCmcFeatures(*PrepareCmc(Synthetic(3, 0, 200), "s"));
+  std::mt19937_64 rng(20261123);
+  int decoded = 0, refused = 0;
+  for (int round = 0; round < 400; ++round) {
+    std::string g = f.substr(0, f.size() - 4);
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % g.size();
+      switch (rng() % 3) {
+        case 0:
+          g[at] = static_cast<char>(rng());
+          break;
+        case 1:
+          g.erase(at, 1 + rng() % 8);
+          break;
+        default:
+          g.insert(at, std::string(1 + rng() % 8, static_cast<char>(rng())));
+          break;
+      }
+      if (g.size() < 8) g = f.substr(0, 8);
+    }
+    const uint32_t crc =
+        crc32(0, reinterpret_cast<const Bytef*>(g.data()), static_cast<uInt>(g.size()));
+    g.append(reinterpret_cast<const char*>(&crc), 4);
+    try {
+      DecodeCmcFeatures(g, "fuzz");
+      ++decoded;
+    } catch (const Error& e) {
+      EXPECT_TRUE(Contains(std::string(e.what()), "fuzz: ")) << round;
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 300);
+  EXPECT_EQ(decoded + refused, 400);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "core/csv.h"
+#include "core/hash.h"
 #include "imaging/synth.h"
 #include "imaging/transform.h"
 #include "imaging/x3p.h"
@@ -142,6 +143,65 @@ TEST_F(SearchCli, TheIndexIsRebuiltWhenMissingOrDamagedAndUpdatedAfterIngest) {
                 .code,
             0);
   EXPECT_EQ(note(), "updated (+1, -0)");
+}
+
+// The fine stage compares cached compact features; a missing or damaged
+// feature file is recomputed from the original, and the list is the same.
+TEST_F(SearchCli, CachedFeaturesGiveTheSameListAndAreRecomputedWhenDamaged) {
+  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--manifest",
+                     (dir_.path() / "set" / "manifest.csv").string(), "--no-search"})
+                .code,
+            0);
+  // Ingest cached every scan's features: one folder (the key), KEY + 7 files.
+  std::vector<std::filesystem::path> cached;
+  for (const auto& f :
+       std::filesystem::recursive_directory_iterator(std::filesystem::path(node_) / "features")) {
+    if (f.path().extension() == ".cmcf") cached.push_back(f.path());
+  }
+  ASSERT_EQ(cached.size(), 7u);
+  // Damage only files the search below reads (not the other calibre's).
+  const std::string other = Sha256File(dir_.path() / "set" / "other calibre.x3p");
+  std::erase_if(cached, [&](const std::filesystem::path& p) {
+    return p.parent_path().filename().string() + p.stem().string() == other;
+  });
+  ASSERT_EQ(cached.size(), 6u);
+  auto search = [&] {
+    return Json(RunBien({"search", "--node", node_, "E2-0", "--json", "--no-leads"}));
+  };
+  auto scores = [](const nlohmann::json& s) {
+    std::vector<std::pair<std::string, double>> out;
+    for (const auto& c : s["candidates"]) {
+      out.emplace_back(c["exhibit"].get<std::string>(), c["score"].get<double>());
+    }
+    return out;
+  };
+  const auto first = search();
+  EXPECT_EQ(first["fine_features"]["cached"].get<int>(), 6);  // the query and 5 candidates
+  EXPECT_EQ(first["fine_features"]["computed"].get<int>(), 0);
+  EXPECT_EQ(first["candidates"][0]["exhibit"].get<std::string>(), "CASE-2/E2-1");
+
+  // Damage one file, truncate another, delete a third.
+  {
+    std::fstream f(cached[0], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(cached[0]) / 2));
+    f.put('\x5a');
+  }
+  std::filesystem::resize_file(cached[1], 100);
+  std::filesystem::remove(cached[2]);
+  const auto second = search();
+  EXPECT_EQ(second["fine_features"]["computed"].get<int>(), 3);
+  EXPECT_EQ(second["fine_features"]["cached"].get<int>(), 3);
+  EXPECT_EQ(scores(second), scores(first));
+  // ... and rewritten: the next search reads every one from the cache.
+  const auto third = search();
+  EXPECT_EQ(third["fine_features"]["cached"].get<int>(), 6);
+  EXPECT_EQ(scores(third), scores(first));
+
+  // Without the cache at all, the same list again.
+  std::filesystem::remove_all(std::filesystem::path(node_) / "features");
+  const auto fourth = search();
+  EXPECT_EQ(fourth["fine_features"]["computed"].get<int>(), 6);
+  EXPECT_EQ(scores(fourth), scores(first));
 }
 
 TEST_F(SearchCli, BadRequestsAreNamed) {
