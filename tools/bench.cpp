@@ -11,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <ostream>
@@ -18,6 +20,7 @@
 
 #include "core/csv.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "imaging/preprocess.h"
 #include "imaging/synth.h"
 #include "imaging/x3p.h"
@@ -223,18 +226,20 @@ void ForEachOnThreads(int n, int jobs, F f) {
 }
 
 // The fine stage of one search, measured for real: the query and `candidates`
-// synthetic scans (545 px at 6.25 um, as a Fadul scan) are written as X3P
-// files first (not timed: they stand in for stored originals); then, timed,
-// the query is read, preprocessed, described and prepared, and every
-// candidate is read, preprocessed, prepared and compared with CMC on `jobs`
-// threads. Candidate 0 is the query's mate (same synthetic firearm).
+// synthetic scans (545 px at 6.25 um, as a Fadul scan) are written first as
+// X3P originals and their compact CMC features as the node caches them at
+// ingest (not timed: ingest's work). Then, timed as `bien search` does it,
+// the query's original is read, preprocessed, described and prepared, and
+// each candidate's cached features are read, decoded and compared with CMC
+// on `jobs` threads. Candidate 0 is the query's mate (same synthetic firearm).
 struct FineStage {
   int candidates = 0;
   int threads = 0;
   double query_ms = 0;       // read + preprocess + descriptor + PrepareCmc of the query
   double candidates_ms = 0;  // wall time of all candidates on `threads` threads
-  double read_ms = 0, preprocess_ms = 0, prepare_ms = 0, compare_ms = 0;  // per candidate, mean
-  int mate_rank = 0;  // 1 = the mate has the best CMC score
+  double read_ms = 0, decode_ms = 0, compare_ms = 0;  // per candidate, mean
+  double feature_bytes = 0;                           // per candidate, mean
+  int mate_rank = 0;                                  // 1 = the mate has the best CMC score
   double mate_score = 0;
   double best_other_score = 0;
   double total_ms() const { return query_ms + candidates_ms; }
@@ -248,13 +253,17 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
   so.seed = seed;
   so.size_px = 545;
   so.Check();
+  const CmcOptions cmc;
   const auto query_path = work / "query.x3p";
-  auto candidate_path = [&](int i) { return work / ("candidate-" + std::to_string(i) + ".x3p"); };
+  auto candidate_path = [&](int i) { return work / ("candidate-" + std::to_string(i) + ".cmcf"); };
   ForEachOnThreads(candidates + 1, jobs, [&](int i) {
     if (i == candidates) {
       WriteX3p(MakeSynthShot(so, 0, 1), query_path);
     } else {
-      WriteX3p(MakeSynthShot(so, i, 0), candidate_path(i));
+      const std::string label = "candidate " + std::to_string(i);
+      const Surface s = PreprocessBreechFace(MakeSynthShot(so, i, 0), label);
+      WriteFileAtomically(candidate_path(i), EncodeCmcFeatures(*PrepareCmc(s, label, cmc), cmc),
+                          "features");
     }
   });
   const int saved_cv_threads = cv::getNumThreads();
@@ -262,10 +271,9 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
   FineStage f;
   f.candidates = candidates;
   f.threads = jobs;
-  std::vector<double> read(candidates), pre(candidates), prep(candidates), cmp(candidates),
+  std::vector<double> read(candidates), decode(candidates), cmp(candidates), bytes(candidates),
       score(candidates);
   try {
-    const CmcOptions cmc;
     const auto t0 = Clock::now();
     const Surface q = PreprocessBreechFace(ReadX3p(query_path), query_path.string());
     const std::vector<float> descriptor = BreechFaceDescriptor(q, query_path.string());
@@ -275,14 +283,13 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
     ForEachOnThreads(candidates, jobs, [&](int i) {
       const auto path = candidate_path(i);
       auto t = Clock::now();
-      const Surface raw = ReadX3p(path);
+      std::ifstream in(path, std::ios::binary);
+      const std::string b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       read[i] = MsSince(t);
+      bytes[i] = static_cast<double>(b.size());
       t = Clock::now();
-      const Surface s = PreprocessBreechFace(raw, path.string());
-      pre[i] = MsSince(t);
-      t = Clock::now();
-      const auto prepared = PrepareCmc(s, path.string(), cmc);
-      prep[i] = MsSince(t);
+      const auto prepared = DecodeCmcFeatures(b, path.string(), cmc);
+      decode[i] = MsSince(t);
       t = Clock::now();
       score[i] = CompareCmc(*query, *prepared, cmc).combined;
       cmp[i] = MsSince(t);
@@ -300,9 +307,9 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
     return sum / static_cast<double>(v.size());
   };
   f.read_ms = mean(read);
-  f.preprocess_ms = mean(pre);
-  f.prepare_ms = mean(prep);
+  f.decode_ms = mean(decode);
   f.compare_ms = mean(cmp);
+  f.feature_bytes = mean(bytes);
   f.mate_score = score[0];
   f.mate_rank = 1;
   for (int i = 1; i < candidates; ++i) {
@@ -319,10 +326,8 @@ nlohmann::json FineJson(const FineStage& f) {
           {"candidates_ms", f.candidates_ms},
           {"total_ms", f.total_ms()},
           {"per_candidate_ms",
-           {{"read", f.read_ms},
-            {"preprocess", f.preprocess_ms},
-            {"prepare", f.prepare_ms},
-            {"compare", f.compare_ms}}},
+           {{"read", f.read_ms}, {"decode", f.decode_ms}, {"compare", f.compare_ms}}},
+          {"feature_bytes", f.feature_bytes},
           {"mate_rank", f.mate_rank},
           {"mate_score", f.mate_score},
           {"best_other_score", f.best_other_score}};
@@ -511,11 +516,11 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
           << "fine stage (" << fine.candidates << " candidates, " << fine.threads
           << " threads): query " << Fixed(fine.query_ms, 0) << " ms + candidates "
           << Fixed(fine.candidates_ms, 0) << " ms = " << Fixed(fine.total_ms(), 0)
-          << " ms; per candidate read " << Fixed(fine.read_ms, 1) << ", preprocess "
-          << Fixed(fine.preprocess_ms, 1) << ", prepare " << Fixed(fine.prepare_ms, 1)
-          << ", compare " << Fixed(fine.compare_ms, 1) << " ms; mate ranked " << fine.mate_rank
-          << " (CMC " << Fixed(fine.mate_score, 1) << ", best other "
-          << Fixed(fine.best_other_score, 1) << ")\n";
+          << " ms; per candidate read " << Fixed(fine.read_ms, 1) << " ("
+          << Fixed(fine.feature_bytes / 1024, 0) << " KiB of cached features), decode "
+          << Fixed(fine.decode_ms, 1) << ", compare " << Fixed(fine.compare_ms, 1)
+          << " ms; mate ranked " << fine.mate_rank << " (CMC " << Fixed(fine.mate_score, 1)
+          << ", best other " << Fixed(fine.best_other_score, 1) << ")\n";
   TextTable table({"EXHIBITS", "INDEX", "BUILD S", "BYTES/EX", "MEDIAN MS", "P99 MS", "MATE@10",
                    "MATE@100", "EXACT@100", "FINE MS", "TOTAL MS"});
   for (const auto& r : runs) {
