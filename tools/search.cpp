@@ -1,5 +1,7 @@
 #include "tools/search.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -62,6 +64,57 @@ int BackfillDescriptors(Store& store, const Partition& partition, const std::str
   return added;
 }
 
+// Indexes this process has loaded or saved, by file, with the file's size and
+// modification time then. A long-running process (bien serve, an ingest of
+// many cases) reuses the index in memory while the file on disk is the one it
+// read or wrote, instead of re-reading and re-hashing it for every search.
+struct FileStamp {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  timespec mtime{};
+  bool operator==(const FileStamp& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime.tv_sec == o.mtime.tv_sec &&
+           mtime.tv_nsec == o.mtime.tv_nsec;
+  }
+};
+struct CachedIndex {
+  std::shared_ptr<VectorIndex> index;
+  FileStamp stamp;  // of the file when this process loaded or saved it
+};
+std::mutex index_cache_mu;
+std::map<std::filesystem::path, CachedIndex> index_cache;
+
+std::optional<FileStamp> StampOf(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return FileStamp{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+}
+
+void Remember(const std::filesystem::path& path, std::shared_ptr<VectorIndex> index) {
+  const auto stamp = StampOf(path);
+  const std::lock_guard lock(index_cache_mu);
+  if (stamp) {
+    index_cache[path] = CachedIndex{std::move(index), *stamp};
+  } else {
+    index_cache.erase(path);
+  }
+}
+
+// The index this process last loaded or saved at `path`, if the file is
+// still that one (device, inode, size, modification time) and holds `key`.
+std::shared_ptr<VectorIndex> Recall(const std::filesystem::path& path, const std::string& key) {
+  const auto stamp = StampOf(path);
+  const std::lock_guard lock(index_cache_mu);
+  const auto it = index_cache.find(path);
+  if (it == index_cache.end()) return nullptr;
+  if (!stamp || !(*stamp == it->second.stamp) || it->second.index->descriptor_key() != key) {
+    index_cache.erase(it);
+    return nullptr;
+  }
+  return it->second.index;
+}
+
 // The partition's index, brought up to date with the store: loaded when the
 // saved one holds exactly the store's scans, updated in place when it only
 // lacks or holds a few more, rebuilt otherwise (and always when the file is
@@ -78,14 +131,27 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
   for (const DescriptorRow& r : owners) ids.push_back(r.scan.value);
   const std::string fingerprint = IdFingerprint(ids);
 
-  VectorIndex::LoadResult loaded = VectorIndex::Load(path, key, dim);
-  std::string why = loaded.reason;
-  if (loaded.index) {
-    if (loaded.id_fingerprint == fingerprint) {
-      *note = "loaded";
-      return std::shared_ptr<VectorIndex>(std::move(loaded.index));
+  std::shared_ptr<VectorIndex> current = Recall(path, key);
+  std::string why;
+  if (current) {
+    if (IdFingerprint(current->Ids()) == fingerprint) {
+      *note = "in memory";
+      return current;
     }
-    const std::vector<int64_t> have = loaded.index->Ids();
+  } else {
+    VectorIndex::LoadResult loaded = VectorIndex::Load(path, key, dim);
+    why = loaded.reason;
+    if (loaded.index) {
+      current = std::shared_ptr<VectorIndex>(std::move(loaded.index));
+      Remember(path, current);
+      if (loaded.id_fingerprint == fingerprint) {
+        *note = "loaded";
+        return current;
+      }
+    }
+  }
+  if (current) {
+    const std::vector<int64_t> have = current->Ids();
     std::vector<int64_t> missing, extra;
     std::set_difference(ids.begin(), ids.end(), have.begin(), have.end(),
                         std::back_inserter(missing));
@@ -101,13 +167,14 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
         }
         vectors.insert(vectors.end(), v->begin(), v->end());
       }
-      loaded.index->Remove(extra);
-      loaded.index->Add(missing, vectors);
-      if (loaded.index->ShouldOptimize()) loaded.index->Optimize();
-      loaded.index->Save(path);
+      current->Remove(extra);
+      current->Add(missing, vectors);
+      if (current->ShouldOptimize()) current->Optimize();
+      current->Save(path);
+      Remember(path, current);
       *note = "updated (+" + std::to_string(missing.size()) + ", -" + std::to_string(extra.size()) +
               ")";
-      return std::shared_ptr<VectorIndex>(std::move(loaded.index));
+      return current;
     }
     why = "the store's scans differ from the saved index's";
   }
@@ -123,6 +190,7 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
   std::shared_ptr<VectorIndex> index = VectorIndex::Build(dim, key, row_ids, vectors);
   std::filesystem::create_directories(folder.folder());
   index->Save(path);
+  Remember(path, index);
   *note = "rebuilt: " + why;
   return index;
 }
