@@ -94,8 +94,8 @@ std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std:
 
 // Compact fine-comparison features: what PrepareCmc keeps of a surface (its
 // two resampled levels, heights rounded to half precision, NaN where not
-// valid, deflated), about 30-60 KB for a Fadul breech face instead of the
-// 2-3 MB original. A node caches them so a search need not re-read and
+// valid, deflated), about 30 KB for a Fadul breech face instead of the
+// 0.65-4.8 MB original. A node caches them so a search need not re-read and
 // re-preprocess each candidate, and a correlation request carries them to
 // other nodes. DecodeCmcFeatures(EncodeCmcFeatures(p)) compares exactly as p.
 // Layout (little-endian): "BIENCMCF", u32 format (1), u32 key length, key
