@@ -8,6 +8,7 @@
 #include <ostream>
 
 #include "core/error.h"
+#include "tools/bullet_commands.h"
 #include "tools/commands.h"
 #include "tools/compare.h"
 #include "tools/leads.h"
@@ -137,21 +138,34 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
 
   // compare
   CompareArgs compare;
-  auto* c_compare = app.add_subcommand(
-      "compare", "Compare two cartridge cases' breech faces (congruent matching cells)");
+  auto* c_compare = app.add_subcommand("compare",
+                                       "Compare two cartridge cases' breech faces (congruent "
+                                       "matching cells), two bullet lands or two bullets");
   c_compare->add_option("a", compare.a, "Reference: a scan file, or a stored CASE/EXHIBIT or #ID")
       ->required();
   c_compare->add_option("b", compare.b, "Target: a scan file, or a stored CASE/EXHIBIT or #ID")
       ->required();
   c_compare->add_option("--png", compare.png, "Write a picture of the comparison to this file");
   c_compare->add_option("--pixel-size-um", compare.pixel_size_um, "Pixel size of 2D images (um)");
+  c_compare
+      ->add_option("--kind", compare.kind,
+                   "auto | cartridge_case | land (two land scan files) | bullet (stored bullets, "
+                   "or land files in land order joined by commas)")
+      ->capture_default_str();
+  c_compare
+      ->add_option("--land-across", compare.land_across,
+                   "Bullet lands: the scan axis that runs across the land (auto | x | y)")
+      ->capture_default_str();
   c_compare->callback([&] { action = [&](Context& ctx) { return CmdCompare(ctx, compare); }; });
 
   // eval
   EvalArgs eval;
   auto* c_eval = app.add_subcommand(
       "eval", "Compare every pair of a labelled folder and report accuracy and speed");
-  c_eval->add_option("--truth", eval.truth, "DIR/truth.csv with columns path, source")->required();
+  c_eval
+      ->add_option("--truth", eval.truth,
+                   "DIR/truth.csv with columns path, source (bullets: also bullet, land, land_id)")
+      ->required();
   c_eval->add_option("--rotate-random", eval.rotate_random,
                      "Rotate every scan by a random angle first (seed)");
   c_eval->add_option("--jobs", eval.jobs, "Threads (default: all cores)");
@@ -195,6 +209,18 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
       ->capture_default_str();
   c_bench_compare->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchCompare(ctx, bench_compare); }; });
+
+  BenchBulletsArgs bench_bullets;
+  auto* c_bench_bullets = c_bench->add_subcommand(
+      "bullets",
+      "Signature extraction per land scan, land-to-land and 6 x 6 bullet-to-bullet comparison, "
+      "one thread, on Hamby 252 (synthetic lands without it)");
+  c_bench_bullets->add_option("--data", bench_bullets.data,
+                              "Real data folder (default: $BIEN_DATA_DIR or ../shared/data)");
+  c_bench_bullets->add_option("--repeat", bench_bullets.repeat, "Passes over the timed comparisons")
+      ->capture_default_str();
+  c_bench_bullets->callback(
+      [&] { action = [&](Context& ctx) { return CmdBenchBullets(ctx, bench_bullets); }; });
 
   BenchSearchArgs bench_search;
   auto* c_bench_search = c_bench->add_subcommand(

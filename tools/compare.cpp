@@ -25,6 +25,7 @@
 #include "matching/cmc.h"
 #include "matching/metrics.h"
 #include "storage/store.h"
+#include "tools/bullet_commands.h"
 #include "tools/compare_picture.h"
 #include "tools/output.h"
 
@@ -146,6 +147,7 @@ Surface Preprocessed(const Operand& op, PreprocessReport* report) {
 }
 
 int CmdCompare(Context& ctx, const CompareArgs& args) {
+  if (IsBulletCompare(ctx, args)) return CmdCompareBullets(ctx, args);
   std::unique_ptr<Store> store;
   const Operand a = LoadOperand(ctx, args.a, args.pixel_size_um, store);
   const Operand b = LoadOperand(ctx, args.b, args.pixel_size_um, store);
@@ -257,6 +259,7 @@ nlohmann::json NumberOrNull(double v) { return std::isfinite(v) ? nlohmann::json
 }  // namespace
 
 int CmdEval(Context& ctx, const EvalArgs& args) {
+  if (IsBulletTruth(args.truth)) return CmdEvalBullets(ctx, args);
   const CsvTable truth = ReadCsvFile(args.truth);
   const auto path_col = truth.Column("path");
   const auto source_col = truth.Column("source");

@@ -38,6 +38,10 @@ struct CompareArgs {
   std::string b;
   std::optional<std::filesystem::path> png;
   std::optional<double> pixel_size_um;  // for 2D image files
+  // auto (stored bullets are compared as bullets, files as cartridge cases),
+  // cartridge_case, land (two land scan files) or bullet (tools/bullet_commands.h).
+  std::string kind = "auto";
+  std::string land_across = "auto";  // lands: which scan axis runs across the land (auto, x, y)
 };
 int CmdCompare(Context& ctx, const CompareArgs& args);
 

@@ -1,0 +1,38 @@
+// Bullets in the `bien` command (docs/BULLETS.md): `bien compare` of two
+// lands or two bullets, `bien eval` of a bullet truth.csv (columns path,
+// source, bullet, land, land_id), and `bien bench bullets`.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "tools/commands.h"
+#include "tools/compare.h"
+
+namespace bien::cli {
+
+// The name of the bullet comparator and its score (see matching/bullet.h).
+inline constexpr const char* kBulletMethod = "bullet-land-v1";
+
+// True when `bien compare` should compare lands or bullets: --kind land or
+// bullet, or (with --kind auto) an operand that is a stored bullet exhibit.
+bool IsBulletCompare(const Context& ctx, const CompareArgs& args);
+// Two lands (--kind land: each operand one land scan file) or two bullets
+// (each a stored bullet exhibit, or land scan files in land order separated
+// by commas, an empty entry for a land not scanned).
+int CmdCompareBullets(Context& ctx, const CompareArgs& args);
+
+// True when the truth file has a land_id column (a bullet set).
+bool IsBulletTruth(const std::filesystem::path& truth);
+int CmdEvalBullets(Context& ctx, const EvalArgs& args);
+
+struct BenchBulletsArgs {
+  std::optional<std::filesystem::path> data;  // real data folder (default as bench ingest)
+  int repeat = 200;                           // passes over the timed comparisons
+};
+// Signature extraction per land scan, land-to-land and 6 x 6 bullet-to-bullet
+// comparison, one thread, on Hamby 252 (synthetic lands when it is absent).
+int CmdBenchBullets(Context& ctx, const BenchBulletsArgs& args);
+
+}  // namespace bien::cli
