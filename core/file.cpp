@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "core/error.h"
 
@@ -49,6 +51,16 @@ void WriteFileAtomically(const std::filesystem::path& path, std::string_view byt
     ::unlink(tmp.c_str());
     fail(std::strerror(err));
   }
+}
+
+std::vector<std::byte> ReadWholeFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot open for reading");
+  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(path.string() + ": read failed");
+  std::vector<std::byte> bytes(chars.size());
+  std::memcpy(bytes.data(), chars.data(), chars.size());
+  return bytes;
 }
 
 }  // namespace bien

@@ -1,9 +1,11 @@
 // Writing files so that a crash or a full disk never leaves half of one.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace bien {
 
@@ -13,5 +15,9 @@ namespace bien {
 // temporary file on any failure.
 void WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes,
                          const std::string& what);
+
+// The whole file. Throws bien::Error "PATH: cannot open for reading" or
+// "PATH: read failed".
+std::vector<std::byte> ReadWholeFile(const std::filesystem::path& path);
 
 }  // namespace bien

@@ -45,16 +45,6 @@ struct Bullet {
   }
 };
 
-std::vector<std::byte> ReadAll(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open for reading");
-  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(path.string() + ": read failed");
-  std::vector<std::byte> bytes(chars.size());
-  std::memcpy(bytes.data(), chars.data(), chars.size());
-  return bytes;
-}
-
 Land LandFromSurface(const Surface& s, const std::string& label, const LandOptions& options) {
   Land l;
   l.label = label;
@@ -64,7 +54,7 @@ Land LandFromSurface(const Surface& s, const std::string& label, const LandOptio
 }
 
 Land LandFromFile(const std::filesystem::path& path, const LandOptions& options) {
-  const std::vector<std::byte> bytes = ReadAll(path);
+  const std::vector<std::byte> bytes = ReadWholeFile(path);
   const Surface s = ReadScanFromMemory(bytes, path.string(), ScanReadOptions{});
   ValidateSurface(s, path.string());
   return LandFromSurface(s, path.string(), options);
@@ -650,7 +640,7 @@ int CmdBenchBullets(Context& ctx, const BenchBulletsArgs& args) {
     const auto path_col = truth.Column("path");
     if (!path_col) throw Error((dir / "truth.csv").string() + ": no path column");
     for (const auto& row : truth.rows) {
-      const std::vector<std::byte> bytes = ReadAll(dir / row[*path_col]);
+      const std::vector<std::byte> bytes = ReadWholeFile(dir / row[*path_col]);
       scans.push_back(ReadScanFromMemory(bytes, row[*path_col], ScanReadOptions{}));
       labels.push_back(row[*path_col]);
     }

@@ -33,20 +33,10 @@ namespace bien::cli {
 namespace {
 
 // A scan as given on the command line: its heights and where they came from.
-std::vector<std::byte> ReadAll(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open for reading");
-  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(path.string() + ": read failed");
-  std::vector<std::byte> bytes(chars.size());
-  std::memcpy(bytes.data(), chars.data(), chars.size());
-  return bytes;
-}
-
 Operand LoadFile(const std::filesystem::path& path, std::optional<double> pixel_size_um) {
   Operand op;
   op.label = path.string();
-  const std::vector<std::byte> bytes = ReadAll(path);
+  const std::vector<std::byte> bytes = ReadWholeFile(path);
   op.sha256 = Sha256Hex(bytes);
   ScanReadOptions options;
   options.pixel_size_um = pixel_size_um;
@@ -127,7 +117,7 @@ Operand ReadStoredScan(const std::filesystem::path& object, const ScanRecord& sc
   Operand op;
   op.label = label;
   op.sha256 = scan.sha256;
-  const std::vector<std::byte> bytes = ReadAll(object);
+  const std::vector<std::byte> bytes = ReadWholeFile(object);
   if (Sha256Hex(bytes) != scan.sha256) {
     throw Error(label + ": the stored original does not match its hash; run bien verify");
   }
