@@ -85,30 +85,15 @@ std::vector<std::string> SplitCommas(const std::string& text) {
 std::string Name(const ExhibitRecord& e) { return e.case_ref + "/" + e.exhibit_ref; }
 
 Bullet StoredBullet(const Store& store, const ExhibitRecord& e, const LandOptions& options) {
-  const std::string name = Name(e);
-  if (e.kind != ExhibitKind::kBullet) {
-    throw Error(name + ": is a " + std::string(ToString(e.kind)) + ", not a bullet");
-  }
-  const std::vector<ScanRecord> scans = store.ScansOf(e.id);
-  int n = e.cc.lands.value_or(0);
-  for (const ScanRecord& s : scans) {
-    if (!s.meta.land) {
-      throw Error(name + ": scan " + s.meta.original_name +
-                  " has no land number (ingest bullet scans with --land or a land column)");
-    }
-    n = std::max(n, *s.meta.land);
-  }
-  if (scans.empty()) throw Error(name + ": has no scans");
+  int n = 0;
+  const std::vector<StoredLandScan> scans = StoredLandScans(store, e, &n);
   Bullet b;
-  b.label = name;
+  b.label = Name(e);
   b.lands.resize(static_cast<size_t>(n));
-  for (const ScanRecord& s : scans) {
-    const std::string label = name + " land " + std::to_string(*s.meta.land);
-    if (b.lands[static_cast<size_t>(*s.meta.land - 1)]) {
-      throw Error(label + ": the bullet has two scans of this land");
-    }
-    const Operand op = ReadStoredScan(store.ObjectPath(s.sha256), s, label);
-    b.lands[static_cast<size_t>(*s.meta.land - 1)] = LandFromSurface(op.surface, label, options);
+  for (const StoredLandScan& s : scans) {
+    const Operand op = ReadStoredScan(s.object, s.scan, s.label);
+    b.lands[static_cast<size_t>(*s.scan.meta.land - 1)] =
+        LandFromSurface(op.surface, s.label, options);
   }
   return b;
 }
@@ -254,6 +239,55 @@ void WriteSignaturesPng(const std::vector<std::pair<const Land*, const Land*>>& 
 }
 
 }  // namespace
+
+std::vector<StoredLandScan> StoredLandScans(const Store& store, const ExhibitRecord& e,
+                                            int* lands) {
+  const std::string name = Name(e);
+  if (e.kind != ExhibitKind::kBullet) {
+    throw Error(name + ": is a " + std::string(ToString(e.kind)) + ", not a bullet");
+  }
+  const std::vector<ScanRecord> scans = store.ScansOf(e.id);
+  if (scans.empty()) throw Error(name + ": has no scans");
+  int n = e.cc.lands.value_or(0);
+  std::set<int> seen;
+  std::vector<StoredLandScan> out;
+  for (const ScanRecord& s : scans) {
+    if (!s.meta.land) {
+      throw Error(name + ": scan " + s.meta.original_name +
+                  " has no land number (ingest bullet scans with --land or a land column)");
+    }
+    const std::string label = name + " land " + std::to_string(*s.meta.land);
+    if (!seen.insert(*s.meta.land).second) {
+      throw Error(label + ": the bullet has two scans of this land");
+    }
+    n = std::max(n, *s.meta.land);
+    out.push_back(StoredLandScan{s, store.ObjectPath(s.sha256), label});
+  }
+  std::sort(out.begin(), out.end(), [](const StoredLandScan& a, const StoredLandScan& b) {
+    return *a.scan.meta.land < *b.scan.meta.land;
+  });
+  *lands = n;
+  return out;
+}
+
+PreparedBullet PrepareStoredLands(const std::string& name, const std::vector<StoredLandScan>& scans,
+                                  int lands, std::vector<std::string>* unusable) {
+  PreparedBullet b;
+  b.label = name;
+  b.lands.resize(static_cast<size_t>(lands));
+  for (const StoredLandScan& s : scans) {
+    try {
+      const Operand op = ReadStoredScan(s.object, s.scan, s.label);
+      const LandSignature sig = ExtractLandSignature(op.surface, s.label);
+      b.lands[static_cast<size_t>(*s.scan.meta.land - 1)] = PrepareLand(sig, s.label);
+    } catch (const Error& err) {
+      if (!unusable) throw;
+      unusable->push_back(err.what());
+    }
+  }
+  if (b.Present() == 0) throw Error(name + ": none of its land scans gives a usable signature");
+  return b;
+}
 
 bool IsBulletCompare(const Context& ctx, const CompareArgs& args) {
   if (args.kind == "land" || args.kind == "bullet") return true;
@@ -474,6 +508,20 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
   }
   const double ms_per_land = MsSince(t_cmp) / static_cast<double>(pairs.size());
   const EvalMetrics m = ComputeEvalMetrics(static_cast<int>(items.size()), pairs);
+  // The coarse search descriptor: cosines of every land pair (docs/BULLETS.md).
+  std::vector<std::vector<float>> descriptors;
+  for (const Item& it : items) {
+    descriptors.push_back(BulletDescriptor(it.land_data->signature, it.path));
+  }
+  std::vector<PairScore> coarse_pairs = pairs;
+  for (PairScore& p : coarse_pairs) {
+    const auto& da = descriptors[static_cast<size_t>(p.a)];
+    const auto& db = descriptors[static_cast<size_t>(p.b)];
+    double dot = 0;
+    for (size_t k = 0; k < da.size(); ++k) dot += double(da[k]) * db[k];
+    p.score = dot;
+  }
+  const EvalMetrics cm = ComputeEvalMetrics(static_cast<int>(items.size()), coarse_pairs);
 
   // Bullets: the lands of one (source, bullet).
   std::map<std::pair<std::string, std::string>, Bullet> bullets;
@@ -591,6 +639,12 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
                                 {"max_knm", num(m.max_knm)},
                                 {"top1", num(m.top1)},
                                 {"queries", m.queries}}},
+                              {"coarse_descriptor",
+                               {{"key", BulletDescriptorKey()},
+                                {"auc", num(cm.auc)},
+                                {"min_km", num(cm.min_km)},
+                                {"max_knm", num(cm.max_knm)},
+                                {"top1", num(cm.top1)}}},
                               {"bullet_level",
                                {{"bullets", keys.size()},
                                 {"pairs", bm.pairs},
@@ -616,7 +670,10 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
           << "ROC AUC         " << txt(m.auc, 4) << "\n"
           << "EER             " << txt(100 * m.eer, 2) << " %\n"
           << "lowest KM       " << txt(m.min_km, 3) << "\n"
-          << "highest KNM     " << txt(m.max_knm, 3) << "\n";
+          << "highest KNM     " << txt(m.max_knm, 3) << "\n"
+          << "coarse cosine   same land lowest " << txt(cm.min_km, 3)
+          << ", different lands highest " << txt(cm.max_knm, 3) << ", AUC " << txt(cm.auc, 4)
+          << " (" << BulletDescriptorKey().substr(0, 6) << " descriptor)\n";
   if (!bullet_rows.empty()) {
     ctx.out << "bullets         " << keys.size() << " (" << bm.km << " same-barrel pairs, "
             << bm.knm << " different-barrel pairs)\n"
