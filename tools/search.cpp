@@ -432,6 +432,10 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
                            const std::string& actor) {
   const std::string name = Label(query);
   if (options.coarse_k < 1) throw Error("the coarse stage needs at least one candidate (--k)");
+  if (options.lead_threshold &&
+      !(std::isfinite(*options.lead_threshold) && *options.lead_threshold >= 0)) {
+    throw Error("--lead-threshold must be a number >= 0");
+  }
   if (query.kind == ExhibitKind::kBullet) return SearchBullet(store, query, options, actor);
   if (query.kind != ExhibitKind::kCartridgeCase) {
     throw Error(name + ": is a " + ToString(query.kind) +
