@@ -596,7 +596,7 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
   if (args.pairs_csv) {
     std::string text =
         "path_a,path_b,land_id_a,land_id_b,same_land,score,ccf,cms,striae,d_um,d_rel,lag_um,"
-        "overlap_um\n";
+        "overlap_um,coarse_cosine\n";
     for (size_t k = 0; k < pairs.size(); ++k) {
       const Item& a = items[static_cast<size_t>(pairs[k].a)];
       const Item& b = items[static_cast<size_t>(pairs[k].b)];
@@ -605,7 +605,8 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
               CsvEscape(b.land_id) + "," + (pairs[k].same_source ? "1" : "0") + "," +
               Fixed(r.score, 4) + "," + Fixed(r.ccf, 4) + "," + std::to_string(r.cms) + "," +
               std::to_string(r.striae) + "," + Fixed(r.d_um, 3) + "," + Fixed(r.d_rel, 3) + "," +
-              Fixed(r.lag_um, 1) + "," + Fixed(r.overlap_um, 1) + "\n";
+              Fixed(r.lag_um, 1) + "," + Fixed(r.overlap_um, 1) + "," +
+              Fixed(coarse_pairs[k].score, 4) + "\n";
     }
     WriteFileAtomically(*args.pairs_csv, text, "pair table");
   }
