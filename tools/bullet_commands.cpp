@@ -270,23 +270,9 @@ std::vector<StoredLandScan> StoredLandScans(const Store& store, const ExhibitRec
   return out;
 }
 
-PreparedBullet PrepareStoredLands(const std::string& name, const std::vector<StoredLandScan>& scans,
-                                  int lands, std::vector<std::string>* unusable) {
-  PreparedBullet b;
-  b.label = name;
-  b.lands.resize(static_cast<size_t>(lands));
-  for (const StoredLandScan& s : scans) {
-    try {
-      const Operand op = ReadStoredScan(s.object, s.scan, s.label);
-      const LandSignature sig = ExtractLandSignature(op.surface, s.label);
-      b.lands[static_cast<size_t>(*s.scan.meta.land - 1)] = PrepareLand(sig, s.label);
-    } catch (const Error& err) {
-      if (!unusable) throw;
-      unusable->push_back(err.what());
-    }
-  }
-  if (b.Present() == 0) throw Error(name + ": none of its land scans gives a usable signature");
-  return b;
+std::shared_ptr<const PreparedLand> PrepareStoredLand(const StoredLandScan& land) {
+  const Operand op = ReadStoredScan(land.object, land.scan, land.label);
+  return PrepareLand(ExtractLandSignature(op.surface, land.label), land.label);
 }
 
 bool IsBulletCompare(const Context& ctx, const CompareArgs& args) {

@@ -29,12 +29,10 @@ struct StoredLandScan {
 // lands (its class characteristic, else the highest land scanned).
 std::vector<StoredLandScan> StoredLandScans(const Store& store, const ExhibitRecord& exhibit,
                                             int* lands);
-// Reads each land's original (hash checked), extracts its signature and
-// prepares it; no store access, so it may run on any thread. A land that
-// gives no signature is left out and its error appended to `unusable` (when
-// null, thrown). Throws bien::Error naming `name` when no land is usable.
-PreparedBullet PrepareStoredLands(const std::string& name, const std::vector<StoredLandScan>& scans,
-                                  int lands, std::vector<std::string>* unusable);
+// Reads one land's original (hash checked), extracts its signature (default
+// LandOptions) and prepares it; no store access, so it may run on any thread.
+// Throws bien::Error naming the land.
+std::shared_ptr<const PreparedLand> PrepareStoredLand(const StoredLandScan& land);
 
 // True when `bien compare` should compare lands or bullets: --kind land or
 // bullet, or (with --kind auto) an operand that is a stored bullet exhibit.

@@ -335,38 +335,74 @@ SearchReport SearchBullet(Store& store, const ExhibitRecord& query, const Search
   }
   report.coarse_ms = MsSince(t_coarse);
 
-  // Fine: every candidate bullet compared with the query, lands read and
-  // their signatures extracted on all cores (the store is looked up here).
+  // Fine: the lands of the query and of every candidate read and their
+  // signatures extracted on all cores (one land per task: bullets differ in
+  // how many lands they have), then each candidate compared with the query.
+  // The store is looked up here, on this thread.
   const auto t_fine = Clock::now();
   int jobs =
       options.jobs > 0 ? options.jobs : static_cast<int>(std::thread::hardware_concurrency());
   jobs = std::max(1, jobs);
   report.jobs = jobs;
-  const PreparedBullet query_bullet =
-      PrepareStoredLands(name, query_scans, query_n, &report.query_unusable);
-  report.query_lands = query_bullet.Present();
   struct Work {
     std::vector<StoredLandScan> scans;
     int lands = 0;
     std::string error;
   };
-  std::vector<Work> work(candidates.size());
+  std::vector<Work> work(candidates.size() + 1);  // [0]: the query
+  work[0].scans = query_scans;
+  work[0].lands = query_n;
   for (size_t i = 0; i < candidates.size(); ++i) {
     try {
-      work[i].scans = StoredLandScans(store, candidates[i].exhibit, &work[i].lands);
+      work[i + 1].scans = StoredLandScans(store, candidates[i].exhibit, &work[i + 1].lands);
     } catch (const Error& e) {
-      work[i].error = e.what();
+      work[i + 1].error = e.what();
     }
+  }
+  struct LandTask {
+    size_t bullet = 0;  // into work
+    const StoredLandScan* scan = nullptr;
+    std::shared_ptr<const PreparedLand> prepared;
+    std::string error;
+  };
+  std::vector<LandTask> tasks;
+  for (size_t w = 0; w < work.size(); ++w) {
+    for (const StoredLandScan& s : work[w].scans) tasks.push_back({w, &s, nullptr, ""});
+  }
+  ParallelFor(tasks.size(), jobs, [&](size_t t) {
+    try {
+      tasks[t].prepared = PrepareStoredLand(*tasks[t].scan);
+    } catch (const Error& e) {
+      tasks[t].error = e.what();
+    }
+  });
+  std::vector<PreparedBullet> bullets(work.size());
+  for (size_t w = 0; w < work.size(); ++w) {
+    bullets[w].label = w == 0 ? name : Label(candidates[w - 1].exhibit);
+    bullets[w].lands.resize(static_cast<size_t>(work[w].lands));
+  }
+  for (const LandTask& t : tasks) {
+    if (t.prepared) {
+      bullets[t.bullet].lands[static_cast<size_t>(*t.scan->scan.meta.land - 1)] = t.prepared;
+    } else if (t.bullet == 0) {
+      report.query_unusable.push_back(t.error);  // a candidate's is left out silently
+    }
+  }
+  report.query_lands = bullets[0].Present();
+  if (report.query_lands == 0) {
+    throw Error(name + ": none of its land scans gives a usable signature");
   }
   std::vector<char> done(candidates.size(), 0);
   ParallelFor(candidates.size(), jobs, [&](size_t i) {
-    if (!work[i].error.empty()) return;
+    Work& w = work[i + 1];
+    if (!w.error.empty()) return;
     SearchCandidate& c = candidates[i];
     try {
-      std::vector<std::string> unusable;  // a damaged land is left out of the comparison
-      const PreparedBullet b =
-          PrepareStoredLands(Label(c.exhibit), work[i].scans, work[i].lands, &unusable);
-      const BulletComparison r = CompareBullets(query_bullet, b);
+      if (bullets[i + 1].Present() == 0) {
+        throw Error(c.exhibit.case_ref + "/" + c.exhibit.exhibit_ref +
+                    ": none of its land scans gives a usable signature");
+      }
+      const BulletComparison r = CompareBullets(bullets[0], bullets[i + 1]);
       c.score = r.score;
       c.phase = r.phase;
       c.lands = r.lands;
@@ -374,14 +410,14 @@ SearchReport SearchBullet(Store& store, const ExhibitRecord& query, const Search
       for (const LandPair& p : r.pairs) c.pairing.push_back({p.land_a, p.land_b, p.result.score});
       done[i] = 1;
     } catch (const Error& e) {
-      work[i].error = e.what();
+      w.error = e.what();
     }
   });
   for (size_t i = 0; i < candidates.size(); ++i) {
     if (done[i]) {
       report.candidates.push_back(std::move(candidates[i]));
     } else {
-      report.skipped.push_back(work[i].error);
+      report.skipped.push_back(work[i + 1].error);
     }
   }
   report.fine_ms = MsSince(t_fine);
