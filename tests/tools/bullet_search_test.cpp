@@ -10,8 +10,11 @@
 #include <set>
 
 #include "core/csv.h"
+#include "imaging/synth.h"
 #include "imaging/synth_land.h"
 #include "imaging/x3p.h"
+#include "matching/bullet.h"
+#include "storage/store.h"
 #include "tests/test_util.h"
 #include "tests/tools/cli_util.h"
 
@@ -129,6 +132,26 @@ TEST_F(BulletSearchCli, IngestSearchesNewBulletsAndTheMateComesFirstWithItsPhase
   EXPECT_TRUE(high["leads"].empty());
 }
 
+TEST_F(BulletSearchCli, IngestStoresTheLandDescriptorWithEachScan) {
+  const auto ingest =
+      Json(RunBien({"ingest", "--node", node_, "--manifest",
+                    (dir_.path() / "manifest.csv").string(), "--no-search", "--json"}));
+  EXPECT_EQ(ingest["ingested"].get<int>(), 29);
+  EXPECT_TRUE(ingest["searches"].empty());
+  auto store = Store::Open(node_);
+  ClassCharacteristics nine, special;
+  nine.calibre = "9mm Luger";
+  special.calibre = ".38 Special";
+  const std::string key = BulletDescriptorKey();
+  EXPECT_EQ(store->DescriptorScanIds(key, PartitionOf(ExhibitKind::kBullet, nine)).size(), 23u);
+  EXPECT_EQ(store->DescriptorScanIds(key, PartitionOf(ExhibitKind::kBullet, special)).size(), 6u);
+  EXPECT_TRUE(store->ScansLackingDescriptor(key, ExhibitKind::kBullet).empty());
+  const auto v = store->GetDescriptor(
+      store->DescriptorScanIds(key, PartitionOf(ExhibitKind::kBullet, nine)).front(), key);
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(static_cast<int>(v->size()), BulletDescriptorDim());
+}
+
 TEST_F(BulletSearchCli, TheBulletIndexIsItsOwnFileAndRebuiltWhenDeleted) {
   Ingest();
   const std::vector<std::filesystem::path> files = IndexFiles(node_);
@@ -156,6 +179,30 @@ TEST_F(BulletSearchCli, TheBulletIndexIsItsOwnFileAndRebuiltWhenDeleted) {
   EXPECT_EQ(again["candidates"][0]["phase"], first["candidates"][0]["phase"]);
   EXPECT_DOUBLE_EQ(again["candidates"][0]["score"].get<double>(),
                    first["candidates"][0]["score"].get<double>());
+
+  // A cartridge case of the same calibre: its breech-face index is another
+  // file, and deleting the bullet index leaves it alone.
+  SynthOptions so;
+  so.firearms = 1;
+  so.shots = 1;
+  so.seed = 21;
+  so.size_px = 560;
+  WriteX3p(MakeSynthShot(so, 0, 0), dir_.path() / "case.x3p");
+  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--case", "K3", "--exhibit", "CC", "--kind",
+                     "cartridge_case", "--role", "evidence", "--calibre", "9mm Luger",
+                     (dir_.path() / "case.x3p").string()})
+                .code,
+            0);
+  ASSERT_EQ(IndexFiles(node_).size(), 3u);
+  std::filesystem::remove(nine);
+  const auto cc = Json(RunBien({"search", "--node", node_, "K3/CC", "--json"}));
+  EXPECT_EQ(cc["partition"].get<std::string>(), "cartridge_case|9mm Luger");
+  EXPECT_EQ(cc["partition_scans"].get<int>(), 1);
+  const std::string cc_note = cc["index"]["note"].get<std::string>();
+  EXPECT_TRUE(cc_note == "loaded" || cc_note == "in memory") << cc_note;
+  const auto bullet = Json(RunBien({"search", "--node", node_, "K1/A", "--json"}));
+  EXPECT_EQ(bullet["index"]["note"].get<std::string>().rfind("rebuilt", 0), 0u);
+  EXPECT_EQ(bullet["partition_scans"].get<int>(), 23);
 }
 
 TEST_F(BulletSearchCli, BadRequestsAreNamed) {
