@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
+#include <numbers>
 
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace bien {
 
@@ -285,6 +288,182 @@ BulletComparison CompareBullets(const PreparedBullet& a, const PreparedBullet& b
     if (std::isfinite(r.matrix[i][j])) r.pairs.push_back({i + 1, j + 1, all[i][j]});
   }
   return r;
+}
+
+// ---------------------------------------------------------------------------
+// Coarse descriptor.
+
+namespace {
+
+std::string KeyNum(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+// The first and last frequency bin kept (wavelength = fft_samples * step / k).
+std::pair<int, int> BandBins(const BulletDescriptorOptions& o) {
+  const double span = o.fft_samples * o.step_um;
+  return {static_cast<int>(std::ceil(span / o.max_wavelength_um - 1e-9)),
+          static_cast<int>(std::floor(span / o.min_wavelength_um + 1e-9))};
+}
+
+}  // namespace
+
+void BulletDescriptorOptions::Check() const {
+  auto bad = [](const std::string& what) { throw Error("bullet descriptor options: " + what); };
+  if (!(std::isfinite(step_um) && step_um > 0)) bad("step_um must be positive");
+  if (fft_samples < 64 || fft_samples > 65536) bad("fft_samples must lie in 64..65536");
+  if (!(std::isfinite(min_wavelength_um) && min_wavelength_um >= 2 * step_um)) {
+    bad("min_wavelength_um must be at least twice step_um (the Nyquist limit)");
+  }
+  if (!(std::isfinite(max_wavelength_um) && max_wavelength_um > min_wavelength_um)) {
+    bad("max_wavelength_um must exceed min_wavelength_um");
+  }
+  if (smooth_bins < 3 || smooth_bins % 2 == 0) bad("smooth_bins must be odd and at least 3");
+  if (!(std::isfinite(taper_um) && taper_um >= 0)) bad("taper_um must be >= 0");
+  if (!(std::isfinite(trim_um) && trim_um >= 0)) bad("trim_um must be >= 0");
+  if (min_valid_samples < 16) bad("min_valid_samples must be at least 16");
+  const auto [lo, hi] = BandBins(*this);
+  if (hi - lo + 1 < 2 * smooth_bins) bad("the wavelength band holds too few frequency bins");
+}
+
+std::string LandOptionsText(const LandOptions& land) {
+  land.Check();
+  return "land-v1 across=" + std::string(ToString(land.across)) +
+         " dir=" + KeyNum(land.min_direction_ratio) + "/" + KeyNum(land.direction_lag_um) +
+         " cc=" + KeyNum(land.crosscut_start_um) + "/" + KeyNum(land.crosscut_step_um) + "/" +
+         KeyNum(land.crosscut_min_ccf) + "/" + KeyNum(land.crosscut_band_um) + "/" +
+         KeyNum(land.crosscut_max_lag_um) + " sh=" + KeyNum(land.shoulder_rise_um) + "/" +
+         KeyNum(land.shoulder_smooth_um) + "/" + KeyNum(land.shoulder_margin_um) +
+         " min=" + KeyNum(land.min_land_width_um) + "/" + KeyNum(land.min_land_length_um) +
+         " loess=" + KeyNum(land.curvature_span) + "/" + std::to_string(land.robust_iterations) +
+         "/" + KeyNum(land.smooth_span) + " sp=" + KeyNum(land.signature_spacing_um) +
+         " gap=" + KeyNum(land.max_gap_um) + " valid=" + KeyNum(land.min_valid_share);
+}
+
+std::string BulletDescriptorKey(const BulletDescriptorOptions& o, const LandOptions& land) {
+  o.Check();
+  // The store takes keys of up to 128 characters: the signature's options
+  // enter by the first 12 hex digits of the SHA-256 of LandOptionsText.
+  return "bld-v1 step=" + KeyNum(o.step_um) + " n=" + std::to_string(o.fft_samples) +
+         " wl=" + KeyNum(o.min_wavelength_um) + ".." + KeyNum(o.max_wavelength_um) +
+         " smooth=" + std::to_string(o.smooth_bins) + " trim=" + KeyNum(o.trim_um) +
+         " taper=" + KeyNum(o.taper_um) + " min=" + std::to_string(o.min_valid_samples) +
+         " dim=" + std::to_string(BulletDescriptorDim(o)) +
+         " sig=" + Sha256Hex(LandOptionsText(land)).substr(0, 12);
+}
+
+int BulletDescriptorDim(const BulletDescriptorOptions& o) {
+  o.Check();
+  const auto [lo, hi] = BandBins(o);
+  return hi - lo + 1;
+}
+
+std::vector<float> BulletDescriptor(const LandSignature& signature, const std::string& label,
+                                    const BulletDescriptorOptions& o) {
+  o.Check();
+  if (!(signature.spacing_um > 0) || signature.values_um.empty()) {
+    throw Error(label + ": the land signature is empty");
+  }
+  // 1. Resample every step_um (linear between neighbours; NaN when either is).
+  const std::vector<float>& in = signature.values_um;
+  const double length_um = signature.spacing_um * static_cast<double>(in.size() - 1);
+  const size_t n = static_cast<size_t>(std::floor(length_um / o.step_um)) + 1;
+  std::vector<double> x(n, kNaN);
+  for (size_t i = 0; i < n; ++i) {
+    const double pos = static_cast<double>(i) * o.step_um / signature.spacing_um;
+    const size_t j = std::min(static_cast<size_t>(pos), in.size() - 1);
+    const double t = pos - static_cast<double>(j);
+    if (j + 1 >= in.size() || t < 1e-9) {
+      x[i] = in[j];
+    } else {
+      x[i] = (1 - t) * in[j] + t * in[j + 1];
+    }
+  }
+  int valid = 0;
+  double mean = 0;
+  for (double v : x) {
+    if (std::isfinite(v)) {
+      mean += v;
+      ++valid;
+    }
+  }
+  if (valid < o.min_valid_samples) {
+    throw Error(label + ": the land signature has " + std::to_string(valid) + " valid samples at " +
+                KeyNum(o.step_um) + " um, the bullet descriptor needs " +
+                std::to_string(o.min_valid_samples));
+  }
+  mean /= valid;
+  for (double& v : x) v = std::isfinite(v) ? v - mean : 0.0;
+  {
+    const size_t trim = static_cast<size_t>(std::lround(o.trim_um / o.step_um));
+    if (2 * trim + static_cast<size_t>(o.min_valid_samples) <= x.size()) {
+      x = std::vector<double>(x.begin() + static_cast<std::ptrdiff_t>(trim),
+                              x.end() - static_cast<std::ptrdiff_t>(trim));
+    }
+  }
+  // The middle fft_samples when longer than the transform.
+  const size_t m = static_cast<size_t>(o.fft_samples);
+  if (x.size() > m) {
+    const size_t skip = (x.size() - m) / 2;
+    x = std::vector<double>(x.begin() + static_cast<std::ptrdiff_t>(skip),
+                            x.begin() + static_cast<std::ptrdiff_t>(skip + m));
+  }
+  const double taper = std::min(o.taper_um / o.step_um, static_cast<double>(x.size()) / 2);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double from_edge =
+        std::min(static_cast<double>(i), static_cast<double>(x.size() - 1 - i));
+    if (from_edge < taper) {
+      x[i] *= 0.5 * (1 - std::cos(std::numbers::pi * from_edge / taper));
+    }
+  }
+  // 2. Power at the band's bins (a direct transform: ~200 bins of ~500 samples).
+  const auto [lo, hi] = BandBins(o);
+  const int bins = hi - lo + 1;
+  std::vector<double> logp(static_cast<size_t>(bins));
+  double total = 0;
+  for (double v : x) total += v * v;
+  if (!(total > 0)) throw Error(label + ": the land signature is flat (no striae)");
+  const double floor_power = 1e-12 * total;
+  for (int b = 0; b < bins; ++b) {
+    const double w = 2 * std::numbers::pi * (lo + b) / static_cast<double>(m);
+    // Rotating phasor, re-anchored every 64 samples against drift.
+    double re = 0, im = 0;
+    for (size_t i0 = 0; i0 < x.size(); i0 += 64) {
+      double c = std::cos(w * static_cast<double>(i0)), s = -std::sin(w * static_cast<double>(i0));
+      const double cw = std::cos(w), sw = -std::sin(w);
+      for (size_t i = i0; i < std::min(x.size(), i0 + 64); ++i) {
+        re += x[i] * c;
+        im += x[i] * s;
+        const double c2 = c * cw - s * sw;
+        s = c * sw + s * cw;
+        c = c2;
+      }
+    }
+    logp[static_cast<size_t>(b)] = std::log(re * re + im * im + floor_power);
+  }
+  // 3. Minus its moving mean (the window shrinks symmetrically at the band's ends).
+  const int half = o.smooth_bins / 2;
+  std::vector<float> out(static_cast<size_t>(bins));
+  for (int b = 0; b < bins; ++b) {
+    const int h = std::min({half, b, bins - 1 - b});
+    double s = 0;
+    int count = 0;
+    for (int k = b - std::max(h, 1); k <= b + std::max(h, 1); ++k) {
+      if (k < 0 || k >= bins) continue;
+      s += logp[static_cast<size_t>(k)];
+      ++count;
+    }
+    out[static_cast<size_t>(b)] = static_cast<float>(logp[static_cast<size_t>(b)] - s / count);
+  }
+  // 4. L2 normalised.
+  double norm = 0;
+  for (float v : out) norm += double(v) * v;
+  norm = std::sqrt(norm);
+  if (!(norm > 0)) throw Error(label + ": the land signature gives a flat spectrum");
+  for (float& v : out) v = static_cast<float>(v / norm);
+  return out;
 }
 
 }  // namespace bien

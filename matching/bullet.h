@@ -99,4 +99,47 @@ struct BulletComparison {
 BulletComparison CompareBullets(const PreparedBullet& a, const PreparedBullet& b,
                                 const LandCompareOptions& options = {});
 
+// The coarse search descriptor of one land scan (docs/BULLETS.md, "Coarse
+// descriptor"): a fixed-length, L2-normalised vector whose cosine with another
+// land's is high when both are shots of the same barrel land, whatever the
+// lag between their signatures. Steps:
+//  1. the signature is resampled every `step_um` (linear, NaN kept), its valid
+//     mean removed, NaN set to 0, `trim_um` cut from each end and both ends
+//     tapered (a Tukey window over `taper_um` at each end) so the scan's
+//     edges (groove feet, steps) add no spectrum of their own;
+//  2. zero-padded (or cut around its middle) to `fft_samples` samples and its
+//     power spectrum taken at the wavelengths `min_wavelength_um` to
+//     `max_wavelength_um` (the magnitude of a Fourier transform does not
+//     change when the signal shifts: the lag between two shots drops out);
+//  3. log power minus its moving mean over `smooth_bins` neighbouring bins:
+//     what is left is the land's own spectral detail (which striae, how
+//     strong), not the general roughness every land shares;
+//  4. L2-normalised.
+struct BulletDescriptorOptions {
+  double step_um = 4;               // resampling step of the signature
+  int fft_samples = 1024;           // transform length (4096 um at 4 um)
+  double min_wavelength_um = 30;    // shortest wavelength kept
+  double max_wavelength_um = 1000;  // longest wavelength kept
+  int smooth_bins = 17;             // moving mean of the log power (odd)
+  double trim_um = 50;              // cut from each end first (groove feet, edge steps)
+  double taper_um = 300;            // Tukey taper at each end
+  int min_valid_samples = 64;       // a signature with fewer valid samples is refused
+  void Check() const;               // throws bien::Error "bullet descriptor options: ..."
+};
+
+// "bld-v1 ..." naming the version and every parameter; the options of the
+// land signature it is computed from enter as "sig=" and the first 12 hex
+// digits of the SHA-256 of LandOptionsText (the store's keys are at most 128
+// characters). A change to either forces the search index to be rebuilt and
+// stored descriptors to be recomputed.
+std::string BulletDescriptorKey(const BulletDescriptorOptions& options = {},
+                                const LandOptions& land = {});
+int BulletDescriptorDim(const BulletDescriptorOptions& options = {});
+// Every option of the land signature, as text ("land-v1 across=auto dir=...").
+std::string LandOptionsText(const LandOptions& land = {});
+// Throws bien::Error naming `label` when the signature has too few valid
+// samples or carries no striae (flat).
+std::vector<float> BulletDescriptor(const LandSignature& signature, const std::string& label,
+                                    const BulletDescriptorOptions& options = {});
+
 }  // namespace bien

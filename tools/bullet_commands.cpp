@@ -75,30 +75,15 @@ std::vector<std::string> SplitCommas(const std::string& text) {
 std::string Name(const ExhibitRecord& e) { return e.case_ref + "/" + e.exhibit_ref; }
 
 Bullet StoredBullet(const Store& store, const ExhibitRecord& e, const LandOptions& options) {
-  const std::string name = Name(e);
-  if (e.kind != ExhibitKind::kBullet) {
-    throw Error(name + ": is a " + std::string(ToString(e.kind)) + ", not a bullet");
-  }
-  const std::vector<ScanRecord> scans = store.ScansOf(e.id);
-  int n = e.cc.lands.value_or(0);
-  for (const ScanRecord& s : scans) {
-    if (!s.meta.land) {
-      throw Error(name + ": scan " + s.meta.original_name +
-                  " has no land number (ingest bullet scans with --land or a land column)");
-    }
-    n = std::max(n, *s.meta.land);
-  }
-  if (scans.empty()) throw Error(name + ": has no scans");
+  int n = 0;
+  const std::vector<StoredLandScan> scans = StoredLandScans(store, e, &n);
   Bullet b;
-  b.label = name;
+  b.label = Name(e);
   b.lands.resize(static_cast<size_t>(n));
-  for (const ScanRecord& s : scans) {
-    const std::string label = name + " land " + std::to_string(*s.meta.land);
-    if (b.lands[static_cast<size_t>(*s.meta.land - 1)]) {
-      throw Error(label + ": the bullet has two scans of this land");
-    }
-    const Operand op = ReadStoredScan(store.ObjectPath(s.sha256), s, label);
-    b.lands[static_cast<size_t>(*s.meta.land - 1)] = LandFromSurface(op.surface, label, options);
+  for (const StoredLandScan& s : scans) {
+    const Operand op = ReadStoredScan(s.object, s.scan, s.label);
+    b.lands[static_cast<size_t>(*s.scan.meta.land - 1)] =
+        LandFromSurface(op.surface, s.label, options);
   }
   return b;
 }
@@ -244,6 +229,41 @@ void WriteSignaturesPng(const std::vector<std::pair<const Land*, const Land*>>& 
 }
 
 }  // namespace
+
+std::vector<StoredLandScan> StoredLandScans(const Store& store, const ExhibitRecord& e,
+                                            int* lands) {
+  const std::string name = Name(e);
+  if (e.kind != ExhibitKind::kBullet) {
+    throw Error(name + ": is a " + std::string(ToString(e.kind)) + ", not a bullet");
+  }
+  const std::vector<ScanRecord> scans = store.ScansOf(e.id);
+  if (scans.empty()) throw Error(name + ": has no scans");
+  int n = e.cc.lands.value_or(0);
+  std::set<int> seen;
+  std::vector<StoredLandScan> out;
+  for (const ScanRecord& s : scans) {
+    if (!s.meta.land) {
+      throw Error(name + ": scan " + s.meta.original_name +
+                  " has no land number (ingest bullet scans with --land or a land column)");
+    }
+    const std::string label = name + " land " + std::to_string(*s.meta.land);
+    if (!seen.insert(*s.meta.land).second) {
+      throw Error(label + ": the bullet has two scans of this land");
+    }
+    n = std::max(n, *s.meta.land);
+    out.push_back(StoredLandScan{s, store.ObjectPath(s.sha256), label});
+  }
+  std::sort(out.begin(), out.end(), [](const StoredLandScan& a, const StoredLandScan& b) {
+    return *a.scan.meta.land < *b.scan.meta.land;
+  });
+  *lands = n;
+  return out;
+}
+
+std::shared_ptr<const PreparedLand> PrepareStoredLand(const StoredLandScan& land) {
+  const Operand op = ReadStoredScan(land.object, land.scan, land.label);
+  return PrepareLand(ExtractLandSignature(op.surface, land.label), land.label);
+}
 
 bool IsBulletCompare(const Context& ctx, const CompareArgs& args) {
   if (args.kind == "land" || args.kind == "bullet") return true;
@@ -464,6 +484,20 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
   }
   const double ms_per_land = MsSince(t_cmp) / static_cast<double>(pairs.size());
   const EvalMetrics m = ComputeEvalMetrics(static_cast<int>(items.size()), pairs);
+  // The coarse search descriptor: cosines of every land pair (docs/BULLETS.md).
+  std::vector<std::vector<float>> descriptors;
+  for (const Item& it : items) {
+    descriptors.push_back(BulletDescriptor(it.land_data->signature, it.path));
+  }
+  std::vector<PairScore> coarse_pairs = pairs;
+  for (PairScore& p : coarse_pairs) {
+    const auto& da = descriptors[static_cast<size_t>(p.a)];
+    const auto& db = descriptors[static_cast<size_t>(p.b)];
+    double dot = 0;
+    for (size_t k = 0; k < da.size(); ++k) dot += double(da[k]) * db[k];
+    p.score = dot;
+  }
+  const EvalMetrics cm = ComputeEvalMetrics(static_cast<int>(items.size()), coarse_pairs);
 
   // Bullets: the lands of one (source, bullet).
   std::map<std::pair<std::string, std::string>, Bullet> bullets;
@@ -538,7 +572,7 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
   if (args.pairs_csv) {
     std::string text =
         "path_a,path_b,land_id_a,land_id_b,same_land,score,ccf,cms,striae,d_um,d_rel,lag_um,"
-        "overlap_um\n";
+        "overlap_um,coarse_cosine\n";
     for (size_t k = 0; k < pairs.size(); ++k) {
       const Item& a = items[static_cast<size_t>(pairs[k].a)];
       const Item& b = items[static_cast<size_t>(pairs[k].b)];
@@ -547,7 +581,8 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
               CsvEscape(b.land_id) + "," + (pairs[k].same_source ? "1" : "0") + "," +
               Fixed(r.score, 4) + "," + Fixed(r.ccf, 4) + "," + std::to_string(r.cms) + "," +
               std::to_string(r.striae) + "," + Fixed(r.d_um, 3) + "," + Fixed(r.d_rel, 3) + "," +
-              Fixed(r.lag_um, 1) + "," + Fixed(r.overlap_um, 1) + "\n";
+              Fixed(r.lag_um, 1) + "," + Fixed(r.overlap_um, 1) + "," +
+              Fixed(coarse_pairs[k].score, 4) + "\n";
     }
     WriteFileAtomically(*args.pairs_csv, text, "pair table");
   }
@@ -581,6 +616,12 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
                                 {"max_knm", num(m.max_knm)},
                                 {"top1", num(m.top1)},
                                 {"queries", m.queries}}},
+                              {"coarse_descriptor",
+                               {{"key", BulletDescriptorKey()},
+                                {"auc", num(cm.auc)},
+                                {"min_km", num(cm.min_km)},
+                                {"max_knm", num(cm.max_knm)},
+                                {"top1", num(cm.top1)}}},
                               {"bullet_level",
                                {{"bullets", keys.size()},
                                 {"pairs", bm.pairs},
@@ -606,7 +647,10 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
           << "ROC AUC         " << txt(m.auc, 4) << "\n"
           << "EER             " << txt(100 * m.eer, 2) << " %\n"
           << "lowest KM       " << txt(m.min_km, 3) << "\n"
-          << "highest KNM     " << txt(m.max_knm, 3) << "\n";
+          << "highest KNM     " << txt(m.max_knm, 3) << "\n"
+          << "coarse cosine   same land lowest " << txt(cm.min_km, 3)
+          << ", different lands highest " << txt(cm.max_knm, 3) << ", AUC " << txt(cm.auc, 4)
+          << " (" << BulletDescriptorKey().substr(0, 6) << " descriptor)\n";
   if (!bullet_rows.empty()) {
     ctx.out << "bullets         " << keys.size() << " (" << bm.km << " same-barrel pairs, "
             << bm.knm << " different-barrel pairs)\n"

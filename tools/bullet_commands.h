@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include "matching/bullet.h"
+#include "storage/store.h"
 #include "tools/commands.h"
 #include "tools/compare.h"
 
@@ -14,6 +16,23 @@ namespace bien::cli {
 
 // The name of the bullet comparator and its score (see matching/bullet.h).
 inline constexpr const char* kBulletMethod = "bullet-land-v1";
+
+// One land scan of a stored bullet, with where its original lies.
+struct StoredLandScan {
+  ScanRecord scan;
+  std::filesystem::path object;
+  std::string label;  // "CASE/EXHIBIT land N"
+};
+// The land scans of a stored bullet exhibit, by land. Throws bien::Error
+// naming the exhibit when it is not a bullet, has no scans, a scan without a
+// land number or two scans of one land. `*lands` = the exhibit's number of
+// lands (its class characteristic, else the highest land scanned).
+std::vector<StoredLandScan> StoredLandScans(const Store& store, const ExhibitRecord& exhibit,
+                                            int* lands);
+// Reads one land's original (hash checked), extracts its signature (default
+// LandOptions) and prepares it; no store access, so it may run on any thread.
+// Throws bien::Error naming the land.
+std::shared_ptr<const PreparedLand> PrepareStoredLand(const StoredLandScan& land);
 
 // True when `bien compare` should compare lands or bullets: --kind land or
 // bullet, or (with --kind auto) an operand that is a stored bullet exhibit.

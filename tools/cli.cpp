@@ -260,14 +260,20 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_search->add_option("--top", search.top, "Candidates to print (default 20)");
   c_search->add_option("--k", search.options.coarse_k,
                        "Candidates the coarse stage passes to the fine comparison (default 100)");
-  c_search->add_option("--lead-threshold", search.options.lead_threshold,
-                       "CMC score from which a candidate becomes a lead (default 6)");
+  double search_lead_threshold = 0;  // set into search.options only when given
+  auto* o_lead = c_search->add_option(
+      "--lead-threshold", search_lead_threshold,
+      "Score from which a candidate becomes a lead (default: CMC 6 for cartridge cases, "
+      "bullet score 0.5 for bullets)");
   c_search->add_option("--expand", search.options.expand_top,
                        "Also compare the coarse neighbours of this many strongest candidates "
                        "(default 3; 0: off)");
   c_search->add_flag("--no-leads", search.no_leads, "Do not record leads");
   c_search->add_option("--jobs", search.options.jobs, "Threads (default: all cores)");
-  c_search->callback([&] { action = [&](Context& ctx) { return CmdSearch(ctx, search); }; });
+  c_search->callback([&, o_lead] {
+    if (o_lead->count() > 0) search.options.lead_threshold = search_lead_threshold;
+    action = [&](Context& ctx) { return CmdSearch(ctx, search); };
+  });
 
   // leads, confirm, reject, alerts
   LeadsArgs leads;

@@ -20,6 +20,7 @@
 #include "core/csv.h"
 #include "core/error.h"
 #include "imaging/surface_io.h"
+#include "matching/bullet.h"
 #include "matching/descriptor.h"
 #include "tools/commands.h"
 #include "tools/compare.h"
@@ -159,6 +160,21 @@ ParsedScan ParseItem(const IngestItem& item, size_t index, const CmcOptions& fin
         parsed.descriptors.push_back(
             NewDescriptor{DescriptorKey(), BreechFaceDescriptor(pre, item.label)});
         parsed.fine_features = EncodeCmcFeatures(*PrepareCmc(pre, item.label, fine_options));
+      } catch (const Error& e) {
+        parsed.warnings.push_back(std::string("not searchable: ") + e.what());
+      }
+    }
+    // A bullet's land scan: the coarse descriptor of its land signature
+    // (matching/bullet.h), in the same transaction; a land it cannot use is
+    // still stored, with a warning. A scan without a land number is stored
+    // too, but a bullet search needs the land of each scan.
+    if (item.exhibit.kind == ExhibitKind::kBullet && !m.intensity) {
+      try {
+        if (!item.land) {
+          throw Error(item.label + ": no land number (give --land or a land column)");
+        }
+        parsed.descriptors.push_back(
+            NewDescriptor{BulletDescriptorKey(), LandScanDescriptor(surface, item.label)});
       } catch (const Error& e) {
         parsed.warnings.push_back(std::string("not searchable: ") + e.what());
       }
@@ -582,8 +598,8 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
   auto store = Store::Open(ctx.NodeDir());
   const IngestSummary summary =
       IngestItems(*store, ctx.actor, std::move(items), args.jobs, ctx.progress, ctx.err);
-  // Every new cartridge case is searched against the node's own store; its
-  // candidates at or above the lead threshold become leads.
+  // Every new cartridge case and bullet is searched against the node's own
+  // store; its candidates at or above the lead threshold become leads.
   std::vector<SearchReport> searches;
   std::vector<std::string> search_errors;
   if (!args.no_search) {
@@ -591,7 +607,7 @@ int CmdIngest(Context& ctx, const IngestArgs& args) {
     for (const IngestOutcome& o : summary.items) {
       if (o.status != "ingested" || !searched.insert(o.exhibit_id).second) continue;
       const ExhibitRecord e = store->FindExhibit("#" + std::to_string(o.exhibit_id));
-      if (e.kind != ExhibitKind::kCartridgeCase) continue;
+      if (e.kind != ExhibitKind::kCartridgeCase && e.kind != ExhibitKind::kBullet) continue;
       try {
         searches.push_back(SearchExhibit(*store, e, SearchOptions{}, ctx.actor));
       } catch (const Error& err) {

@@ -16,8 +16,11 @@
 #include <thread>
 
 #include "core/error.h"
+#include "imaging/land.h"
+#include "matching/bullet.h"
 #include "matching/descriptor.h"
 #include "matching/index.h"
+#include "tools/bullet_commands.h"
 #include "tools/cli.h"
 #include "tools/compare.h"
 #include "tools/fine_features.h"
@@ -119,13 +122,14 @@ std::shared_ptr<VectorIndex> Recall(const std::filesystem::path& path, const std
 // saved one holds exactly the store's scans, updated in place when it only
 // lacks or holds a few more, rebuilt otherwise (and always when the file is
 // missing, damaged or of another descriptor key). Saved when changed.
+// `key` and `dim` are the descriptor's; `index_name` names the file in
+// NODE/index/ (PartitionIndexes::PathFor).
 std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
                                        const std::vector<DescriptorRow>& owners,
-                                       std::string* note) {
-  const std::string key = DescriptorKey();
-  const int dim = DescriptorDim();
+                                       const std::string& key, int dim,
+                                       const std::string& index_name, std::string* note) {
   const PartitionIndexes folder(store.dir() / "index");
-  const std::filesystem::path path = folder.PathFor(partition.Key());
+  const std::filesystem::path path = folder.PathFor(index_name);
   std::vector<int64_t> ids;
   ids.reserve(owners.size());
   for (const DescriptorRow& r : owners) ids.push_back(r.scan.value);
@@ -206,7 +210,252 @@ std::string StrengthCell(const SearchCandidate& c) {
          " (<= " + Fixed(100 * e.rate_upper95, 2) + " %)";
 }
 
+// --- bullets ----------------------------------------------------------------
+
+// The file name of a partition's bullet index: the partition key (which holds
+// the kind) and the descriptor family, so it can never be the breech-face
+// index's file, whatever the partition.
+std::string BulletIndexName(const Partition& partition) { return partition.Key() + "|bld"; }
+
+// Computes the bld descriptors a partition's land scans lack (scans stored
+// before bullet descriptors existed, or under another descriptor version).
+int BackfillLandDescriptors(Store& store, const Partition& partition, const std::string& key) {
+  const auto lacking = store.ScansLackingDescriptor(key, ExhibitKind::kBullet);
+  if (lacking.empty()) return 0;
+  std::map<int64_t, ExhibitRecord> exhibits;
+  int added = 0;
+  for (const ScanRecord& scan : lacking) {
+    auto it = exhibits.find(scan.exhibit.value);
+    if (it == exhibits.end()) {
+      it = exhibits
+               .emplace(scan.exhibit.value,
+                        store.FindExhibit("#" + std::to_string(scan.exhibit.value)))
+               .first;
+    }
+    if (scan.meta.intensity || !scan.meta.land || !(PartitionOf(it->second) == partition)) {
+      continue;
+    }
+    const std::string label = Label(it->second) + " land " + std::to_string(*scan.meta.land);
+    try {
+      const Operand op = ReadStoredScan(store.ObjectPath(scan.sha256), scan, label);
+      store.PutDescriptor(scan.id, key, LandScanDescriptor(op.surface, label));
+      ++added;
+    } catch (const Error&) {
+      // A land the descriptor cannot use stays out of the index; the bullet
+      // is still found through its other lands, and compared whole.
+    }
+  }
+  return added;
+}
+
+nlohmann::json PairingJson(const SearchCandidate& c) {
+  nlohmann::json pairs = nlohmann::json::array();
+  for (const SearchCandidate::LandPairing& p : c.pairing) {
+    pairs.push_back(
+        {{"query_land", p.query_land}, {"candidate_land", p.candidate_land}, {"score", p.score}});
+  }
+  return pairs;
+}
+
+SearchReport SearchBullet(Store& store, const ExhibitRecord& query, const SearchOptions& options,
+                          const std::string& actor) {
+  const std::string name = Label(query);
+  SearchReport report;
+  report.query = query;
+  report.method = kBulletSearchMethod;
+  report.lead_threshold = options.lead_threshold.value_or(kDefaultBulletLeadThreshold);
+  const Partition partition = PartitionOf(query);
+  report.partition = partition.Key();
+  const std::string key = BulletDescriptorKey();
+  const int dim = BulletDescriptorDim();
+
+  const auto t_coarse = Clock::now();
+  int query_n = 0;
+  const std::vector<StoredLandScan> query_scans = StoredLandScans(store, query, &query_n);
+  BackfillLandDescriptors(store, partition, key);
+  std::vector<std::pair<int, std::vector<float>>> query_vectors;  // land, descriptor
+  for (const StoredLandScan& s : query_scans) {
+    if (s.scan.meta.intensity) continue;
+    if (auto v = store.GetDescriptor(s.scan.id, key); v && static_cast<int>(v->size()) == dim) {
+      query_vectors.emplace_back(*s.scan.meta.land, std::move(*v));
+    }
+  }
+  if (query_vectors.empty()) {
+    throw Error(name +
+                ": none of its land scans gives a usable bullet descriptor (no 3D land "
+                "scan, or no land signature); compare it one to one with bien compare");
+  }
+  const std::vector<DescriptorRow> owners = store.DescriptorOwners(key, partition);
+  report.partition_scans = static_cast<int64_t>(owners.size());
+  std::map<int64_t, int64_t> exhibit_of;  // scan -> exhibit
+  for (const DescriptorRow& r : owners) exhibit_of[r.scan.value] = r.exhibit.value;
+  const std::shared_ptr<VectorIndex> index =
+      SyncIndex(store, partition, owners, key, dim, BulletIndexName(partition), &report.index_note);
+  report.index_kind = std::string(IndexKindName(index->kind()));
+
+  // Coarse: each query land's nearest lands; a candidate bullet's coarse
+  // score is the sum over the query's lands of the best cosine (at least 0)
+  // with any of its lands among those neighbours. Six lands per bullet:
+  // enough neighbours per land for coarse_k bullets.
+  const int64_t per_land =
+      std::min<int64_t>(index->size(), static_cast<int64_t>(options.coarse_k) * 8 +
+                                           static_cast<int64_t>(query_scans.size()) + 16);
+  std::map<int64_t, std::map<int, double>> best;  // exhibit -> query land -> best cosine
+  for (const auto& [land, vector] : query_vectors) {
+    for (const SearchHit& h : index->Search(vector, per_land)) {
+      const auto owner = exhibit_of.find(h.id);
+      if (owner == exhibit_of.end() || owner->second == query.id.value) continue;
+      double& b = best[owner->second][land];
+      b = std::max(b, static_cast<double>(h.score));
+    }
+  }
+  struct Ranked {
+    int64_t exhibit = 0;
+    double sum = 0;
+  };
+  std::vector<Ranked> ranked;
+  for (const auto& [exhibit, lands] : best) {
+    Ranked r{exhibit, 0};
+    for (const auto& [land, cosine] : lands) r.sum += std::max(0.0, cosine);
+    ranked.push_back(r);
+  }
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const Ranked& a, const Ranked& b) { return a.sum > b.sum; });
+  std::vector<SearchCandidate> candidates;
+  for (const Ranked& r : ranked) {
+    const ExhibitRecord e = store.FindExhibit("#" + std::to_string(r.exhibit));
+    if (!ClassCompatible(query.cc, e.cc)) continue;
+    SearchCandidate c;
+    c.exhibit = e;
+    c.coarse_rank = static_cast<int>(candidates.size()) + 1;
+    // Mean over the query's searched lands of the best land cosine.
+    c.coarse_score = r.sum / static_cast<double>(query_vectors.size());
+    candidates.push_back(std::move(c));
+    if (static_cast<int>(candidates.size()) == options.coarse_k) break;
+  }
+  report.coarse_ms = MsSince(t_coarse);
+
+  // Fine: the lands of the query and of every candidate read and their
+  // signatures extracted on all cores (one land per task: bullets differ in
+  // how many lands they have), then each candidate compared with the query.
+  // The store is looked up here, on this thread.
+  const auto t_fine = Clock::now();
+  int jobs =
+      options.jobs > 0 ? options.jobs : static_cast<int>(std::thread::hardware_concurrency());
+  jobs = std::max(1, jobs);
+  report.jobs = jobs;
+  struct Work {
+    std::vector<StoredLandScan> scans;
+    int lands = 0;
+    std::string error;
+  };
+  std::vector<Work> work(candidates.size() + 1);  // [0]: the query
+  work[0].scans = query_scans;
+  work[0].lands = query_n;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    try {
+      work[i + 1].scans = StoredLandScans(store, candidates[i].exhibit, &work[i + 1].lands);
+    } catch (const Error& e) {
+      work[i + 1].error = e.what();
+    }
+  }
+  struct LandTask {
+    size_t bullet = 0;  // into work
+    const StoredLandScan* scan = nullptr;
+    std::shared_ptr<const PreparedLand> prepared;
+    std::string error;
+  };
+  std::vector<LandTask> tasks;
+  for (size_t w = 0; w < work.size(); ++w) {
+    for (const StoredLandScan& s : work[w].scans) tasks.push_back({w, &s, nullptr, ""});
+  }
+  ParallelFor(tasks.size(), jobs, [&](size_t t) {
+    try {
+      tasks[t].prepared = PrepareStoredLand(*tasks[t].scan);
+    } catch (const Error& e) {
+      tasks[t].error = e.what();
+    }
+  });
+  std::vector<PreparedBullet> bullets(work.size());
+  for (size_t w = 0; w < work.size(); ++w) {
+    bullets[w].label = w == 0 ? name : Label(candidates[w - 1].exhibit);
+    bullets[w].lands.resize(static_cast<size_t>(work[w].lands));
+  }
+  for (const LandTask& t : tasks) {
+    if (t.prepared) {
+      bullets[t.bullet].lands[static_cast<size_t>(*t.scan->scan.meta.land - 1)] = t.prepared;
+    } else if (t.bullet == 0) {
+      report.query_unusable.push_back(t.error);  // a candidate's is left out silently
+    }
+  }
+  report.query_lands = bullets[0].Present();
+  if (report.query_lands == 0) {
+    throw Error(name + ": none of its land scans gives a usable signature");
+  }
+  std::vector<char> done(candidates.size(), 0);
+  ParallelFor(candidates.size(), jobs, [&](size_t i) {
+    Work& w = work[i + 1];
+    if (!w.error.empty()) return;
+    SearchCandidate& c = candidates[i];
+    try {
+      if (bullets[i + 1].Present() == 0) {
+        throw Error(c.exhibit.case_ref + "/" + c.exhibit.exhibit_ref +
+                    ": none of its land scans gives a usable signature");
+      }
+      const BulletComparison r = CompareBullets(bullets[0], bullets[i + 1]);
+      c.score = r.score;
+      c.phase = r.phase;
+      c.lands = r.lands;
+      c.runner_up = r.runner_up;
+      for (const LandPair& p : r.pairs) c.pairing.push_back({p.land_a, p.land_b, p.result.score});
+      done[i] = 1;
+    } catch (const Error& e) {
+      w.error = e.what();
+    }
+  });
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (done[i]) {
+      report.candidates.push_back(std::move(candidates[i]));
+    } else {
+      report.skipped.push_back(work[i + 1].error);
+    }
+  }
+  report.fine_ms = MsSince(t_fine);
+
+  const KnmDistribution knm(store.KnmScores(kBulletSearchMethod));
+  for (SearchCandidate& c : report.candidates) {
+    c.strength = knm.At(c.score);
+    c.strength_text = knm.Describe(c.score);
+    c.lead = c.score >= report.lead_threshold;
+  }
+  std::stable_sort(report.candidates.begin(), report.candidates.end(),
+                   [](const SearchCandidate& a, const SearchCandidate& b) {
+                     return a.score != b.score ? a.score > b.score : a.coarse_rank < b.coarse_rank;
+                   });
+  if (options.record_leads) {
+    std::vector<LeadCandidate> leads;
+    for (const SearchCandidate& c : report.candidates) {
+      if (!c.lead) continue;
+      LeadCandidate l;
+      l.candidate = c.exhibit.id;
+      l.method = kBulletSearchMethod;
+      l.score = c.score;
+      if (c.strength && c.strength->total > 0) l.strength = c.strength->rate;
+      l.coarse_rank = c.coarse_rank;
+      l.registration_json =
+          nlohmann::json{{"phase", *c.phase}, {"lands", c.lands}, {"pairs", PairingJson(c)}}.dump();
+      leads.push_back(std::move(l));
+    }
+    if (!leads.empty()) report.leads = store.RecordLeads(actor, query.id, leads);
+  }
+  return report;
+}
+
 }  // namespace
+
+std::vector<float> LandScanDescriptor(const Surface& raw, const std::string& label) {
+  return BulletDescriptor(ExtractLandSignature(raw, label), label);
+}
 
 std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label) {
   Operand op;
@@ -218,18 +467,25 @@ std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::strin
 SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const SearchOptions& options,
                            const std::string& actor) {
   const std::string name = Label(query);
+  if (options.coarse_k < 1) throw Error("the coarse stage needs at least one candidate (--k)");
+  if (options.lead_threshold &&
+      !(std::isfinite(*options.lead_threshold) && *options.lead_threshold >= 0)) {
+    throw Error("--lead-threshold must be a number >= 0");
+  }
+  if (query.kind == ExhibitKind::kBullet) return SearchBullet(store, query, options, actor);
   if (query.kind != ExhibitKind::kCartridgeCase) {
     throw Error(name + ": is a " + ToString(query.kind) +
-                "; search is available for cartridge cases (breech faces)");
+                "; search is available for cartridge cases (breech faces) and bullets");
   }
-  if (options.coarse_k < 1) throw Error("the coarse stage needs at least one candidate (--k)");
+  const double lead_threshold = options.lead_threshold.value_or(kDefaultLeadThreshold);
   const std::optional<ScanRecord> query_scan = FirstTopography(store, query.id);
   if (!query_scan) {
     throw Error(name + ": has no 3D scan; 2D images cannot be searched yet (bien compare them)");
   }
   SearchReport report;
   report.query = query;
-  report.lead_threshold = options.lead_threshold;
+  report.method = kCmcMethod;
+  report.lead_threshold = lead_threshold;
   const Partition partition = PartitionOf(query);
   report.partition = partition.Key();
   const std::string key = DescriptorKey();
@@ -246,8 +502,8 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   report.partition_scans = static_cast<int64_t>(owners.size());
   std::map<int64_t, int64_t> exhibit_of;  // scan -> exhibit
   for (const DescriptorRow& r : owners) exhibit_of[r.scan.value] = r.exhibit.value;
-  const std::shared_ptr<VectorIndex> index =
-      SyncIndex(store, partition, owners, &report.index_note);
+  const std::shared_ptr<VectorIndex> index = SyncIndex(
+      store, partition, owners, key, DescriptorDim(), partition.Key(), &report.index_note);
   report.index_kind = std::string(IndexKindName(index->kind()));
 
   // Coarse: more hits than needed, since one exhibit may have several scans
@@ -345,7 +601,7 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   if (options.expand_top > 0 && options.expand_k > 0) {
     std::vector<SearchCandidate> strong;
     for (const SearchCandidate& c : report.candidates) {
-      if (c.score >= options.lead_threshold) strong.push_back(c);
+      if (c.score >= lead_threshold) strong.push_back(c);
     }
     std::stable_sort(
         strong.begin(), strong.end(),
@@ -370,7 +626,7 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   for (SearchCandidate& c : report.candidates) {
     c.strength = knm.At(c.score);
     c.strength_text = knm.Describe(c.score);
-    c.lead = c.score >= options.lead_threshold;
+    c.lead = c.score >= lead_threshold;
   }
   std::stable_sort(report.candidates.begin(), report.candidates.end(),
                    [](const SearchCandidate& a, const SearchCandidate& b) {
@@ -402,15 +658,52 @@ void PrintSearchSummary(std::ostream& out, const SearchReport& r) {
     updated += l.outcome == LeadOutcome::kUpdated;
     decided += l.outcome == LeadOutcome::kAlreadyDecided;
   }
+  const bool bullet = r.method == kBulletSearchMethod;
+  const int digits = bullet ? 3 : 1;  // bullet scores lie in 0..1
   out << "search " << Label(r.query) << ": " << r.candidates.size() << " candidates compared";
   if (!r.candidates.empty()) {
     const SearchCandidate& best = r.candidates.front();
-    out << ", best " << Label(best.exhibit) << " at " << Fixed(best.score, 1);
+    out << ", best " << Label(best.exhibit) << " at " << Fixed(best.score, digits);
+    if (best.phase) out << " (phase " << *best.phase << ")";
   }
   out << "; leads: " << created << " new, " << updated << " updated";
   if (decided) out << ", " << decided << " already decided";
-  out << " (score >= " << Fixed(r.lead_threshold, 1) << ")\n";
+  out << " (score >= " << Fixed(r.lead_threshold, digits) << ")\n";
 }
+
+namespace {
+
+void PrintBulletSearch(std::ostream& out, const SearchReport& r, size_t shown) {
+  out << "query        " << Label(r.query) << "  (" << r.query_lands << " usable lands; partition "
+      << r.partition << ", " << r.partition_scans << " land scans indexed)\n"
+      << "index        " << r.index_kind << ", " << r.index_note << "\n"
+      << "coarse       " << Fixed(r.coarse_ms, 0)
+      << " ms: " << r.candidates.size() + r.skipped.size() << " candidate bullets\n"
+      << "fine         " << Fixed(r.fine_ms / 1000, 1) << " s: bullet comparison (" << r.method
+      << ") on " << r.jobs << " threads\n";
+  for (const std::string& s : r.query_unusable) out << "query land not used: " << s << "\n";
+  TextTable table({"RANK", "CANDIDATE", "ROLE", "FIREARM", "SCORE", "PHASE", "NEXT PHASE",
+                   "LANDS (QUERY-CANDIDATE SCORE)", "COARSE", "KNM >= SCORE (95 % BOUND)", "LEAD"});
+  for (size_t i = 0; i < shown; ++i) {
+    const SearchCandidate& c = r.candidates[i];
+    std::string pairs;
+    for (const SearchCandidate::LandPairing& p : c.pairing) {
+      if (!pairs.empty()) pairs += " ";
+      pairs += std::to_string(p.query_land) + "-" + std::to_string(p.candidate_land) + " " +
+               Fixed(p.score, 2);
+    }
+    table.Add({std::to_string(i + 1), Label(c.exhibit), ToString(c.exhibit.role),
+               c.exhibit.firearm_ref.value_or("-"), Fixed(c.score, 3),
+               c.phase ? std::to_string(*c.phase) : "-", Fixed(c.runner_up, 3), pairs,
+               "#" + std::to_string(c.coarse_rank) + " " + Fixed(c.coarse_score, 3),
+               StrengthCell(c), c.lead ? "yes" : ""});
+  }
+  out << table.Render();
+  for (const std::string& s : r.skipped) out << "not compared: " << s << "\n";
+  PrintSearchSummary(out, r);
+}
+
+}  // namespace
 
 int CmdSearch(Context& ctx, const SearchArgs& args) {
   if (args.top < 1) throw Error("--top must be at least 1");
@@ -440,6 +733,16 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                           {"registration", RegistrationJson(c.registration)},
                           {"strength", {{"text", c.strength_text}}},
                           {"lead", c.lead}};
+      if (c.phase) {  // a bullet: phase and land pairing instead of cells and registration
+        j.erase("forward");
+        j.erase("backward");
+        j.erase("registration");
+        j.erase("scan_id");
+        j["phase"] = *c.phase;
+        j["lands"] = c.lands;
+        j["pairing"] = PairingJson(c);
+        j["runner_up"] = c.runner_up;
+      }
       if (c.exhibit.firearm_ref) j["firearm"] = *c.exhibit.firearm_ref;
       if (c.strength) {
         j["strength"]["knm_at_least"] = c.strength->at_least;
@@ -454,23 +757,33 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                        {"outcome", ToString(l.outcome)},
                        {"status", ToString(l.status)}});
     }
-    const nlohmann::json j = {{"query", Label(r.query)},
-                              {"partition", r.partition},
-                              {"partition_scans", r.partition_scans},
-                              {"index", {{"kind", r.index_kind}, {"note", r.index_note}}},
-                              {"compared", r.candidates.size()},
-                              {"candidates", list},
-                              {"skipped", r.skipped},
-                              {"lead_threshold", r.lead_threshold},
-                              {"leads", leads},
-                              {"coarse_ms", r.coarse_ms},
-                              {"fine_ms", r.fine_ms},
-                              {"fine_features",
-                               {{"cached", r.features_cached},
-                                {"computed", r.features_computed},
-                                {"write_failures", r.features_write_failures}}},
-                              {"jobs", r.jobs}};
+    nlohmann::json j = {{"query", Label(r.query)},
+                        {"partition", r.partition},
+                        {"partition_scans", r.partition_scans},
+                        {"index", {{"kind", r.index_kind}, {"note", r.index_note}}},
+                        {"compared", r.candidates.size()},
+                        {"candidates", list},
+                        {"skipped", r.skipped},
+                        {"lead_threshold", r.lead_threshold},
+                        {"leads", leads},
+                        {"coarse_ms", r.coarse_ms},
+                        {"fine_ms", r.fine_ms},
+                        {"fine_features",
+                         {{"cached", r.features_cached},
+                          {"computed", r.features_computed},
+                          {"write_failures", r.features_write_failures}}},
+                        {"jobs", r.jobs}};
+    if (r.method == kBulletSearchMethod) {
+      j.erase("fine_features");
+      j["method"] = r.method;
+      j["query_lands"] = r.query_lands;
+      j["query_unusable"] = r.query_unusable;
+    }
     ctx.out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  if (r.method == kBulletSearchMethod) {
+    PrintBulletSearch(ctx.out, r, shown);
     return kExitOk;
   }
   ctx.out << "query        " << Label(r.query) << "  (partition " << r.partition << ", "

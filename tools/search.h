@@ -1,6 +1,7 @@
-// `bien search`: the two-stage search of one stored cartridge case against
-// its partition of the node's store (docs/SEARCH.md).
+// `bien search`: the two-stage search of one stored cartridge case or bullet
+// against its partition of the node's store (docs/SEARCH.md).
 //
+// Cartridge cases:
 //  1. coarse: the exhibit's bfd descriptor (matching/descriptor.h) is looked
 //     up in the partition's FAISS index (matching/index.h), kept in
 //     NODE/index/ and brought up to date with the store first (loaded,
@@ -16,6 +17,14 @@
 //  4. query expansion: the coarse neighbours of the strongest candidates are
 //     compared too (a mate the query's descriptor ranks low is often close to
 //     another mate's).
+//
+// Bullets (docs/BULLETS.md, "Search"): each land scan has a bld descriptor
+// (matching/bullet.h) in the partition's bullet index (a file of its own);
+// every land of the query looks up its nearest lands, candidate bullets are
+// ranked by the sum over the query's lands of their best cosine, and the
+// best `coarse_k` are compared bullet to bullet (phase alignment of the land
+// scores) on all cores. No query expansion (a bullet's six lands already
+// give six looks into the index).
 #pragma once
 
 #include <optional>
@@ -35,11 +44,23 @@ namespace bien::cli {
 // known non-matches score at most 4.5 and known matches at least 14
 // (docs/ACCURACY.md). A lead is only flagged for an expert's review.
 inline constexpr double kDefaultLeadThreshold = 6;
+// A bullet score (mean land score at the best phase, matching/bullet.h) at or
+// above this makes a candidate bullet a lead. On Hamby 252 every same-land
+// pair scores at least 0.757 and every different-land pair at most 0.362, so
+// the best phase of two bullets of different barrels (a mean of different-land
+// scores) stays below 0.362 and a same-barrel bullet scored 0.792; 0.5 lies
+// in the gap with room on both sides (docs/BULLETS.md, "Search").
+inline constexpr double kDefaultBulletLeadThreshold = 0.5;
+// The lead method of a bullet search (the bullet-to-bullet score of
+// matching/bullet.h with the bld-v1 coarse stage).
+inline constexpr const char* kBulletSearchMethod = "bullet-v1";
 
 struct SearchOptions {
   int coarse_k = 100;  // candidates the coarse stage hands to the fine stage
   int jobs = 0;        // fine-stage threads; 0 = all cores
-  double lead_threshold = kDefaultLeadThreshold;
+  // nullopt: the kind's default (kDefaultLeadThreshold for cartridge cases,
+  // kDefaultBulletLeadThreshold for bullets).
+  std::optional<double> lead_threshold;
   bool record_leads = true;
   // Query expansion: the coarse neighbours of the `expand_top` strongest
   // candidates (at or above the lead threshold) are compared as well,
@@ -61,10 +82,24 @@ struct SearchCandidate {
   std::optional<Exceedance> strength;
   std::string strength_text;
   bool lead = false;  // at or above the lead threshold
+  // Bullets only (score is then the bullet score, 0..1; forward, backward and
+  // registration stay empty): the best phase, the number of lands n, the
+  // land pairs at that phase with their land scores, and the best mean of
+  // another phase.
+  struct LandPairing {
+    int query_land = 0;  // 1-based
+    int candidate_land = 0;
+    double score = 0;
+  };
+  std::optional<int> phase;  // land i of the query faces land ((i - 1 + phase) mod n) + 1
+  int lands = 0;
+  std::vector<LandPairing> pairing;
+  double runner_up = 0;
 };
 
 struct SearchReport {
   ExhibitRecord query;
+  std::string method;  // the fine comparison: "cmc-v1" or kBulletSearchMethod
   std::string partition;
   int64_t partition_scans = 0;              // scans with a descriptor in the partition
   std::string index_kind;                   // "exact", "ivf_flat", ...
@@ -81,14 +116,24 @@ struct SearchReport {
   int features_cached = 0;
   int features_computed = 0;
   int features_write_failures = 0;  // computed but not cached (e.g. a full disk)
+  // Bullets: the query's lands in the search, and its land scans that could
+  // not be used (and why).
+  int query_lands = 0;
+  std::vector<std::string> query_unusable;
 };
 
 // The coarse descriptor of a raw scan as ingest computes it: preprocessed as
 // every comparison is, then bfd. Throws bien::Error naming `label`.
 std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label);
 
+// The coarse descriptor of a raw land scan as ingest computes it: its land
+// signature (imaging/land.h, default options), then bld. Throws bien::Error
+// naming `label`.
+std::vector<float> LandScanDescriptor(const Surface& raw, const std::string& label);
+
 // Runs the search of a stored exhibit. Throws bien::Error naming the exhibit
-// when it is not a cartridge case, has no 3D scan or no usable descriptor.
+// when it is neither a cartridge case nor a bullet, has no 3D scan or no
+// usable descriptor (a bullet: no land scan with one).
 // Records leads (one transaction) unless options.record_leads is false.
 SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const SearchOptions& options,
                            const std::string& actor);
