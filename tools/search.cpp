@@ -139,6 +139,14 @@ std::string StrengthCell(const SearchCandidate& c) {
 
 }  // namespace
 
+CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition) {
+  CoarseIndex out;
+  BackfillDescriptors(store, partition, DescriptorKey());
+  out.owners = store.DescriptorOwners(DescriptorKey(), partition);
+  out.index = SyncIndex(store, partition, out.owners, &out.note);
+  return out;
+}
+
 std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label) {
   Operand op;
   op.label = label;

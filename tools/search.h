@@ -24,6 +24,7 @@
 #include "imaging/surface.h"
 #include "matching/calibration.h"
 #include "matching/cmc.h"
+#include "matching/index.h"
 #include "storage/store.h"
 #include "tools/commands.h"
 
@@ -80,6 +81,17 @@ struct SearchReport {
 // The coarse descriptor of a raw scan as ingest computes it: preprocessed as
 // every comparison is, then bfd. Throws bien::Error naming `label`.
 std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label);
+
+// A partition's coarse index, brought up to date with the store as the
+// search does it (descriptors backfilled, saved index loaded, updated or
+// rebuilt), with the scans it holds. Also used to answer peers' correlation
+// requests (tools/federation.cpp).
+struct CoarseIndex {
+  std::shared_ptr<VectorIndex> index;
+  std::vector<DescriptorRow> owners;  // scan -> exhibit of every indexed scan
+  std::string note;
+};
+CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition);
 
 // Runs the search of a stored exhibit. Throws bien::Error naming the exhibit
 // when it is not a cartridge case, has no 3D scan or no usable descriptor.
