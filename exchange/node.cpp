@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "exchange/keys.h"
 
 namespace bien::exchange {
@@ -47,6 +48,16 @@ std::string Z85(const void* data, size_t size) {
   return out;
 }
 
+// ipc://NODE/alerts.ipc; when that path is too long for a Unix socket (108
+// bytes), a socket named after the node's path in $XDG_RUNTIME_DIR (or /tmp).
+std::string DefaultAlertsEndpoint(const std::filesystem::path& dir) {
+  const std::string path = (std::filesystem::absolute(dir) / "alerts.ipc").string();
+  if (path.size() < 100) return "ipc://" + path;
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  const std::string base = runtime && *runtime ? runtime : "/tmp";
+  return "ipc://" + base + "/bien-alerts-" + Sha256Hex(path).substr(0, 16) + ".ipc";
+}
+
 std::string Short(const std::string& key) { return key.substr(0, 8) + "..."; }
 
 enum class LinkState { kNew, kUp, kSilent, kGone };
@@ -71,6 +82,7 @@ struct Link {
   int64_t heard_ms = 0;       // steady clock, last valid message from it
   int64_t seen_saved_ms = 0;  // last time last_seen_at was written
   int64_t next_heartbeat_ms = 0;
+  int64_t dealer_heard_ms = 0;  // last reply on the dealer (or when it was made)
 };
 
 class NodeImpl final : public Node {
@@ -115,9 +127,7 @@ class NodeImpl final : public Node {
     endpoint_ = router_->get(zmq::sockopt::last_endpoint);
     pub_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::pub);
     pub_->set(zmq::sockopt::linger, 0);
-    alerts_endpoint_ = options_.alerts.empty()
-                           ? "ipc://" + (std::filesystem::absolute(dir_) / "alerts.ipc").string()
-                           : options_.alerts;
+    alerts_endpoint_ = options_.alerts.empty() ? DefaultAlertsEndpoint(dir_) : options_.alerts;
     try {
       pub_->bind(alerts_endpoint_);
     } catch (const zmq::error_t& e) {
@@ -205,23 +215,32 @@ class NodeImpl final : public Node {
       if (links_.count(key)) continue;
       Link link;
       link.record = record;
-      link.dealer = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
-      zmq::socket_t& d = *link.dealer;
-      d.set(zmq::sockopt::linger, 0);
-      d.set(zmq::sockopt::curve_serverkey, key);
-      d.set(zmq::sockopt::curve_publickey, keys_.public_key);
-      d.set(zmq::sockopt::curve_secretkey, keys_.secret_key);
-      d.set(zmq::sockopt::immediate, 1);  // queue only to a connected, authenticated peer
-      d.set(zmq::sockopt::reconnect_ivl, 100);
-      d.set(zmq::sockopt::reconnect_ivl_max, 2000);
-      d.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(2 * kMaxMessageBytes));
-      d.set(zmq::sockopt::sndhwm, 100000);
-      d.set(zmq::sockopt::rcvhwm, 100000);
-      d.connect(record.spec.endpoint);
+      Connect(link);
       Log("info", "peer " + record.spec.name + " at " + record.spec.endpoint + " admitted");
       links_.emplace(key, std::move(link));
     }
     peers_loaded_ms_ = SteadyMs();
+  }
+
+  // A new DEALER to the peer. libzmq does not retry a connection the peer's
+  // ZAP handler refused (e.g. before the peer admitted this node), so a
+  // dealer that hears nothing for silent_after_ms is replaced by a new one.
+  void Connect(Link& link) {
+    link.dealer = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    zmq::socket_t& d = *link.dealer;
+    d.set(zmq::sockopt::linger, 0);
+    d.set(zmq::sockopt::curve_serverkey, link.record.spec.public_key);
+    d.set(zmq::sockopt::curve_publickey, keys_.public_key);
+    d.set(zmq::sockopt::curve_secretkey, keys_.secret_key);
+    d.set(zmq::sockopt::immediate, 1);  // queue only to a connected, authenticated peer
+    d.set(zmq::sockopt::reconnect_ivl, 100);
+    d.set(zmq::sockopt::reconnect_ivl_max, 2000);
+    d.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(2 * kMaxMessageBytes));
+    d.set(zmq::sockopt::sndhwm, 100000);
+    d.set(zmq::sockopt::rcvhwm, 100000);
+    d.connect(link.record.spec.endpoint);
+    link.dealer_heard_ms = SteadyMs();
+    link.next_heartbeat_ms = 0;
   }
 
   void Heard(Link& link, const std::optional<Hello>& hello) {
@@ -268,6 +287,7 @@ class NodeImpl final : public Node {
         Log("warn", "peer " + link.record.spec.name + " is gone (nothing for " +
                         std::to_string(quiet) + " ms); its messages wait in the outbox");
       }
+      if (now - link.dealer_heard_ms > options_.silent_after_ms) Connect(link);
       if (now >= link.next_heartbeat_ms) {
         link.next_heartbeat_ms = now + options_.heartbeat_ms;
         Message hb = NewMessage(keys_.public_key, Heartbeat{link.record.queue_depth});
@@ -300,6 +320,11 @@ class NodeImpl final : public Node {
         if (!link.dealer->send(zmq::buffer(e.payload), zmq::send_flags::dontwait)) {
           blocked = true;  // not connected (or its queue is full): try again later
           break;
+        }
+        if (e.attempts > 0) {
+          Log("info", "re-sending " + e.type + " " + e.message_id.substr(0, 8) + " to peer " +
+                          link.record.spec.name + " (attempt " + std::to_string(e.attempts + 1) +
+                          ")");
         }
         const int64_t backoff = std::min<int64_t>(options_.resend_max_ms,
                                                   static_cast<int64_t>(options_.resend_initial_ms)
@@ -372,7 +397,7 @@ class NodeImpl final : public Node {
         return;
       }
       if (frames.size() != 2) {
-        Log("warn", "dropped a message of " + std::to_string(frames.size()) +
+        Log("warn", "dropped a message of " + std::to_string(frames.size() - 1) +
                         " frames (a message is one frame)");
         continue;
       }
@@ -522,6 +547,7 @@ class NodeImpl final : public Node {
       zmq::message_t msg;
       if (!link.dealer->recv(msg, zmq::recv_flags::dontwait)) return;
       const std::string& name = link.record.spec.name;
+      link.dealer_heard_ms = SteadyMs();
       Decoded d = Decode(std::string_view(static_cast<const char*>(msg.data()), msg.size()));
       if (!d.message) {
         Log("warn", "dropped a reply from peer " + name + ": " + d.error);
