@@ -296,7 +296,8 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   AlertsFollowArgs follow_args;
   c_alerts->add_flag("--follow", follow, "Keep printing alerts as they arrive");
   c_alerts->add_option("--timeout", follow_args.timeout_s, "With --follow: stop after S seconds");
-  c_alerts->add_option("--count", follow_args.count, "With --follow: stop after N new alerts");
+  c_alerts->add_option("--count", follow_args.count,
+                       "With --follow: stop once N alerts were printed");
   c_alerts->callback([&] {
     action = [&](Context& ctx) {
       return follow ? CmdAlertsFollow(ctx, follow_args) : CmdAlerts(ctx);
@@ -341,10 +342,17 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   // demo
   DemoArgs demo;
   auto* c_demo = app.add_subcommand(
-      "demo", "Generate sample scans, ingest them into a new node, list and verify it");
+      "demo", "Three national nodes as processes: federated search, a cross-border hit, its alert");
   c_demo->add_option("--dir", demo.dir, "Demo folder (replaced if it holds an earlier demo)")
       ->capture_default_str();
-  c_demo->callback([&] { action = [&](Context& ctx) { return CmdDemo(ctx, demo); }; });
+  bool demo_single = false;
+  c_demo->add_flag("--single-node", demo_single,
+                   "The earlier one-node demo (ingest, list, compare, verify)");
+  c_demo->callback([&] {
+    action = [&](Context& ctx) {
+      return demo_single ? CmdDemo(ctx, demo) : CmdDemoFederation(ctx, demo);
+    };
+  });
 
   try {
     app.parse(argc, argv);

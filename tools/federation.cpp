@@ -595,6 +595,7 @@ int CmdAlertsFollow(Context& ctx, const AlertsFollowArgs& args) {
   for (const AlertRecord& a : ex->AlertsAfter(0)) {
     print(a);
     last = a.id.value;
+    ++shown;
   }
   while (true) {
     for (const AlertRecord& a : ex->AlertsAfter(last)) {

@@ -62,11 +62,15 @@ int CmdRejectRemote(Context& ctx, const std::string& lead, const std::string& by
 
 struct AlertsFollowArgs {
   std::optional<double> timeout_s;  // stop after this long (default: until SIGINT/SIGTERM)
-  std::optional<int> count;         // stop after this many new alerts
+  std::optional<int> count;         // stop once this many alerts were printed
 };
 // Prints alerts as they arrive (existing ones first unless --json), one line
 // (or one JSON object per line) each.
 int CmdAlertsFollow(Context& ctx, const AlertsFollowArgs& args);
+
+// `bien demo` (tools/demo_federation.cpp): three nodes as processes.
+struct DemoArgs;
+int CmdDemoFederation(Context& ctx, const DemoArgs& args);
 
 // Answers a peer's correlation request with the two-stage search on this
 // node's store (what `bien serve` runs for each request).
