@@ -226,6 +226,24 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_search->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchSearch(ctx, bench_search); }; });
 
+  BenchExchangeArgs bench_exchange;
+  auto* c_bench_exchange = c_bench->add_subcommand(
+      "exchange",
+      "Messages per second and MB/s over CURVE on loopback, through the codec, and reliable "
+      "delivery between two nodes' stores");
+  c_bench_exchange->add_option("--messages", bench_exchange.messages, "Small messages to time")
+      ->capture_default_str();
+  c_bench_exchange->add_option("--bulk-mb", bench_exchange.bulk_mb, "1 MiB frames to time")
+      ->capture_default_str();
+  c_bench_exchange
+      ->add_option("--reliable", bench_exchange.reliable,
+                   "Hit notices delivered through two nodes' outbox and store")
+      ->capture_default_str();
+  c_bench_exchange->add_option("--work", bench_exchange.work,
+                               "Scratch folder (default: temporary)");
+  c_bench_exchange->callback(
+      [&] { action = [&](Context& ctx) { return CmdBenchExchange(ctx, bench_exchange); }; });
+
   // search
   SearchArgs search;
   auto* c_search = app.add_subcommand(

@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/time.h"
+#include "exchange/bench.h"
 #include "exchange/fine_features.h"
 #include "exchange/keys.h"
 #include "exchange/node.h"
@@ -571,6 +572,51 @@ int CmdRejectRemote(Context& ctx, const std::string& lead, const std::string& by
   const RemoteCandidateRecord r = ex->RejectRemoteCandidate(RemoteId(lead), by, note);
   ctx.out << "rejected remote candidate " << lead << ": " << r.query.Label() << " and " << r.Label()
           << " of node " << r.peer_name << "\n";
+  return kExitOk;
+}
+
+// ---- bench exchange --------------------------------------------------------
+
+int CmdBenchExchange(Context& ctx, const BenchExchangeArgs& args) {
+  if (args.messages < 1 || args.bulk_mb < 1 || args.reliable < 1) {
+    throw Error("--messages, --bulk-mb and --reliable must be at least 1");
+  }
+  const fs::path work =
+      args.work ? *args.work
+                : fs::temp_directory_path() / ("bien-bench-exchange-" + std::to_string(::getpid()));
+  fs::create_directories(work);
+  const auto small = exchange::BenchCurveTransport(args.messages, 1024);
+  const auto codec = exchange::BenchCodecMessages(args.messages);
+  const auto bulk = exchange::BenchCurveTransport(args.bulk_mb, 1 << 20);
+  const auto reliable = exchange::BenchReliableDelivery(work, args.reliable);
+  if (!args.work) fs::remove_all(work);
+  if (ctx.json) {
+    auto j = [](const exchange::ThroughputResult& r) {
+      return nlohmann::json{{"messages", r.messages},
+                            {"bytes", r.bytes},
+                            {"seconds", r.seconds},
+                            {"messages_per_s", r.MessagesPerSecond()},
+                            {"mb_per_s", r.MegabytesPerSecond()}};
+    };
+    ctx.out << nlohmann::json{{"curve_1kib", j(small)},
+                              {"codec_hit_notices", j(codec)},
+                              {"curve_1mib", j(bulk)},
+                              {"reliable_hit_notices", j(reliable)}}
+                   .dump(2)
+            << "\n";
+    return kExitOk;
+  }
+  TextTable t({"MEASURE", "MESSAGES", "BYTES EACH", "SECONDS", "MESSAGES/S", "MB/S"});
+  auto row = [&](const std::string& what, const exchange::ThroughputResult& r) {
+    t.Add({what, std::to_string(r.messages),
+           std::to_string(r.bytes / std::max<int64_t>(1, r.messages)), Fixed(r.seconds, 2),
+           Fixed(r.MessagesPerSecond(), 0), Fixed(r.MegabytesPerSecond(), 1)});
+  };
+  row("CURVE tcp loopback, 1 KiB frames", small);
+  row("hit notices: encode, CURVE, decode+check", codec);
+  row("CURVE tcp loopback, 1 MiB frames (bulk)", bulk);
+  row("reliable: outbox -> node -> node -> alert, acked", reliable);
+  ctx.out << t.Render();
   return kExitOk;
 }
 

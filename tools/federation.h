@@ -68,6 +68,14 @@ struct AlertsFollowArgs {
 // (or one JSON object per line) each.
 int CmdAlertsFollow(Context& ctx, const AlertsFollowArgs& args);
 
+struct BenchExchangeArgs {
+  int64_t messages = 200000;  // small messages (1 KiB frames; hit notices through the codec)
+  int bulk_mb = 2000;         // 1 MiB frames, this many
+  int64_t reliable = 2000;    // hit notices delivered through two nodes' stores
+  std::optional<std::filesystem::path> work;  // scratch folder (default: temporary)
+};
+int CmdBenchExchange(Context& ctx, const BenchExchangeArgs& args);
+
 // `bien demo` (tools/demo_federation.cpp): three nodes as processes.
 struct DemoArgs;
 int CmdDemoFederation(Context& ctx, const DemoArgs& args);
