@@ -101,16 +101,25 @@ nlohmann::json AlertJson(const AlertRecord& a) {
           {"payload", payload.is_discarded() ? nlohmann::json(a.payload_json) : payload}};
 }
 
-// Blocks SIGINT and SIGTERM in this thread (and the threads it starts), so
-// sigtimedwait can take them.
-sigset_t BlockStopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
-}
+// Blocks SIGINT and SIGTERM in this thread (and the threads it starts) while
+// it lives, so sigtimedwait can take them; restores the mask after.
+class StopSignals {
+ public:
+  StopSignals() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+  }
+  ~StopSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  const sigset_t& set() const { return set_; }
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+};
 
 // Waits up to `ms` for SIGINT/SIGTERM; true when one came.
 bool StopSignal(const sigset_t& set, int ms) {
@@ -328,7 +337,8 @@ CorrelationRequest BuildCorrelationRequest(Store& store, const ExhibitRecord& e,
 
 int CmdServe(Context& ctx, const ServeArgs& args) {
   const fs::path dir = ctx.NodeDir();
-  const sigset_t signals = BlockStopSignals();  // before any thread starts
+  const StopSignals stop_signals;  // before any thread starts
+  const sigset_t& signals = stop_signals.set();
   exchange::NodeOptions options;
   options.listen = args.listen;
   options.alerts = args.alerts;
@@ -356,9 +366,11 @@ int CmdServe(Context& ctx, const ServeArgs& args) {
   while (!StopSignal(signals, 500)) {
   }
   log("info", "stop signal received: shutting down");
+  const std::string alerts = node->alerts_endpoint();
   node->Stop();
   std::error_code ec;
   fs::remove(dir / "serve.endpoint", ec);
+  if (alerts.rfind("ipc://", 0) == 0) fs::remove(alerts.substr(6), ec);
   return kExitOk;
 }
 
@@ -623,7 +635,8 @@ int CmdBenchExchange(Context& ctx, const BenchExchangeArgs& args) {
 // ---- alerts --follow -------------------------------------------------------
 
 int CmdAlertsFollow(Context& ctx, const AlertsFollowArgs& args) {
-  const sigset_t signals = BlockStopSignals();
+  const StopSignals stop_signals;
+  const sigset_t& signals = stop_signals.set();
   auto ex = ExchangeStore::Open(ctx.NodeDir());
   const auto t0 = Clock::now();
   int64_t last = 0;

@@ -140,6 +140,14 @@ TEST_F(NodeTest, TwoNodesDeliverAnsweredRequestsAndHitNoticesAndAcknowledgeThem)
   EXPECT_EQ(xa->Peers()[0].remote_name, "BA-Sarajevo");
   EXPECT_EQ(xa->Peers()[0].remote_country, "BA");
 
+  // Other systems subscribe to B's alerts.
+  zmq::context_t sub_ctx;
+  zmq::socket_t sub(sub_ctx, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::subscribe, "alert");
+  sub.set(zmq::sockopt::rcvtimeo, 20000);
+  sub.connect(nb->alerts_endpoint());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the subscription reaches B
+
   // A hit notice queued in A's outbox arrives once at B as a remote alert.
   const Message m = NewMessage(KeyOf(a), Notice("BA-7"));
   xa->Enqueue(pb.id, {m.id, "hit_notice", Encode(m), std::nullopt});
@@ -149,6 +157,12 @@ TEST_F(NodeTest, TwoNodesDeliverAnsweredRequestsAndHitNoticesAndAcknowledgeThem)
   EXPECT_EQ(alert.origin, "remote");
   EXPECT_EQ(alert.peer, "RS");
   EXPECT_TRUE(Contains(alert.summary, "our BA-7/E3"));
+  zmq::message_t topic, body;
+  ASSERT_TRUE(sub.recv(topic));
+  ASSERT_TRUE(sub.recv(body));
+  EXPECT_EQ(topic.to_string(), "alert");
+  EXPECT_TRUE(Contains(body.to_string(), "\"origin\":\"remote\""));
+  EXPECT_TRUE(Contains(body.to_string(), "our BA-7/E3"));
 
   // A correlation request is answered by B's handler and the answer recorded at A.
   ExhibitSpec spec;
