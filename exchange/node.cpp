@@ -390,55 +390,86 @@ class NodeImpl final : public Node {
     router_->send(zmq::buffer(bytes), zmq::send_flags::dontwait);
   }
 
+  // What a turn of inbound messages leaves to do once its transaction is
+  // committed: acknowledgements, requests for the worker, alerts to publish.
+  struct AfterCommit {
+    std::vector<std::pair<zmq::message_t, std::string>> acks;  // routing id, message id
+    std::vector<PendingRequest> requests;
+    bool alerts = false;
+  };
+
+  // Up to kBatch inbound messages, their effects in one transaction (each
+  // message's own effect all-or-nothing), then their acknowledgements.
   void HandleRouter() {
+    std::vector<std::vector<zmq::message_t>> batch;
     for (int n = 0; n < kBatch; ++n) {
       std::vector<zmq::message_t> frames;
       if (!zmq::recv_multipart(*router_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
-        return;
+        break;
       }
-      if (frames.size() != 2) {
-        Log("warn", "dropped a message of " + std::to_string(frames.size() - 1) +
-                        " frames (a message is one frame)");
-        continue;
-      }
-      std::string key;
-      try {
-        key = frames[1].gets("User-Id");
-      } catch (const zmq::error_t&) {
-      }
-      const auto it = links_.find(key);
-      if (it == links_.end()) {
-        Log("warn", "dropped a message from " +
-                        (key.empty() ? "an unauthenticated sender" : "key " + key) +
-                        ": not an admitted peer");
-        continue;
-      }
-      Link& link = it->second;
-      const std::string& name = link.record.spec.name;
-      const std::string_view bytes(static_cast<const char*>(frames[1].data()), frames[1].size());
-      Decoded d = Decode(bytes);
-      if (!d.message) {
-        Log("warn", "dropped a message from peer " + name + ": " + d.error);
-        continue;
-      }
-      Message& m = *d.message;
-      if (m.sender != key) {
-        Log("warn", "dropped a " + std::string(ToString(m.type())) + " from peer " + name +
-                        ": it claims to come from " + PeerName(m.sender) +
-                        " (sender field does not match its authenticated key)");
-        continue;
-      }
-      try {
-        Dispatch(link, frames[0], m, bytes);
-      } catch (const Error& e) {
-        // A store failure: not acknowledged, so the peer sends it again.
-        Log("warn", "could not handle a " + std::string(ToString(m.type())) + " from peer " + name +
-                        ": " + e.what());
-      }
+      batch.push_back(std::move(frames));
+    }
+    if (batch.empty()) return;
+    AfterCommit after;
+    try {
+      store_->RunBatch([&] {
+        for (auto& frames : batch) Inbound(frames, after);
+      });
+    } catch (const Error& e) {
+      // Nothing was committed and nothing is acknowledged: the peers send again.
+      Log("warn", std::string("could not record inbound messages: ") + e.what());
+      return;
+    }
+    for (auto& [rid, id] : after.acks) SendAck(rid, id);
+    for (PendingRequest& p : after.requests) Queue(std::move(p));
+    if (after.alerts) PublishAlerts();
+  }
+
+  void Inbound(std::vector<zmq::message_t>& frames, AfterCommit& after) {
+    if (frames.size() != 2) {
+      Log("warn", "dropped a message of " + std::to_string(frames.size() - 1) +
+                      " frames (a message is one frame)");
+      return;
+    }
+    std::string key;
+    try {
+      key = frames[1].gets("User-Id");
+    } catch (const zmq::error_t&) {
+    }
+    const auto it = links_.find(key);
+    if (it == links_.end()) {
+      Log("warn", "dropped a message from " +
+                      (key.empty() ? "an unauthenticated sender" : "key " + key) +
+                      ": not an admitted peer");
+      return;
+    }
+    Link& link = it->second;
+    const std::string& name = link.record.spec.name;
+    const std::string_view bytes(static_cast<const char*>(frames[1].data()), frames[1].size());
+    Decoded d = Decode(bytes);
+    if (!d.message) {
+      Log("warn", "dropped a message from peer " + name + ": " + d.error);
+      return;
+    }
+    Message& m = *d.message;
+    if (m.sender != key) {
+      Log("warn", "dropped a " + std::string(ToString(m.type())) + " from peer " + name +
+                      ": it claims to come from " + PeerName(m.sender) +
+                      " (sender field does not match its authenticated key)");
+      return;
+    }
+    try {
+      Dispatch(link, frames[0], m, bytes, after);
+    } catch (const Error& e) {
+      // A store failure: its savepoint is rolled back and it is not
+      // acknowledged, so the peer sends it again.
+      Log("warn", "could not handle a " + std::string(ToString(m.type())) + " from peer " + name +
+                      ": " + e.what());
     }
   }
 
-  void Dispatch(Link& link, const zmq::message_t& rid, Message& m, std::string_view bytes) {
+  void Dispatch(Link& link, const zmq::message_t& rid, Message& m, std::string_view bytes,
+                AfterCommit& after) {
     const std::string& name = link.record.spec.name;
     switch (m.type()) {
       case MessageType::kHello: {
@@ -457,18 +488,18 @@ class NodeImpl final : public Node {
       }
       case MessageType::kHeartbeat:
         Heard(link, std::nullopt);
-        SendAck(rid, m.id);
+        after.acks.emplace_back(zmq::message_t(rid.data(), rid.size()), m.id);
         return;
       case MessageType::kCorrelationRequest: {
         Heard(link, std::nullopt);
         if (store_->AcceptRequest(m.id, m.sender, std::string(bytes))) {
-          Queue(PendingRequest{m.id, m.sender, std::string(bytes)});
+          after.requests.push_back(PendingRequest{m.id, m.sender, std::string(bytes)});
           Log("info", "correlation request " + m.id.substr(0, 8) + " from peer " + name);
         } else {
           Log("info", "duplicate correlation request " + m.id.substr(0, 8) + " from peer " + name +
                           " ignored (acknowledged again)");
         }
-        SendAck(rid, m.id);
+        after.acks.emplace_back(zmq::message_t(rid.data(), rid.size()), m.id);
         return;
       }
       case MessageType::kCorrelationResult: {
@@ -493,7 +524,7 @@ class NodeImpl final : public Node {
           Log("info", "answer " + m.id.substr(0, 8) + " from peer " + name +
                           " ignored (duplicate, or no such request)");
         }
-        SendAck(rid, m.id);
+        after.acks.emplace_back(zmq::message_t(rid.data(), rid.size()), m.id);
         return;
       }
       case MessageType::kHitNotice: {
@@ -514,12 +545,12 @@ class NodeImpl final : public Node {
         if (const auto alert = store_->ReceiveHitNotice(m.id, m.sender, n)) {
           Log("info", "hit notice from peer " + name + ": alert #" +
                           std::to_string(alert->id.value) + ": " + alert->summary);
-          PublishAlerts();
+          after.alerts = true;
         } else {
           Log("info",
               "duplicate hit notice " + m.id.substr(0, 8) + " from peer " + name + " ignored");
         }
-        SendAck(rid, m.id);
+        after.acks.emplace_back(zmq::message_t(rid.data(), rid.size()), m.id);
         return;
       }
       case MessageType::kWelcome:

@@ -1,6 +1,7 @@
 #include "storage/exchange_store.h"
 
 #include <openssl/rand.h>
+#include <sqlite3.h>
 
 #include <chrono>
 #include <ctime>
@@ -83,6 +84,36 @@ std::string Num(double v) {
   return buf;
 }
 
+// A transaction, or a savepoint inside one already open (RunBatch): each
+// method keeps its all-or-nothing effect either way.
+class Tx {
+ public:
+  explicit Tx(sql::Db& db) : db_(db), nested_(sqlite3_get_autocommit(db.handle()) == 0) {
+    if (nested_) {
+      db_.Exec("SAVEPOINT exchange_step");
+    } else {
+      db_.Exec("BEGIN IMMEDIATE");
+    }
+  }
+  ~Tx() {
+    if (done_) return;
+    sqlite3_exec(db_.handle(),
+                 nested_ ? "ROLLBACK TO exchange_step; RELEASE exchange_step" : "ROLLBACK", nullptr,
+                 nullptr, nullptr);
+  }
+  Tx(const Tx&) = delete;
+  Tx& operator=(const Tx&) = delete;
+  void Commit() {
+    db_.Exec(nested_ ? "RELEASE exchange_step" : "COMMIT");
+    done_ = true;
+  }
+
+ private:
+  sql::Db& db_;
+  bool nested_;
+  bool done_ = false;
+};
+
 constexpr const char* kPeerColumns =
     "SELECT p.id, p.name, p.endpoint, p.public_key, p.share, p.added_at, p.added_by,"
     " p.remote_name, p.remote_country, p.last_seen_at,"
@@ -108,6 +139,12 @@ class SqliteExchangeStore final : public ExchangeStore {
 
   Store& store() override { return *store_; }
 
+  void RunBatch(const std::function<void()>& work) override {
+    sql::Transaction tx(*db_);
+    work();
+    tx.Commit();
+  }
+
   PeerRecord AddPeer(const std::string& actor, const PeerSpec& spec) override {
     if (!IsPeerName(spec.name)) {
       throw Error("peer name '" + spec.name +
@@ -129,7 +166,7 @@ class SqliteExchangeStore final : public ExchangeStore {
       }
       share.push_back(p);
     }
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     if (Exists("SELECT count(*) FROM peers WHERE name = ?1", spec.name)) {
       throw Error("a peer named " + spec.name + " already exists (bien peer remove it first)");
     }
@@ -158,7 +195,7 @@ class SqliteExchangeStore final : public ExchangeStore {
   }
 
   void RemovePeer(const std::string& actor, const std::string& name) override {
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     const auto peer = PeerWhere("WHERE p.name = ?1", name);
     if (!peer) throw Error("no peer named '" + name + "' (see bien peer list)");
     // Its queue goes with it; answers and alerts it caused stay (by name).
@@ -188,7 +225,7 @@ class SqliteExchangeStore final : public ExchangeStore {
   }
 
   void Enqueue(int64_t peer_id, const OutgoingMessage& m) override {
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     Insert(peer_id, m);
     tx.Commit();
   }
@@ -219,7 +256,7 @@ class SqliteExchangeStore final : public ExchangeStore {
 
   void MarkAttempts(const std::vector<std::pair<int64_t, int64_t>>& rows) override {
     if (rows.empty()) return;
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     sql::Stmt s(*db_,
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2 WHERE id = ?1");
     for (const auto& [row, next] : rows) {
@@ -232,7 +269,7 @@ class SqliteExchangeStore final : public ExchangeStore {
 
   int Acknowledge(const std::vector<std::pair<int64_t, std::string>>& acks) override {
     if (acks.empty()) return 0;
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     sql::Stmt s(*db_,
                 "UPDATE outbox SET acked_at = ?3 WHERE peer_id = ?1 AND message_id = ?2"
                 " AND acked_at IS NULL");
@@ -296,7 +333,7 @@ class SqliteExchangeStore final : public ExchangeStore {
 
   void AnswerRequest(const std::string& id, int64_t peer_id,
                      const OutgoingMessage& answer) override {
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     sql::Stmt s(*db_,
                 "UPDATE inbox SET state = 'done', payload = NULL WHERE message_id = ?1"
                 " AND state = 'pending'");
@@ -311,7 +348,7 @@ class SqliteExchangeStore final : public ExchangeStore {
       const std::string& actor, ExhibitId query, const std::string& request_id, int64_t expires_ms,
       const std::vector<std::pair<int64_t, OutgoingMessage>>& requests) override {
     const ExhibitRecord e = store_->FindExhibit("#" + std::to_string(query.value));
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     sql::Stmt s(*db_,
                 "INSERT INTO federated_searches (request_id, query_exhibit_id, partition_key,"
                 " created_at, created_by, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
@@ -338,7 +375,7 @@ class SqliteExchangeStore final : public ExchangeStore {
                     const std::string& peer_name, const std::string& request_id,
                     const FederatedAnswer& a,
                     const std::vector<RemoteCandidateSpec>& candidates) override {
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     if (!AcceptOnce(message_id, peer_key, "correlation_result")) return false;
     const auto search = FederatedSearch(request_id);
     if (!search) {
@@ -431,7 +468,7 @@ class SqliteExchangeStore final : public ExchangeStore {
     CheckBy(by, note);
     const int64_t now_ms = NowMs();
     const std::string now = IsoOfMs(now_ms);
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     RemoteCandidateRecord r = Decide(id, "confirmed", by, note, now);
     const std::string hit_id = RandomHexId();
     sql::Stmt(*db_, "UPDATE remote_candidates SET hit_id = ?2 WHERE id = ?1")
@@ -500,7 +537,7 @@ class SqliteExchangeStore final : public ExchangeStore {
                                               const std::string& note) override {
     CheckBy(by, note);
     const std::string now = UtcNowIso8601();
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     RemoteCandidateRecord r = Decide(id, "rejected", by, note, now);
     internal::AppendAuditRow(*db_, by, "reject_remote_candidate",
                              "remote candidate R" + std::to_string(id) + ": " + r.query.Label() +
@@ -514,7 +551,7 @@ class SqliteExchangeStore final : public ExchangeStore {
   std::optional<AlertRecord> ReceiveHitNotice(const std::string& message_id,
                                               const std::string& peer_key,
                                               const ReceivedHitNotice& n) override {
-    sql::Transaction tx(*db_);
+    Tx tx(*db_);
     if (!AcceptOnce(message_id, peer_key, "hit_notice")) return std::nullopt;
     if (Exists("SELECT count(*) FROM alerts WHERE notice_id = ?1", n.hit_id)) {
       tx.Commit();

@@ -137,6 +137,11 @@ class ExchangeStore {
 
   virtual Store& store() = 0;  // the node's evidence store (same folder)
 
+  // Runs `work` in one transaction: the methods it calls keep their own
+  // all-or-nothing effect (savepoints) and commit together, with one sync to
+  // disk. An exception from `work` rolls everything back.
+  virtual void RunBatch(const std::function<void()>& work) = 0;
+
   // Peers. AddPeer and RemovePeer append an audit row. Throws bien::Error,
   // changing nothing, for a bad name, endpoint, key or share list, a name or
   // key already used, or (RemovePeer) an unknown name.

@@ -222,5 +222,26 @@ TEST_F(ExchangeStoreTest, AHitNoticeRaisesOneAlertHoweverOftenItArrives) {
   EXPECT_TRUE(ex_->AlertsAfter(alert->id.value).empty());
 }
 
+TEST_F(ExchangeStoreTest, ABatchCommitsTogetherAndAFailedStepOnlyLosesItsOwnEffect) {
+  const PeerRecord b = AddB();
+  ex_->RunBatch([&] {
+    EXPECT_TRUE(ex_->AcceptOnce(Id('a'), kKeyB, "hit_notice"));
+    // A step that fails (a duplicate message id in the outbox) rolls back alone.
+    ex_->Enqueue(b.id, {Id('b'), "hit_notice", "one", std::nullopt});
+    EXPECT_THROW(ex_->Enqueue(b.id, {Id('b'), "hit_notice", "again", std::nullopt}), Error);
+    EXPECT_TRUE(ex_->AcceptOnce(Id('c'), kKeyB, "hit_notice"));
+  });
+  EXPECT_TRUE(ex_->Seen(Id('a')));
+  EXPECT_TRUE(ex_->Seen(Id('c')));
+  EXPECT_EQ(ex_->DueOutbox(b.id, 1, 10).size(), 1u);
+  // An exception out of the batch rolls all of it back.
+  EXPECT_THROW(ex_->RunBatch([&] {
+    ex_->AcceptOnce(Id('d'), kKeyB, "hit_notice");
+    throw Error("disk full");
+  }),
+               Error);
+  EXPECT_FALSE(ex_->Seen(Id('d')));
+}
+
 }  // namespace
 }  // namespace bien
