@@ -292,6 +292,40 @@ TEST_F(NodeTest, MalformedTruncatedOversizedAndWrongVersionMessagesAreDroppedAnd
   na->Stop();
 }
 
+TEST_F(NodeTest, ARequestForAPartitionNotSharedWithThePeerIsRefused) {
+  const fs::path a = MakeNode("RS-Belgrade", "RS");
+  Logs la;
+  auto na = Node::Start(a, FastOptions(), Echo, la.Sink());
+  auto xa = ExchangeStore::Open(a);
+  Client bob;
+  xa->AddPeer(
+      "admin",
+      {"BA-sarajevo", "tcp://127.0.0.1:9", bob.keys.public_key, {"cartridge_case|.45 ACP"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  bob.Connect(na->endpoint(), KeyOf(a));
+  CorrelationRequest req;
+  req.request_id = NewId();
+  req.cc.calibre = "9mm Luger";
+  req.descriptor_key = "bfd-v1";
+  req.descriptor = {1, 2, 3};
+  req.case_ref = "BA-1";
+  req.exhibit_ref = "E1";
+  req.expires_ms = NowMs() + 60000;
+  bob.Send(Encode(NewMessage(bob.keys.public_key, req)));
+  EXPECT_TRUE(WaitFor([&] { return la.Has("partition cartridge_case|9mm Luger not shared"); }))
+      << la.Dump();
+  // The refusal is queued for the peer like any answer.
+  const auto peer = xa->PeerByKey(bob.keys.public_key);
+  ASSERT_TRUE(WaitFor([&] { return xa->PeerByKey(bob.keys.public_key)->queue_depth == 1; }));
+  na->Stop();
+  const auto due = xa->DueOutbox(peer->id, NowMs() + 3600000, 10);
+  ASSERT_EQ(due.size(), 1u);
+  const auto answer = std::get<CorrelationResult>(Decode(due[0].payload).message->body);
+  EXPECT_EQ(answer.status, "refused");
+  EXPECT_EQ(answer.request_id, req.request_id);
+  EXPECT_TRUE(answer.candidates.empty());
+}
+
 TEST_F(NodeTest, MessagesWaitInTheOutboxWhileThePeerIsDownAndArriveWhenItStarts) {
   const fs::path a = MakeNode("RS-Belgrade", "RS");
   const fs::path b = MakeNode("BA-Sarajevo", "BA");
