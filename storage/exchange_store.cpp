@@ -469,6 +469,26 @@ class SqliteExchangeStore final : public ExchangeStore {
     const int64_t now_ms = NowMs();
     const std::string now = IsoOfMs(now_ms);
     Tx tx(*db_);
+    {
+      // One hit per pair: the same remote exhibit found again by a later
+      // search is not confirmed (and notified) twice.
+      const RemoteCandidateRecord c = FindRemoteCandidate(id);
+      sql::Stmt same(*db_, std::string("SELECT r.id FROM remote_candidates r") +
+                               " JOIN federated_answers a ON a.id = r.answer_id"
+                               " JOIN federated_searches s ON s.id = a.search_id"
+                               " WHERE r.status = 'confirmed' AND r.peer_name = ?1 AND"
+                               " r.case_ref = ?2 AND r.exhibit_ref = ?3 AND"
+                               " s.query_exhibit_id = ?4");
+      same.Bind(1, c.peer_name)
+          .Bind(2, c.candidate.case_ref)
+          .Bind(3, c.candidate.exhibit_ref)
+          .Bind(4, c.query.id.value);
+      if (same.Step() && same.Int(0) != id) {
+        throw Error(c.query.Label() + " and " + c.peer_name + ":" + c.Label() +
+                    " are already a confirmed hit (R" + std::to_string(same.Int(0)) +
+                    "); its node was notified then");
+      }
+    }
     RemoteCandidateRecord r = Decide(id, "confirmed", by, note, now);
     const std::string hit_id = RandomHexId();
     sql::Stmt(*db_, "UPDATE remote_candidates SET hit_id = ?2 WHERE id = ?1")

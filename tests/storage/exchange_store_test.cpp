@@ -195,6 +195,20 @@ TEST_F(ExchangeStoreTest, ConfirmingARemoteCandidateQueuesItsHitNoticeInTheSameT
                        }),
                        "already confirmed"));
   EXPECT_EQ(ex_->store().AuditTrail(std::nullopt).back().action, "confirm_remote_candidate");
+  // The same remote exhibit found by a later search is not a second hit.
+  ex_->StartFederatedSearch("alice", query_, Id('5'), 4102444800000, {});
+  FederatedAnswer again;
+  again.status = "ok";
+  ASSERT_TRUE(ex_->RecordAnswer(Id('6'), kKeyB, "BA-sarajevo", Id('5'), again,
+                                {{"BA-7", "E3", 1, 0.5, 49.0, 0.001, "cmc-v1"}}));
+  const int64_t second = ex_->RemoteCandidates(Id('5')).at(0).id;
+  EXPECT_TRUE(Contains(ErrorOf([&] {
+                         ex_->ConfirmRemoteCandidate(second, "ana", "", [](auto&, int64_t) {
+                           return OutgoingMessage{Id('9'), "hit_notice", "x", std::nullopt};
+                         });
+                       }),
+                       "already a confirmed hit (R" + std::to_string(id) + ")"));
+  EXPECT_EQ(ex_->DueOutbox(b.id, 1, 100).size(), outbox_before + 1);
   EXPECT_TRUE(ex_->store().Verify().ok());
 }
 

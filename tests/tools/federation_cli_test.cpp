@@ -265,6 +265,10 @@ TEST_F(FederationProcessTest, ThreeNodesTimesAThousandMessagesThroughKillNineAnd
   EXPECT_TRUE(Contains(ex_a->Answers(req.request_id)[0].detail, "descriptor bfd-v1"));
   for (ProcNode* n : {&a, &b, &c}) EXPECT_EQ(Stop(*n, SIGTERM), 0) << n->name;
   EXPECT_TRUE(Contains(ReadFile(tmp_ / "BA.log"), "is up"));
+  // The others noticed BA and MK going quiet (heartbeats), and coming back.
+  EXPECT_TRUE(Contains(ReadFile(tmp_ / "RS.log"), "peer BA is silent"));
+  EXPECT_TRUE(Contains(ReadFile(tmp_ / "RS.log"), "peer MK is silent"));
+  EXPECT_TRUE(Contains(ReadFile(tmp_ / "RS.log"), "peer BA is up (was"));
 }
 
 TEST(FederationDemo, RunsThreeNodeProcessesAndTheAlertArrives) {
