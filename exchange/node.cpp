@@ -249,6 +249,7 @@ class NodeImpl final : public Node {
     if (link.state != LinkState::kUp) {
       Log("info", "peer " + link.record.spec.name + " is up (was " + ToString(link.state) + ")");
       link.state = LinkState::kUp;
+      store_->SetPeerState(link.record.id, "up");
       store_->ResetBackoff(link.record.id);  // what it missed goes now
       SendHello(link);
     }
@@ -280,10 +281,12 @@ class NodeImpl final : public Node {
       const int64_t quiet = link.heard_ms == 0 ? -1 : now - link.heard_ms;
       if (link.state == LinkState::kUp && quiet > options_.silent_after_ms) {
         link.state = LinkState::kSilent;
+        store_->SetPeerState(link.record.id, "silent");
         Log("warn", "peer " + link.record.spec.name + " is silent (nothing for " +
                         std::to_string(quiet) + " ms)");
       } else if (link.state == LinkState::kSilent && quiet > options_.gone_after_ms) {
         link.state = LinkState::kGone;
+        store_->SetPeerState(link.record.id, "gone");
         Log("warn", "peer " + link.record.spec.name + " is gone (nothing for " +
                         std::to_string(quiet) + " ms); its messages wait in the outbox");
       }

@@ -116,7 +116,7 @@ class Tx {
 
 constexpr const char* kPeerColumns =
     "SELECT p.id, p.name, p.endpoint, p.public_key, p.share, p.added_at, p.added_by,"
-    " p.remote_name, p.remote_country, p.last_seen_at,"
+    " p.remote_name, p.remote_country, p.last_seen_at, p.state,"
     " (SELECT count(*) FROM outbox o WHERE o.peer_id = p.id AND o.acked_at IS NULL"
     "  AND o.expired_at IS NULL) FROM peers p ";
 
@@ -224,6 +224,12 @@ class SqliteExchangeStore final : public ExchangeStore {
     s.Run();
   }
 
+  void SetPeerState(int64_t peer_id, const std::string& state) override {
+    sql::Stmt s(*db_, "UPDATE peers SET state = ?2 WHERE id = ?1");
+    s.Bind(1, peer_id).Bind(2, state);
+    s.Run();
+  }
+
   void Enqueue(int64_t peer_id, const OutgoingMessage& m) override {
     Tx tx(*db_);
     Insert(peer_id, m);
@@ -285,13 +291,22 @@ class SqliteExchangeStore final : public ExchangeStore {
     return done;
   }
 
-  int ExpireOutbox(int64_t now_ms) override {
+  int ExpireOutbox(int64_t now_ms, int keep_days) override {
+    Tx tx(*db_);
     sql::Stmt s(*db_,
                 "UPDATE outbox SET expired_at = ?2 WHERE acked_at IS NULL AND expired_at IS NULL"
                 " AND expires_ms IS NOT NULL AND expires_ms < ?1");
     s.Bind(1, now_ms).Bind(2, UtcNowIso8601());
     s.Run();
-    return db_->Changes();
+    const int expired = db_->Changes();
+    // Delivered (or expired) long ago: kept for a while for inspection, then gone.
+    sql::Stmt prune(*db_,
+                    "DELETE FROM outbox WHERE coalesce(acked_at, expired_at) IS NOT NULL"
+                    " AND coalesce(acked_at, expired_at) < ?1");
+    prune.Bind(1, IsoOfMs(now_ms - int64_t{keep_days} * 86'400'000));
+    prune.Run();
+    tx.Commit();
+    return expired;
   }
 
   bool AcceptOnce(const std::string& id, const std::string& peer_key,
@@ -660,7 +675,8 @@ class SqliteExchangeStore final : public ExchangeStore {
     p.remote_name = s.OptText(7);
     p.remote_country = s.OptText(8);
     p.last_seen_at = s.OptText(9);
-    p.queue_depth = s.Int(10);
+    p.state = s.OptText(10);
+    p.queue_depth = s.Int(11);
     return p;
   }
 

@@ -34,7 +34,8 @@ struct PeerRecord {
   std::optional<std::string> remote_name;  // as its hello/welcome said
   std::optional<std::string> remote_country;
   std::optional<std::string> last_seen_at;
-  int64_t queue_depth = 0;  // messages to it not yet acknowledged (and not expired)
+  std::optional<std::string> state;  // up | silent | gone, as the running node last saw it
+  int64_t queue_depth = 0;           // messages to it not yet acknowledged (and not expired)
 
   // True when the policy shares `partition_key` with this peer.
   bool Shares(const std::string& partition_key) const;
@@ -152,6 +153,8 @@ class ExchangeStore {
   // Records that the peer was heard from (and, when given, what it calls itself).
   virtual void PeerSeen(int64_t peer_id, const std::optional<std::string>& remote_name,
                         const std::optional<std::string>& remote_country) = 0;
+  // The running node's view of the peer: "up", "silent" or "gone".
+  virtual void SetPeerState(int64_t peer_id, const std::string& state) = 0;
 
   // Outbox. Enqueue writes in a transaction of its own.
   virtual void Enqueue(int64_t peer_id, const OutgoingMessage& message) = 0;
@@ -164,8 +167,9 @@ class ExchangeStore {
   // Acknowledgements (peer id, message id), one transaction; returns how
   // many messages were waiting for them.
   virtual int Acknowledge(const std::vector<std::pair<int64_t, std::string>>& acks) = 0;
-  // Marks requests past their expiry as expired; returns how many.
-  virtual int ExpireOutbox(int64_t now_ms) = 0;
+  // Marks requests past their expiry as expired, and deletes messages
+  // acknowledged or expired more than `keep_days` ago; returns how many expired.
+  virtual int ExpireOutbox(int64_t now_ms, int keep_days = 30) = 0;
 
   // Inbox. True when the id was not seen before (and is now recorded as done).
   virtual bool AcceptOnce(const std::string& message_id, const std::string& peer_key,

@@ -375,7 +375,8 @@ CREATE TABLE peers (
   added_by        TEXT NOT NULL CHECK (length(added_by) > 0),
   remote_name     TEXT,
   remote_country  TEXT,
-  last_seen_at    TEXT
+  last_seen_at    TEXT,
+  state           TEXT CHECK (state IS NULL OR state IN ('up', 'silent', 'gone'))
 );
 CREATE TABLE outbox (
   id               INTEGER PRIMARY KEY,

@@ -182,13 +182,13 @@ int CmdPeerList(Context& ctx) {
     ctx.out << j.dump(2) << "\n";
     return kExitOk;
   }
-  TextTable t({"PEER", "ENDPOINT", "NODE", "SHARES", "LAST SEEN", "QUEUE", "KEY"});
+  TextTable t({"PEER", "ENDPOINT", "NODE", "SHARES", "STATE", "LAST SEEN", "QUEUE", "KEY"});
   for (const auto& p : peers) {
     std::string share;
     for (const auto& s : p.spec.share) share += (share.empty() ? "" : ",") + s;
     t.Add({p.spec.name, p.spec.endpoint,
            p.remote_name ? *p.remote_name + " (" + p.remote_country.value_or("?") + ")" : "-",
-           share == "*" ? "all" : share, p.last_seen_at.value_or("never"),
+           share == "*" ? "all" : share, p.state.value_or("-"), p.last_seen_at.value_or("never"),
            std::to_string(p.queue_depth), p.spec.public_key.substr(0, 12) + "..."});
   }
   ctx.out << t.Render() << peers.size() << " peer" << (peers.size() == 1 ? "" : "s") << "\n";

@@ -5,6 +5,9 @@
 #include "storage/exchange_store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <chrono>
 
 #include "core/error.h"
 #include "tests/test_util.h"
@@ -91,6 +94,10 @@ TEST_F(ExchangeStoreTest, PeersAreCheckedAddedListedAndRemovedWithAudit) {
                        "not a partition"));
   EXPECT_EQ(ex_->Peers().size(), 1u);
   EXPECT_EQ(ex_->PeerByKey(kKeyB)->id, b.id);
+  EXPECT_FALSE(ex_->Peers()[0].state);
+  ex_->SetPeerState(b.id, "silent");
+  EXPECT_EQ(ex_->Peers()[0].state, "silent");
+  EXPECT_THROW(ex_->SetPeerState(b.id, "asleep"), Error);
   EXPECT_FALSE(ex_->PeerByKey(kKeyA));
   ex_->Enqueue(b.id, {Id('a'), "hit_notice", "bytes", std::nullopt});
   EXPECT_EQ(ex_->Peers()[0].queue_depth, 1);
@@ -120,6 +127,25 @@ TEST_F(ExchangeStoreTest, OutboxBacksOffUntilAcknowledgedAndRequestsExpire) {
   EXPECT_EQ(ex_->ExpireOutbox(2000), 1);  // the request expired unsent
   EXPECT_TRUE(ex_->DueOutbox(b.id, 1'000'000, 10).empty());
   EXPECT_EQ(ex_->Peers()[0].queue_depth, 0);
+  // Delivered and expired rows are kept for a while, then deleted.
+  auto rows = [&] {
+    sqlite3* db = nullptr;
+    sqlite3_open((node_ / "bien.db").c_str(), &db);
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox", -1, &st, nullptr);
+    sqlite3_step(st);
+    const int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+  };
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  ex_->ExpireOutbox(now, 30);
+  EXPECT_EQ(rows(), 2);
+  ex_->ExpireOutbox(now + 31 * int64_t{86'400'000}, 30);
+  EXPECT_EQ(rows(), 0);
 }
 
 TEST_F(ExchangeStoreTest, InboxDeduplicatesAndPendingRequestsSurviveReopening) {

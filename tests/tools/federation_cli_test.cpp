@@ -263,6 +263,9 @@ TEST_F(FederationProcessTest, ThreeNodesTimesAThousandMessagesThroughKillNineAnd
   // BA's real handler refuses a descriptor key it does not know, and says so.
   EXPECT_EQ(ex_a->Answers(req.request_id)[0].status, "refused");
   EXPECT_TRUE(Contains(ex_a->Answers(req.request_id)[0].detail, "descriptor bfd-v1"));
+  for (const PeerRecord& p : ExchangeStore::Open(a.dir)->Peers()) {
+    EXPECT_EQ(p.state, "up") << p.spec.name;
+  }
   for (ProcNode* n : {&a, &b, &c}) EXPECT_EQ(Stop(*n, SIGTERM), 0) << n->name;
   EXPECT_TRUE(Contains(ReadFile(tmp_ / "BA.log"), "is up"));
   // The others noticed BA and MK going quiet (heartbeats), and coming back.
