@@ -16,6 +16,10 @@ PACKAGES=(
   libtomlplusplus-dev # node.toml
   libfaiss-dev        # coarse vector index (FAISS, MIT licence: Apache-2.0 compatible)
   libopenblas-dev     # fast BLAS for FAISS (BSD-3-Clause); exact search twice as fast as reference BLAS
+  libzmq3-dev         # exchange between nodes (ZeroMQ 4.3, MPL-2.0), CURVE via libsodium
+  libsodium-dev       # CURVE keys (ISC)
+  cppzmq-dev          # C++ binding of ZeroMQ (MIT)
+  libprotobuf-dev protobuf-compiler  # the wire format (BSD-3-Clause)
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format        # format_check test
 )

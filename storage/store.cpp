@@ -29,6 +29,7 @@
 #include "core/hash.h"
 #include "core/time.h"
 #include "storage/sqlite.h"
+#include "storage/store_internal.h"
 
 namespace bien {
 
@@ -354,11 +355,129 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_by_hit ON alerts(hit_id);
 )sql";
 
+// Federation (docs/PROTOCOL.md): the peers an administrator admitted; the
+// outbox of messages to them (written in the transaction of the change that
+// caused each, re-sent with back-off until acknowledged); the inbox of message
+// ids received (de-duplication, and correlation requests still to answer);
+// federated searches with the answers and candidates peers returned; alerts
+// rebuilt so a local alert may come from a confirmed remote candidate, and a
+// remote one names the hit notice it came from (unique: a notice raises one
+// alert however often it arrives).
+constexpr const char* kSchemaV4 = R"sql(
+CREATE TABLE peers (
+  id              INTEGER PRIMARY KEY,
+  name            TEXT NOT NULL UNIQUE
+                  CHECK (length(name) BETWEEN 1 AND 64 AND name NOT GLOB '*[^A-Za-z0-9_.-]*'),
+  endpoint        TEXT NOT NULL CHECK (endpoint GLOB 'tcp://?*:[0-9]*'),
+  public_key      TEXT NOT NULL UNIQUE CHECK (length(public_key) = 40),
+  share           TEXT NOT NULL CHECK (json_valid(share) AND json_type(share) = 'array'),
+  added_at        TEXT NOT NULL,
+  added_by        TEXT NOT NULL CHECK (length(added_by) > 0),
+  remote_name     TEXT,
+  remote_country  TEXT,
+  last_seen_at    TEXT,
+  state           TEXT CHECK (state IS NULL OR state IN ('up', 'silent', 'gone'))
+);
+CREATE TABLE outbox (
+  id               INTEGER PRIMARY KEY,
+  peer_id          INTEGER NOT NULL REFERENCES peers(id) ON DELETE CASCADE,
+  message_id       TEXT NOT NULL UNIQUE
+                   CHECK (length(message_id) = 32 AND message_id NOT GLOB '*[^0-9a-f]*'),
+  type             TEXT NOT NULL CHECK (length(type) > 0),
+  payload          BLOB NOT NULL,
+  created_at       TEXT NOT NULL,
+  attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+  next_attempt_ms  INTEGER NOT NULL,
+  expires_ms       INTEGER,
+  acked_at         TEXT,
+  expired_at       TEXT
+);
+CREATE INDEX outbox_pending ON outbox(next_attempt_ms) WHERE acked_at IS NULL AND expired_at IS NULL;
+CREATE INDEX outbox_by_peer ON outbox(peer_id) WHERE acked_at IS NULL AND expired_at IS NULL;
+CREATE TABLE inbox (
+  message_id   TEXT PRIMARY KEY
+               CHECK (length(message_id) = 32 AND message_id NOT GLOB '*[^0-9a-f]*'),
+  peer_key     TEXT NOT NULL CHECK (length(peer_key) = 40),
+  type         TEXT NOT NULL CHECK (length(type) > 0),
+  received_at  TEXT NOT NULL,
+  state        TEXT NOT NULL CHECK (state IN ('pending', 'done')),
+  payload      BLOB,
+  CHECK ((state = 'pending') = (payload IS NOT NULL))
+) WITHOUT ROWID;
+CREATE TABLE federated_searches (
+  id                INTEGER PRIMARY KEY,
+  request_id        TEXT NOT NULL UNIQUE
+                    CHECK (length(request_id) = 32 AND request_id NOT GLOB '*[^0-9a-f]*'),
+  query_exhibit_id  INTEGER NOT NULL REFERENCES exhibits(id),
+  partition_key     TEXT NOT NULL,
+  created_at        TEXT NOT NULL,
+  created_by        TEXT NOT NULL CHECK (length(created_by) > 0),
+  expires_ms        INTEGER NOT NULL
+);
+CREATE TABLE federated_answers (
+  id              INTEGER PRIMARY KEY,
+  search_id       INTEGER NOT NULL REFERENCES federated_searches(id),
+  peer_name       TEXT NOT NULL,
+  status          TEXT NOT NULL CHECK (status IN ('ok', 'refused', 'error')),
+  detail          TEXT NOT NULL,
+  partition_size  INTEGER NOT NULL CHECK (partition_size >= 0),
+  coarse_ms       REAL NOT NULL,
+  fine_ms         REAL NOT NULL,
+  received_at     TEXT NOT NULL,
+  UNIQUE (search_id, peer_name)
+);
+CREATE TABLE remote_candidates (
+  id            INTEGER PRIMARY KEY,
+  answer_id     INTEGER NOT NULL REFERENCES federated_answers(id),
+  peer_name     TEXT NOT NULL,
+  case_ref      TEXT NOT NULL CHECK (length(case_ref) BETWEEN 1 AND 128),
+  exhibit_ref   TEXT NOT NULL CHECK (length(exhibit_ref) BETWEEN 1 AND 128),
+  coarse_rank   INTEGER NOT NULL CHECK (coarse_rank >= 1),
+  coarse_score  REAL NOT NULL,
+  fine_score    REAL,
+  strength      REAL CHECK (strength IS NULL OR strength BETWEEN 0 AND 1),
+  method        TEXT NOT NULL,
+  status        TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'confirmed', 'rejected')),
+  decided_by    TEXT,
+  decided_at    TEXT,
+  note          TEXT,
+  hit_id        TEXT UNIQUE CHECK (hit_id IS NULL OR length(hit_id) = 32),
+  CHECK ((status = 'open') = (decided_by IS NULL AND decided_at IS NULL)),
+  CHECK ((status = 'confirmed') = (hit_id IS NOT NULL))
+);
+CREATE INDEX remote_candidates_by_answer ON remote_candidates(answer_id);
+CREATE TABLE alerts_v4 (
+  id                   INTEGER PRIMARY KEY,
+  hit_id               INTEGER REFERENCES hits(id),
+  remote_candidate_id  INTEGER REFERENCES remote_candidates(id),
+  notice_id            TEXT UNIQUE CHECK (notice_id IS NULL OR length(notice_id) = 32),
+  peer_name            TEXT,
+  created_at           TEXT NOT NULL,
+  origin               TEXT NOT NULL CHECK (origin IN ('local', 'remote')),
+  summary              TEXT NOT NULL CHECK (length(summary) > 0),
+  payload              TEXT NOT NULL CHECK (json_valid(payload) AND json_type(payload) = 'object'),
+  delivered_at         TEXT,
+  acknowledged_at      TEXT,
+  acknowledged_by      TEXT CHECK (acknowledged_by IS NULL OR length(acknowledged_by) > 0),
+  CHECK (origin = 'remote' OR hit_id IS NOT NULL OR remote_candidate_id IS NOT NULL),
+  CHECK (origin = 'local' OR notice_id IS NOT NULL OR hit_id IS NULL)
+);
+INSERT INTO alerts_v4 (id, hit_id, created_at, origin, summary, payload, delivered_at,
+                       acknowledged_at, acknowledged_by)
+  SELECT id, hit_id, created_at, origin, summary, payload, delivered_at, acknowledged_at,
+         acknowledged_by FROM alerts;
+DROP TABLE alerts;
+ALTER TABLE alerts_v4 RENAME TO alerts;
+CREATE INDEX alerts_by_hit ON alerts(hit_id);
+)sql";
+
 constexpr std::array kMigrations{
     Migration{"create cases, exhibits, scans, features and the audit log", kSchemaV1},
     Migration{"add exhibits.firearm_ref and the known-non-match score table", kSchemaV2,
               AddMissingZScale},
     Migration{"add descriptors, leads, hits and alerts", kSchemaV3},
+    Migration{"add peers, outbox, inbox and federated searches; alerts from the federation",
+              kSchemaV4},
 };
 
 // ---------------------------------------------------------------------------
@@ -1049,39 +1168,7 @@ void SqliteStore::AppendAudit(const std::string& actor, const std::string& actio
                               const std::string& subject, std::optional<ExhibitId> exhibit,
                               const std::optional<std::string>& sha256,
                               const std::string& details) {
-  CheckLine("the actor (who is acting)", actor, false);
-  CheckLine("the audit action", action, false);
-  CheckLine("the audit subject", subject, true);
-  int64_t seq = 1;
-  std::string prev_hash = kZeroHash;
-  {
-    auto& last = Q("SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1");
-    sql::Stmt::Scope scope(last);
-    if (last.Step()) {
-      seq = last.Int(0) + 1;
-      prev_hash = last.Text(1);
-    }
-  }
-  const std::string at = UtcNowIso8601();
-  std::optional<int64_t> exhibit_id;
-  if (exhibit) exhibit_id = exhibit->value;
-  const std::string row_hash = Sha256Hex(
-      AuditCanonicalText(seq, at, actor, action, subject, exhibit_id, sha256, details, prev_hash));
-  auto& s = Q(
-      "INSERT INTO audit (seq, at, actor, action, subject, exhibit_id, sha256, details, prev_hash,"
-      " row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
-  sql::Stmt::Scope scope(s);
-  s.Bind(1, seq)
-      .Bind(2, at)
-      .Bind(3, actor)
-      .Bind(4, action)
-      .Bind(5, subject)
-      .Bind(6, exhibit_id)
-      .Bind(7, sha256)
-      .Bind(8, details)
-      .Bind(9, prev_hash)
-      .Bind(10, row_hash);
-  s.Run();
+  internal::AppendAuditRow(*db_, actor, action, subject, exhibit, sha256, details);
 }
 
 void SqliteStore::RecordAudit(const std::string& actor, const std::string& action,
@@ -1711,7 +1798,7 @@ constexpr const char* kHitColumns =
 
 constexpr const char* kAlertColumns =
     "SELECT id, hit_id, created_at, origin, summary, payload, delivered_at, acknowledged_at,"
-    " acknowledged_by FROM alerts ";
+    " acknowledged_by, peer_name FROM alerts ";
 
 std::vector<LeadRecord> SqliteStore::QueryLeads(const std::string& where,
                                                 std::optional<int64_t> param) const {
@@ -1783,6 +1870,7 @@ std::vector<AlertRecord> SqliteStore::QueryAlerts(const std::string& where,
     a.delivered_at = s.OptText(6);
     a.acknowledged_at = s.OptText(7);
     a.acknowledged_by = s.OptText(8);
+    a.peer = s.OptText(9);
     out.push_back(std::move(a));
   }
   return out;
@@ -2340,5 +2428,51 @@ std::unique_ptr<Store> Store::Open(const fs::path& dir) {
   auto db = OpenDatabase(dir / "bien.db", /*create=*/false);
   return std::make_unique<SqliteStore>(dir, std::move(config), std::move(db));
 }
+
+namespace internal {
+
+void AppendAuditRow(sql::Db& db, const std::string& actor, const std::string& action,
+                    const std::string& subject, std::optional<ExhibitId> exhibit,
+                    const std::optional<std::string>& sha256, const std::string& details) {
+  CheckLine("the actor (who is acting)", actor, false);
+  CheckLine("the audit action", action, false);
+  CheckLine("the audit subject", subject, true);
+  int64_t seq = 1;
+  std::string prev_hash = kZeroHash;
+  {
+    sql::Stmt last(db, "SELECT seq, row_hash FROM audit ORDER BY seq DESC LIMIT 1");
+    if (last.Step()) {
+      seq = last.Int(0) + 1;
+      prev_hash = last.Text(1);
+    }
+  }
+  const std::string at = UtcNowIso8601();
+  std::optional<int64_t> exhibit_id;
+  if (exhibit) exhibit_id = exhibit->value;
+  const std::string row_hash = Sha256Hex(
+      AuditCanonicalText(seq, at, actor, action, subject, exhibit_id, sha256, details, prev_hash));
+  sql::Stmt s(
+      db,
+      "INSERT INTO audit (seq, at, actor, action, subject, exhibit_id, sha256, details, prev_hash,"
+      " row_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+  s.Bind(1, seq)
+      .Bind(2, at)
+      .Bind(3, actor)
+      .Bind(4, action)
+      .Bind(5, subject)
+      .Bind(6, exhibit_id)
+      .Bind(7, sha256)
+      .Bind(8, details)
+      .Bind(9, prev_hash)
+      .Bind(10, row_hash);
+  s.Run();
+}
+
+std::unique_ptr<sql::Db> OpenNodeDatabase(const fs::path& dir) {
+  Store::Open(dir);  // checks the folder and migrates
+  return OpenDatabase(dir / "bien.db", /*create=*/false);
+}
+
+}  // namespace internal
 
 }  // namespace bien

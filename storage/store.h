@@ -267,6 +267,9 @@ struct AlertRecord {
   std::optional<std::string> delivered_at;
   std::optional<std::string> acknowledged_at;
   std::optional<std::string> acknowledged_by;
+  // The peer node a cross-border alert concerns (the one that sent the hit
+  // notice, or the one whose candidate was confirmed here); none for local hits.
+  std::optional<std::string> peer;
 };
 
 struct ConfirmedLead {

@@ -11,6 +11,7 @@
 #include "tools/bullet_commands.h"
 #include "tools/commands.h"
 #include "tools/compare.h"
+#include "tools/federation.h"
 #include "tools/leads.h"
 #include "tools/search.h"
 
@@ -251,6 +252,24 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_search->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchSearch(ctx, bench_search); }; });
 
+  BenchExchangeArgs bench_exchange;
+  auto* c_bench_exchange = c_bench->add_subcommand(
+      "exchange",
+      "Messages per second and MB/s over CURVE on loopback, through the codec, and reliable "
+      "delivery between two nodes' stores");
+  c_bench_exchange->add_option("--messages", bench_exchange.messages, "Small messages to time")
+      ->capture_default_str();
+  c_bench_exchange->add_option("--bulk-mb", bench_exchange.bulk_mb, "1 MiB frames to time")
+      ->capture_default_str();
+  c_bench_exchange
+      ->add_option("--reliable", bench_exchange.reliable,
+                   "Hit notices delivered through two nodes' outbox and store")
+      ->capture_default_str();
+  c_bench_exchange->add_option("--work", bench_exchange.work,
+                               "Scratch folder (default: temporary)");
+  c_bench_exchange->callback(
+      [&] { action = [&](Context& ctx) { return CmdBenchExchange(ctx, bench_exchange); }; });
+
   // search
   SearchArgs search;
   auto* c_search = app.add_subcommand(
@@ -270,9 +289,21 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                        "(default 3; 0: off)");
   c_search->add_flag("--no-leads", search.no_leads, "Do not record leads");
   c_search->add_option("--jobs", search.options.jobs, "Threads (default: all cores)");
+  bool federated = false;
+  FederatedArgs federated_args;
+  c_search->add_flag("--federated", federated,
+                     "Also ask every peer sharing the partition (needs `bien serve` running)");
+  c_search->add_option("--timeout", federated_args.timeout_s, "Seconds to wait for peers")
+      ->capture_default_str();
+  c_search->add_flag("--coarse-only", federated_args.coarse_only,
+                     "Peers answer from their coarse index only (faster, no fine features sent)");
+  c_search->add_option("--remote-top", federated_args.remote_top, "Candidates each peer returns")
+      ->capture_default_str();
   c_search->callback([&, o_lead] {
     if (o_lead->count() > 0) search.options.lead_threshold = search_lead_threshold;
-    action = [&](Context& ctx) { return CmdSearch(ctx, search); };
+    action = [&](Context& ctx) {
+      return federated ? CmdSearchFederated(ctx, search, federated_args) : CmdSearch(ctx, search);
+    };
   });
 
   // leads, confirm, reject, alerts
@@ -287,25 +318,89 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_confirm->add_option("lead", confirm.lead, "Lead number (see `bien leads`)")->required();
   c_confirm->add_option("--by", confirm.by, "Name of the expert confirming")->required();
   c_confirm->add_option("--note", confirm.note, "Why, for the record");
-  c_confirm->callback([&] { action = [&](Context& ctx) { return CmdConfirm(ctx, confirm); }; });
+  c_confirm->callback([&] {
+    action = [&](Context& ctx) {
+      return IsRemoteCandidateRef(confirm.lead)
+                 ? CmdConfirmRemote(ctx, confirm.lead, confirm.by, confirm.note)
+                 : CmdConfirm(ctx, confirm);
+    };
+  });
 
   DecideArgs reject;
   auto* c_reject = app.add_subcommand("reject", "Reject a lead (not the same firearm)");
   c_reject->add_option("lead", reject.lead, "Lead number (see `bien leads`)")->required();
   c_reject->add_option("--by", reject.by, "Name of the expert rejecting")->required();
   c_reject->add_option("--note", reject.note, "Why, for the record");
-  c_reject->callback([&] { action = [&](Context& ctx) { return CmdReject(ctx, reject); }; });
+  c_reject->callback([&] {
+    action = [&](Context& ctx) {
+      return IsRemoteCandidateRef(reject.lead)
+                 ? CmdRejectRemote(ctx, reject.lead, reject.by, reject.note)
+                 : CmdReject(ctx, reject);
+    };
+  });
 
   auto* c_alerts = app.add_subcommand("alerts", "Alerts raised by confirmed hits");
-  c_alerts->callback([&] { action = [&](Context& ctx) { return CmdAlerts(ctx); }; });
+  bool follow = false;
+  AlertsFollowArgs follow_args;
+  c_alerts->add_flag("--follow", follow, "Keep printing alerts as they arrive");
+  c_alerts->add_option("--timeout", follow_args.timeout_s, "With --follow: stop after S seconds");
+  c_alerts->add_option("--count", follow_args.count,
+                       "With --follow: stop once N alerts were printed");
+  c_alerts->callback([&] {
+    action = [&](Context& ctx) {
+      return follow ? CmdAlertsFollow(ctx, follow_args) : CmdAlerts(ctx);
+    };
+  });
+
+  // keys, peer, serve
+  auto* c_keys = app.add_subcommand("keys", "Create (once) and show the node's CURVE key pair");
+  c_keys->callback([&] { action = [&](Context& ctx) { return CmdKeys(ctx); }; });
+  auto* c_peer = app.add_subcommand("peer", "The other nodes this node exchanges with");
+  c_peer->require_subcommand(1);
+  PeerAddArgs peer_add;
+  auto* c_peer_add = c_peer->add_subcommand("add", "Admit a node: only admitted keys may connect");
+  c_peer_add->add_option("name", peer_add.name, "A name for it, e.g. BA-sarajevo")->required();
+  c_peer_add->add_option("endpoint", peer_add.endpoint, "tcp://HOST:PORT")->required();
+  c_peer_add->add_option("public_key", peer_add.public_key, "Its public key (bien keys)")
+      ->required();
+  c_peer_add
+      ->add_option("--share", peer_add.share,
+                   "all, or calibres / partitions (kind|calibre) separated by commas")
+      ->capture_default_str();
+  c_peer_add->callback([&] { action = [&](Context& ctx) { return CmdPeerAdd(ctx, peer_add); }; });
+  auto* c_peer_list = c_peer->add_subcommand("list", "Peers, last seen and queue depth");
+  c_peer_list->callback([&] { action = [&](Context& ctx) { return CmdPeerList(ctx); }; });
+  std::string peer_remove;
+  auto* c_peer_remove = c_peer->add_subcommand("remove", "Cut a peer off");
+  c_peer_remove->add_option("name", peer_remove, "The peer's name")->required();
+  c_peer_remove->callback(
+      [&] { action = [&](Context& ctx) { return CmdPeerRemove(ctx, peer_remove); }; });
+  ServeArgs serve;
+  auto* c_serve = app.add_subcommand(
+      "serve", "Run the node: answer peers, deliver the outbox, publish alerts (until Ctrl-C)");
+  c_serve->add_option("--listen", serve.listen, "tcp://HOST:PORT (port * = any free one)")
+      ->capture_default_str();
+  c_serve->add_option("--alerts", serve.alerts,
+                      "PUB endpoint for alerts (default ipc://NODE/alerts.ipc)");
+  c_serve->add_option("--heartbeat-ms", serve.heartbeat_ms, "Heartbeat period")
+      ->capture_default_str();
+  c_serve->add_option("--jobs", serve.jobs, "Fine-stage threads for peers' requests");
+  c_serve->callback([&] { action = [&](Context& ctx) { return CmdServe(ctx, serve); }; });
 
   // demo
   DemoArgs demo;
   auto* c_demo = app.add_subcommand(
-      "demo", "Generate sample scans, ingest them into a new node, list and verify it");
+      "demo", "Three national nodes as processes: federated search, a cross-border hit, its alert");
   c_demo->add_option("--dir", demo.dir, "Demo folder (replaced if it holds an earlier demo)")
       ->capture_default_str();
-  c_demo->callback([&] { action = [&](Context& ctx) { return CmdDemo(ctx, demo); }; });
+  bool demo_single = false;
+  c_demo->add_flag("--single-node", demo_single,
+                   "The earlier one-node demo (ingest, list, compare, verify)");
+  c_demo->callback([&] {
+    action = [&](Context& ctx) {
+      return demo_single ? CmdDemo(ctx, demo) : CmdDemoFederation(ctx, demo);
+    };
+  });
 
   try {
     app.parse(argc, argv);

@@ -457,6 +457,15 @@ std::vector<float> LandScanDescriptor(const Surface& raw, const std::string& lab
   return BulletDescriptor(ExtractLandSignature(raw, label), label);
 }
 
+CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition) {
+  CoarseIndex out;
+  BackfillDescriptors(store, partition, DescriptorKey());
+  out.owners = store.DescriptorOwners(DescriptorKey(), partition);
+  out.index = SyncIndex(store, partition, out.owners, DescriptorKey(), DescriptorDim(),
+                        partition.Key(), &out.note);
+  return out;
+}
+
 std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label) {
   Operand op;
   op.label = label;

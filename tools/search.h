@@ -34,6 +34,7 @@
 #include "imaging/surface.h"
 #include "matching/calibration.h"
 #include "matching/cmc.h"
+#include "matching/index.h"
 #include "storage/store.h"
 #include "tools/commands.h"
 
@@ -130,6 +131,17 @@ std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::strin
 // signature (imaging/land.h, default options), then bld. Throws bien::Error
 // naming `label`.
 std::vector<float> LandScanDescriptor(const Surface& raw, const std::string& label);
+
+// A partition's coarse index, brought up to date with the store as the
+// search does it (descriptors backfilled, saved index loaded, updated or
+// rebuilt), with the scans it holds. Also used to answer peers' correlation
+// requests (tools/federation.cpp).
+struct CoarseIndex {
+  std::shared_ptr<VectorIndex> index;
+  std::vector<DescriptorRow> owners;  // scan -> exhibit of every indexed scan
+  std::string note;
+};
+CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition);
 
 // Runs the search of a stored exhibit. Throws bien::Error naming the exhibit
 // when it is neither a cartridge case nor a bullet, has no 3D scan or no

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/hash.h"
+#include "storage/exchange_store.h"
 #include "tests/test_util.h"
 
 namespace bien {
@@ -1073,7 +1074,7 @@ TEST_P(VersionOneTest, VersionOneDatabaseMigratesToTheCurrentVersion) {
     EXPECT_EQ(check.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'knm_scores'"), "1");
     EXPECT_EQ(check.Text("SELECT group_concat(z_scale) FROM scans"), "1.0,1.0");
   }
-  EXPECT_EQ(Store::SchemaVersion(), 3);
+  EXPECT_EQ(Store::SchemaVersion(), 4);
   // Everything is still there, and the audit chain still verifies.
   const ExhibitRecord e = store_->FindExhibit("2026-1/T1");
   EXPECT_EQ(e.scan_count, 2);
@@ -1167,7 +1168,7 @@ TEST_F(StoreTest, VersionTwoDatabaseMigratesToVersionThree) {
   store_ = Store::Open(node_);
   {
     RawDb check(Db());
-    EXPECT_EQ(check.Text("PRAGMA user_version"), "3");
+    EXPECT_EQ(check.Text("PRAGMA user_version"), std::to_string(Store::SchemaVersion()));
     for (const char* table : {"descriptors", "leads", "hits", "alerts"}) {
       EXPECT_EQ(check.Text(std::string("SELECT count(*) FROM sqlite_schema WHERE type = 'table' "
                                        "AND name = '") +
@@ -1209,6 +1210,146 @@ TEST_F(StoreTest, VersionTwoDatabaseMigratesToVersionThree) {
   // Opening again does not migrate twice.
   store_ = Store::Open(node_);
   EXPECT_EQ(store_->Counts().hits, 1);
+}
+
+// The step from version 2 to version 3 exactly as released (storage/store.cpp
+// at 125a42a).
+constexpr const char* kSchemaStepThree = R"sql(
+CREATE TABLE descriptors (
+  id              INTEGER PRIMARY KEY,
+  scan_id         INTEGER NOT NULL REFERENCES scans(id) ON DELETE CASCADE,
+  descriptor_key  TEXT NOT NULL CHECK (length(descriptor_key) BETWEEN 1 AND 128),
+  dim             INTEGER NOT NULL CHECK (dim BETWEEN 1 AND 65536),
+  vector          BLOB NOT NULL CHECK (length(vector) = 4 * dim),
+  created_at      TEXT NOT NULL,
+  UNIQUE (scan_id, descriptor_key)
+);
+CREATE INDEX descriptors_by_key ON descriptors(descriptor_key, scan_id);
+CREATE TABLE leads (
+  id                    INTEGER PRIMARY KEY,
+  query_exhibit_id      INTEGER NOT NULL REFERENCES exhibits(id),
+  candidate_exhibit_id  INTEGER NOT NULL REFERENCES exhibits(id),
+  method                TEXT NOT NULL CHECK (length(method) BETWEEN 1 AND 128),
+  score                 REAL NOT NULL,
+  strength              REAL CHECK (strength IS NULL OR strength BETWEEN 0 AND 1),
+  coarse_rank           INTEGER CHECK (coarse_rank IS NULL OR coarse_rank >= 1),
+  registration          TEXT NOT NULL
+                        CHECK (json_valid(registration) AND json_type(registration) = 'object'),
+  status                TEXT NOT NULL CHECK (status IN ('open', 'confirmed', 'rejected')),
+  created_at            TEXT NOT NULL,
+  updated_at            TEXT NOT NULL,
+  decided_by            TEXT CHECK (decided_by IS NULL OR length(decided_by) > 0),
+  decided_at            TEXT,
+  note                  TEXT,
+  CHECK (query_exhibit_id <> candidate_exhibit_id),
+  CHECK ((status = 'open') = (decided_by IS NULL AND decided_at IS NULL))
+);
+CREATE INDEX leads_by_pair ON leads(min(query_exhibit_id, candidate_exhibit_id),
+                                    max(query_exhibit_id, candidate_exhibit_id));
+CREATE UNIQUE INDEX leads_open_pair ON leads(min(query_exhibit_id, candidate_exhibit_id),
+                                             max(query_exhibit_id, candidate_exhibit_id))
+  WHERE status = 'open';
+CREATE TABLE hits (
+  id            INTEGER PRIMARY KEY,
+  lead_id       INTEGER NOT NULL UNIQUE REFERENCES leads(id),
+  exhibit_a_id  INTEGER NOT NULL REFERENCES exhibits(id),
+  case_a_id     INTEGER NOT NULL REFERENCES cases(id),
+  exhibit_b_id  INTEGER NOT NULL REFERENCES exhibits(id),
+  case_b_id     INTEGER NOT NULL REFERENCES cases(id),
+  confirmed_by  TEXT NOT NULL CHECK (length(confirmed_by) > 0),
+  confirmed_at  TEXT NOT NULL,
+  note          TEXT,
+  CHECK (exhibit_a_id <> exhibit_b_id)
+);
+CREATE TABLE alerts (
+  id               INTEGER PRIMARY KEY,
+  hit_id           INTEGER REFERENCES hits(id),
+  created_at       TEXT NOT NULL,
+  origin           TEXT NOT NULL CHECK (origin IN ('local', 'remote')),
+  summary          TEXT NOT NULL CHECK (length(summary) > 0),
+  payload          TEXT NOT NULL CHECK (json_valid(payload) AND json_type(payload) = 'object'),
+  delivered_at     TEXT,
+  acknowledged_at  TEXT,
+  acknowledged_by  TEXT CHECK (acknowledged_by IS NULL OR length(acknowledged_by) > 0),
+  CHECK (origin = 'remote' OR hit_id IS NOT NULL)
+);
+CREATE INDEX alerts_by_hit ON alerts(hit_id);
+)sql";
+
+// A node whose bien.db is at version 3 (exhibits, descriptors, a confirmed
+// lead with its hit and local alert, audit log) migrates to version 4 keeping
+// everything: the alert survives the rebuild of the alerts table, the audit
+// chain verifies, and the federation's tables work.
+TEST_F(StoreTest, VersionThreeDatabaseMigratesToVersionFour) {
+  const auto t1 = Add(CalibreSpec("2026-1", "T1", "9mm Luger"), {"first scan"});
+  const auto e2 = Add(CalibreSpec("2026-2", "E1", "9mm Luger"), {"second scan"});
+  store_->PutDescriptor(t1[0].scan, "bf-v1", std::vector<float>{1, 2, 3});
+  const auto leads =
+      store_->RecordLeads("alice", e2[0].exhibit, {{t1[0].exhibit, "cmc-v1", 20, 0.001, 1, "{}"}});
+  const ConfirmedLead confirmed = store_->ConfirmLead(leads[0].lead, "alice", "checked");
+  const auto audit_before = store_->AuditTrail(std::nullopt);
+  store_.reset();
+
+  const fs::path old_db = node_ / "v4.db";
+  fs::rename(Db(), old_db);
+  for (const char* f : {"bien.db-wal", "bien.db-shm"}) fs::remove(node_ / f);
+  {
+    RawDb raw(Db());
+    ASSERT_EQ(raw.Exec(SchemaVersionOne(true)), "");
+    ASSERT_EQ(raw.Exec(kSchemaStepTwo), "");
+    ASSERT_EQ(raw.Exec(kSchemaStepThree), "");
+    ASSERT_EQ(raw.Exec("ATTACH DATABASE '" + old_db.string() + "' AS v4"), "");
+    ASSERT_EQ(raw.Exec("BEGIN; INSERT INTO cases SELECT * FROM v4.cases;"
+                       "INSERT INTO exhibits SELECT * FROM v4.exhibits;"
+                       "INSERT INTO scans SELECT * FROM v4.scans;"
+                       "INSERT INTO descriptors SELECT * FROM v4.descriptors;"
+                       "INSERT INTO leads SELECT * FROM v4.leads;"
+                       "INSERT INTO hits SELECT * FROM v4.hits;"
+                       "INSERT INTO alerts SELECT id, hit_id, created_at, origin, summary, payload,"
+                       " delivered_at, acknowledged_at, acknowledged_by FROM v4.alerts;"
+                       "INSERT INTO audit SELECT * FROM v4.audit; COMMIT;"),
+              "");
+    ASSERT_EQ(raw.Exec("DETACH DATABASE v4"), "");
+    ASSERT_EQ(raw.Exec("PRAGMA user_version = 3"), "");
+    EXPECT_EQ(raw.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'peers'"), "0");
+  }
+  fs::remove(old_db);
+
+  store_ = Store::Open(node_);
+  {
+    RawDb check(Db());
+    EXPECT_EQ(check.Text("PRAGMA user_version"), "4");
+    for (const char* table : {"peers", "outbox", "inbox", "federated_searches", "federated_answers",
+                              "remote_candidates", "alerts"}) {
+      EXPECT_EQ(check.Text(std::string("SELECT count(*) FROM sqlite_schema WHERE type = 'table' "
+                                       "AND name = '") +
+                           table + "'"),
+                "1")
+          << table;
+    }
+    EXPECT_EQ(check.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'alerts_v4'"), "0");
+    EXPECT_EQ(check.Text("SELECT count(*) FROM sqlite_schema WHERE name = 'alerts_by_hit'"), "1");
+    EXPECT_EQ(check.Text("PRAGMA foreign_key_check"), "");
+  }
+  const auto alerts = store_->Alerts();
+  ASSERT_EQ(alerts.size(), 1u);
+  EXPECT_EQ(alerts[0].summary, confirmed.alert.summary);
+  EXPECT_EQ(alerts[0].hit, confirmed.hit.id);
+  EXPECT_FALSE(alerts[0].peer.has_value());
+  const auto audit_after = store_->AuditTrail(std::nullopt);
+  ASSERT_EQ(audit_after.size(), audit_before.size());
+  EXPECT_EQ(audit_after.back().row_hash, audit_before.back().row_hash);
+  const VerifyReport report = store_->Verify();
+  EXPECT_TRUE(report.ok()) << (report.problems.empty() ? "" : report.problems[0]);
+  store_.reset();
+
+  // Version-4 features work on it, and the chain continues.
+  auto ex = ExchangeStore::Open(node_);
+  ex->AddPeer(
+      "admin",
+      {"BA-sarajevo", "tcp://127.0.0.1:7301", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", {"*"}});
+  EXPECT_EQ(ex->Peers().size(), 1u);
+  EXPECT_TRUE(ex->store().Verify().ok());
 }
 
 // ---------------------------------------------------------------------------

@@ -455,13 +455,13 @@ TEST_F(CliTest, SynthWritesReadableSetWithTruth) {
 
 TEST(CliDemo, RunsEndToEnd) {
   TempDir dir;
-  const auto r = RunBien({"demo", "--dir", (dir / "demo").string()});
+  const auto r = RunBien({"demo", "--single-node", "--dir", (dir / "demo").string()});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_TRUE(Contains(r.out, "ingested 6")) << r.out;
   EXPECT_TRUE(Contains(r.out, "duplicate")) << r.out;
   EXPECT_TRUE(Contains(r.out, "verified")) << r.out;
   // A second run replaces the earlier demo.
-  EXPECT_EQ(RunBien({"demo", "--dir", (dir / "demo").string()}).code, 0);
+  EXPECT_EQ(RunBien({"demo", "--single-node", "--dir", (dir / "demo").string()}).code, 0);
 }
 
 TEST(CliUsage, HelpAndBadOptions) {
