@@ -26,6 +26,7 @@
 #include "matching/descriptor.h"
 #include "storage/exchange_store.h"
 #include "tools/compare.h"
+#include "tools/fine_features.h"
 #include "tools/output.h"
 #include "tools/parallel.h"
 #include "tools/search.h"
@@ -253,7 +254,8 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
   r.coarse_ms = MsSince(t0);
   if (req.fine) {
     const auto t1 = Clock::now();
-    const CmcOptions cmc;
+    FineFeatures features(store.dir());
+    const CmcOptions& cmc = features.options();
     const auto query = PrepareCmc(exchange::ToSurface(*req.fine), "the peer's exhibit", cmc);
     std::vector<std::optional<ScanRecord>> records(cands.size());
     std::vector<fs::path> objects(cands.size());
@@ -273,8 +275,7 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
       if (!records[i]) return;
       try {
         const std::string label = Label(cands[i].exhibit);
-        const Operand op = ReadStoredScan(objects[i], *records[i], label);
-        const auto prepared = PrepareCmc(Preprocessed(op, nullptr), label, cmc);
+        const auto prepared = features.Get(*records[i], objects[i], label);
         cands[i].fine = CompareCmc(*query, *prepared, cmc).combined;
       } catch (const Error&) {
         // Not comparable: stays a coarse-only candidate.
