@@ -116,16 +116,10 @@ void CheckRequest(Checker& c, const CorrelationRequest& r) {
     }
   }
   if (r.fine) {
-    const FineFeatures& f = *r.fine;
-    c.Range(n + ".fine.width", f.width, kMinFineSide, kMaxFineSide);
-    c.Range(n + ".fine.height", f.height, kMinFineSide, kMaxFineSide);
-    c.Finite(n + ".fine.pixel_um", f.pixel_um, 0.01, 1000);
-    c.Finite(n + ".fine.z_scale_m", f.z_scale_m, 1e-15, 1);
-    c.Finite(n + ".fine.z_offset_m", f.z_offset_m, -1, 1);
-    if (c.error.empty() &&
-        f.z.size() != static_cast<size_t>(f.width) * static_cast<size_t>(f.height)) {
-      c.Fail(n + ".fine.z: " + std::to_string(f.z.size()) + " heights for " +
-             std::to_string(f.width) + " x " + std::to_string(f.height));
+    c.Range(n + ".fine", static_cast<int64_t>(r.fine->size()), 16,
+            static_cast<int64_t>(kMaxFineBytes));
+    if (c.error.empty() && r.fine->compare(0, 8, "BIENCMCF") != 0) {
+      c.Fail(n + ".fine: not compact CMC features (no BIENCMCF header)");
     }
   }
   c.Text(n + ".case_ref", r.case_ref, 1, kMaxRefChars);
@@ -211,15 +205,7 @@ struct BodyWriter {
     if (r.cc.twist) cc->set_twist(ToString(*r.cc.twist));
     w->set_descriptor_key(r.descriptor_key);
     w->mutable_coarse_vector()->Add(r.descriptor.begin(), r.descriptor.end());
-    if (r.fine) {
-      wire::FineSurface* f = w->mutable_fine();
-      f->set_width(static_cast<uint32_t>(r.fine->width));
-      f->set_height(static_cast<uint32_t>(r.fine->height));
-      f->set_pixel_um(r.fine->pixel_um);
-      f->set_z_scale_m(r.fine->z_scale_m);
-      f->set_z_offset_m(r.fine->z_offset_m);
-      f->set_z(reinterpret_cast<const char*>(r.fine->z.data()), r.fine->z.size() * 2);
-    }
+    if (r.fine) w->set_fine(*r.fine);
     w->set_case_ref(r.case_ref);
     w->set_exhibit_ref(r.exhibit_ref);
     w->set_top(static_cast<uint32_t>(r.top));
@@ -324,25 +310,7 @@ std::optional<Body> GetBody(const wire::Envelope& e, std::string* error) {
       }
       r.descriptor_key = w.descriptor_key();
       r.descriptor.assign(w.coarse_vector().begin(), w.coarse_vector().end());
-      if (w.has_fine()) {
-        const wire::FineSurface& f = w.fine();
-        if (f.width() > kMaxFineSide || f.height() > kMaxFineSide ||
-            f.z().size() != static_cast<size_t>(f.width()) * f.height() * 2) {
-          *error = "correlation_request.fine: " + std::to_string(f.z().size()) +
-                   " bytes of heights for " + std::to_string(f.width()) + " x " +
-                   std::to_string(f.height()) + " points";
-          return std::nullopt;
-        }
-        FineFeatures ff;
-        ff.width = static_cast<int>(f.width());
-        ff.height = static_cast<int>(f.height());
-        ff.pixel_um = f.pixel_um();
-        ff.z_scale_m = f.z_scale_m();
-        ff.z_offset_m = f.z_offset_m();
-        ff.z.resize(f.z().size() / 2);
-        std::memcpy(ff.z.data(), f.z().data(), f.z().size());
-        r.fine = std::move(ff);
-      }
+      if (!w.fine().empty()) r.fine = w.fine();
       r.case_ref = w.case_ref();
       r.exhibit_ref = w.exhibit_ref();
       r.top = static_cast<int>(std::min<uint32_t>(w.top(), 1u << 30));

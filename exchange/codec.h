@@ -18,13 +18,16 @@
 namespace bien::exchange {
 
 inline constexpr uint32_t kProtocolVersion = 1;
-// Largest message accepted or sent (a correlation request with a 1024 x 1024
-// fine surface is 2 MiB); sockets drop larger ones before they are read.
+// Largest message accepted or sent (a correlation request with the largest
+// fine features is just over 1 MiB); sockets drop larger ones before they are
+// read.
 inline constexpr size_t kMaxMessageBytes = 4u << 20;
 inline constexpr int kMaxCandidates = 1000;
 inline constexpr int kMaxDescriptorDim = 4096;
-inline constexpr int kMaxFineSide = 1024;
-inline constexpr int kMinFineSide = 16;
+// Compact CMC features (matching/cmc.h EncodeCmcFeatures): 29-38 KB for a
+// Fadul breech face; the receiver decodes them with DecodeCmcFeatures, which
+// checks every field.
+inline constexpr size_t kMaxFineBytes = 1u << 20;
 inline constexpr size_t kMaxRefChars = 128;  // case, exhibit, node names, calibres
 inline constexpr size_t kMaxNoteChars = 2000;
 
@@ -47,26 +50,15 @@ struct Hello {
 };
 struct Welcome : Hello {};
 
-// The preprocessed breech face, heights quantised: z_m = offset + scale * q;
-// q = kNoData marks a point without data.
-struct FineFeatures {
-  static constexpr int16_t kNoData = -32768;
-  int width = 0;
-  int height = 0;
-  double pixel_um = 0;
-  double z_scale_m = 0;
-  double z_offset_m = 0;
-  std::vector<int16_t> z;  // row-major, width * height
-};
-
 struct CorrelationRequest {
   std::string request_id;  // 32 hex digits
   ExhibitKind kind = ExhibitKind::kCartridgeCase;
   ClassCharacteristics cc;
   std::string descriptor_key;
   std::vector<float> descriptor;
-  std::optional<FineFeatures> fine;  // none: coarse-only answer wanted
-  std::string case_ref;              // the requesting node's
+  // EncodeCmcFeatures bytes of the query; none: coarse-only answer wanted.
+  std::optional<std::string> fine;
+  std::string case_ref;  // the requesting node's
   std::string exhibit_ref;
   int top = 20;
   int coarse_k = 100;

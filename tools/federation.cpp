@@ -18,7 +18,6 @@
 #include "core/error.h"
 #include "core/time.h"
 #include "exchange/bench.h"
-#include "exchange/fine_features.h"
 #include "exchange/keys.h"
 #include "exchange/node.h"
 #include "matching/calibration.h"
@@ -256,7 +255,7 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
     const auto t1 = Clock::now();
     FineFeatures features(store.dir());
     const CmcOptions& cmc = features.options();
-    const auto query = PrepareCmc(exchange::ToSurface(*req.fine), "the peer's exhibit", cmc);
+    const auto query = DecodeCmcFeatures(*req.fine, "the peer's exhibit", cmc);
     std::vector<std::optional<ScanRecord>> records(cands.size());
     std::vector<fs::path> objects(cands.size());
     for (size_t i = 0; i < cands.size(); ++i) {
@@ -319,14 +318,13 @@ CorrelationRequest BuildCorrelationRequest(Store& store, const ExhibitRecord& e,
   r.cc = e.cc;
   r.descriptor_key = DescriptorKey();
   auto vector = store.GetDescriptor(scan->id, r.descriptor_key);
-  std::optional<Surface> prepared;
-  if (!vector || !coarse_only) {
-    const Operand op = ReadStoredScan(store.ObjectPath(scan->sha256), *scan, name);
-    prepared = Preprocessed(op, nullptr);
-    if (!vector) vector = BreechFaceScanDescriptor(op.surface, name);
-  }
+  const std::filesystem::path object = store.ObjectPath(scan->sha256);
+  if (!vector) vector = BreechFaceScanDescriptor(ReadStoredScan(object, *scan, name).surface, name);
   r.descriptor = *vector;
-  if (!coarse_only) r.fine = exchange::QuantiseSurface(*prepared);
+  if (!coarse_only) {
+    FineFeatures features(store.dir());
+    r.fine = EncodeCmcFeatures(*features.Get(*scan, object, name), features.options());
+  }
   r.case_ref = e.case_ref;
   r.exhibit_ref = e.exhibit_ref;
   r.top = top;

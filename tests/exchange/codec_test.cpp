@@ -9,7 +9,6 @@
 #include <limits>
 #include <random>
 
-#include "exchange/fine_features.h"
 #include "tests/test_util.h"
 
 namespace bien::exchange {
@@ -26,15 +25,9 @@ CorrelationRequest SampleRequest() {
   r.cc.firing_pin = "circular";
   r.descriptor_key = "bfd-v1/64x64/pca128";
   for (int i = 0; i < 128; ++i) r.descriptor.push_back(std::sin(static_cast<float>(i)));
-  FineFeatures f;
-  f.width = 40;
-  f.height = 30;
-  f.pixel_um = 6.25;
-  f.z_scale_m = 1e-9;
-  f.z_offset_m = 0;
-  f.z.assign(1200, 7);
-  f.z[3] = FineFeatures::kNoData;
-  r.fine = f;
+  // The codec carries compact CMC features as bytes (the receiver decodes
+  // them with DecodeCmcFeatures, tested in matching/cmc_test.cpp).
+  r.fine = std::string("BIENCMCF") + std::string(200, '\x07');
   r.case_ref = "2026-BG-0042";
   r.exhibit_ref = "E1";
   r.top = 20;
@@ -107,7 +100,7 @@ TEST(ExchangeCodec, EveryMessageTypeRoundTrips) {
   const auto back = std::get<CorrelationRequest>(Decode(Encode(req)).message->body);
   const auto& sent = std::get<CorrelationRequest>(req.body);
   EXPECT_EQ(back.descriptor, sent.descriptor);
-  EXPECT_EQ(back.fine->z, sent.fine->z);
+  EXPECT_EQ(back.fine, sent.fine);
   EXPECT_EQ(back.cc.calibre, "9mm Luger");
   EXPECT_FALSE(back.cc.lands.has_value());
   const Message res = NewMessage(kKey, SampleResult());
@@ -219,28 +212,16 @@ TEST(ExchangeCodec, SeededFuzzNeverCrashesAndOnlyAcceptsValidMessages) {
   EXPECT_GT(accepted, 0);  // some mutations only change a value within bounds
 }
 
-TEST(ExchangeFineFeatures, QuantisationKeepsHeightsWithinOneQuantum) {
-  Surface s;
-  s.width = 50;
-  s.height = 40;
-  s.dx_m = s.dy_m = 6.25e-6;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> noise(0, 1e-6f);
-  for (int i = 0; i < 2000; ++i) s.z.push_back(noise(rng));
-  s.z[5] = std::numeric_limits<float>::quiet_NaN();
-  const FineFeatures f = QuantiseSurface(s);
-  const Surface back = ToSurface(f);
-  EXPECT_EQ(back.width, 50);
-  EXPECT_DOUBLE_EQ(back.dx_m, 6.25e-6);
-  EXPECT_TRUE(std::isnan(back.z[5]));
-  for (size_t i = 0; i < s.z.size(); ++i) {
-    if (i != 5) {
-      EXPECT_NEAR(back.z[i], s.z[i], f.z_scale_m);
-    }
-  }
-  Surface tiny = s;
-  tiny.width = 4;
-  EXPECT_TRUE(Contains(testing::ErrorOf([&] { QuantiseSurface(tiny); }), "each side must be"));
+TEST(ExchangeFineFeatures, OnlyCompactCmcFeaturesWithinTheirLimitAreCarried) {
+  CorrelationRequest r = SampleRequest();
+  r.fine = std::string(100, 'x');
+  Message m = NewMessage(kKey, r);
+  EXPECT_TRUE(Contains(Validate(m), "fine: not compact CMC features")) << Validate(m);
+  r.fine = "BIENCMCF" + std::string(kMaxFineBytes, 'x');
+  m = NewMessage(kKey, r);
+  EXPECT_TRUE(Contains(Validate(m), ".fine")) << Validate(m);
+  r.fine.reset();
+  EXPECT_EQ(Validate(NewMessage(kKey, r)), "");
 }
 
 }  // namespace
