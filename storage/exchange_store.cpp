@@ -128,10 +128,6 @@ constexpr const char* kCandidateColumns =
     " JOIN federated_searches s ON s.id = a.search_id"
     " JOIN exhibits e ON e.id = s.query_exhibit_id JOIN cases c ON c.id = e.case_id ";
 
-constexpr const char* kAlertColumns =
-    "SELECT id, hit_id, created_at, origin, summary, payload, delivered_at, acknowledged_at,"
-    " acknowledged_by, peer_name FROM alerts ";
-
 class SqliteExchangeStore final : public ExchangeStore {
  public:
   SqliteExchangeStore(std::unique_ptr<Store> store, std::unique_ptr<sql::Db> db)
@@ -732,22 +728,11 @@ class SqliteExchangeStore final : public ExchangeStore {
   }
 
   std::vector<AlertRecord> AlertsWhere(const std::string& where, int64_t param) const {
-    sql::Stmt s(*db_, kAlertColumns + where);
+    sql::Stmt s(*db_, internal::kAlertColumns + where);
     s.Bind(1, param);
     std::vector<AlertRecord> out;
     while (s.Step()) {
-      AlertRecord a;
-      a.id = AlertId(s.Int(0));
-      if (const auto hit = s.OptInt(1)) a.hit = HitId(*hit);
-      a.created_at = s.Text(2);
-      a.origin = s.Text(3);
-      a.summary = s.Text(4);
-      a.payload_json = s.Text(5);
-      a.delivered_at = s.OptText(6);
-      a.acknowledged_at = s.OptText(7);
-      a.acknowledged_by = s.OptText(8);
-      a.peer = s.OptText(9);
-      out.push_back(std::move(a));
+      out.push_back(internal::AlertFromRow(s));
     }
     return out;
   }

@@ -1796,10 +1796,6 @@ constexpr const char* kHitColumns =
     " JOIN cases ca ON ca.id = h.case_a_id JOIN exhibits eb ON eb.id = h.exhibit_b_id"
     " JOIN cases cb ON cb.id = h.case_b_id ";
 
-constexpr const char* kAlertColumns =
-    "SELECT id, hit_id, created_at, origin, summary, payload, delivered_at, acknowledged_at,"
-    " acknowledged_by, peer_name FROM alerts ";
-
 std::vector<LeadRecord> SqliteStore::QueryLeads(const std::string& where,
                                                 std::optional<int64_t> param) const {
   auto& s = Q(kLeadColumns + where);
@@ -1855,23 +1851,12 @@ std::vector<HitRecord> SqliteStore::QueryHits(const std::string& where,
 
 std::vector<AlertRecord> SqliteStore::QueryAlerts(const std::string& where,
                                                   std::optional<int64_t> param) const {
-  auto& s = Q(kAlertColumns + where);
+  auto& s = Q(internal::kAlertColumns + where);
   sql::Stmt::Scope scope(s);
   if (param) s.Bind(1, *param);
   std::vector<AlertRecord> out;
   while (s.Step()) {
-    AlertRecord a;
-    a.id = AlertId(s.Int(0));
-    if (const auto hit = s.OptInt(1)) a.hit = HitId(*hit);
-    a.created_at = s.Text(2);
-    a.origin = s.Text(3);
-    a.summary = s.Text(4);
-    a.payload_json = s.Text(5);
-    a.delivered_at = s.OptText(6);
-    a.acknowledged_at = s.OptText(7);
-    a.acknowledged_by = s.OptText(8);
-    a.peer = s.OptText(9);
-    out.push_back(std::move(a));
+    out.push_back(internal::AlertFromRow(s));
   }
   return out;
 }
@@ -2430,6 +2415,21 @@ std::unique_ptr<Store> Store::Open(const fs::path& dir) {
 }
 
 namespace internal {
+
+AlertRecord AlertFromRow(sql::Stmt& s) {
+  AlertRecord a;
+  a.id = AlertId(s.Int(0));
+  if (const auto hit = s.OptInt(1)) a.hit = HitId(*hit);
+  a.created_at = s.Text(2);
+  a.origin = s.Text(3);
+  a.summary = s.Text(4);
+  a.payload_json = s.Text(5);
+  a.delivered_at = s.OptText(6);
+  a.acknowledged_at = s.OptText(7);
+  a.acknowledged_by = s.OptText(8);
+  a.peer = s.OptText(9);
+  return a;
+}
 
 void AppendAuditRow(sql::Db& db, const std::string& actor, const std::string& action,
                     const std::string& subject, std::optional<ExhibitId> exhibit,

@@ -9,6 +9,7 @@
 
 #include "core/ids.h"
 #include "storage/sqlite.h"
+#include "storage/store.h"
 
 namespace bien::internal {
 
@@ -21,5 +22,13 @@ std::unique_ptr<sql::Db> OpenNodeDatabase(const std::filesystem::path& dir);
 void AppendAuditRow(sql::Db& db, const std::string& actor, const std::string& action,
                     const std::string& subject, std::optional<ExhibitId> exhibit,
                     const std::optional<std::string>& sha256, const std::string& details);
+
+// The columns AlertFromRow reads, in its order ("SELECT ... FROM alerts ";
+// append the WHERE clause).
+inline const std::string kAlertColumns =
+    "SELECT id, hit_id, created_at, origin, summary, payload, delivered_at, acknowledged_at,"
+    " acknowledged_by, peer_name FROM alerts ";
+// The alert of the current row of a statement that selects kAlertColumns.
+AlertRecord AlertFromRow(sql::Stmt& row);
 
 }  // namespace bien::internal
