@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -257,6 +258,39 @@ nlohmann::json PairingJson(const SearchCandidate& c) {
   return pairs;
 }
 
+// The last steps of a correlation list, the same for every kind: each
+// candidate's strength against the node's known non-matches of `method`, the
+// order (fine score, then coarse rank) and, when `record`, the leads from
+// `threshold` (one transaction), each with the pose `registration` gives.
+void RankAndRecordLeads(Store& store, SearchReport& report, const std::string& method,
+                        double threshold, bool record, const std::string& actor,
+                        const std::function<std::string(const SearchCandidate&)>& registration) {
+  const KnmDistribution knm(store.KnmScores(method));
+  for (SearchCandidate& c : report.candidates) {
+    c.strength = knm.At(c.score);
+    c.strength_text = knm.Describe(c.score);
+    c.lead = c.score >= threshold;
+  }
+  std::stable_sort(report.candidates.begin(), report.candidates.end(),
+                   [](const SearchCandidate& a, const SearchCandidate& b) {
+                     return a.score != b.score ? a.score > b.score : a.coarse_rank < b.coarse_rank;
+                   });
+  if (!record) return;
+  std::vector<LeadCandidate> leads;
+  for (const SearchCandidate& c : report.candidates) {
+    if (!c.lead) continue;
+    LeadCandidate l;
+    l.candidate = c.exhibit.id;
+    l.method = method;
+    l.score = c.score;
+    if (c.strength && c.strength->total > 0) l.strength = c.strength->rate;
+    if (c.found_via.empty()) l.coarse_rank = c.coarse_rank;
+    l.registration_json = registration(c);
+    leads.push_back(std::move(l));
+  }
+  if (!leads.empty()) report.leads = store.RecordLeads(actor, report.query.id, leads);
+}
+
 SearchReport SearchBullet(Store& store, const ExhibitRecord& query, const SearchOptions& options,
                           const std::string& actor) {
   const std::string name = Label(query);
@@ -422,32 +456,12 @@ SearchReport SearchBullet(Store& store, const ExhibitRecord& query, const Search
   }
   report.fine_ms = MsSince(t_fine);
 
-  const KnmDistribution knm(store.KnmScores(kBulletSearchMethod));
-  for (SearchCandidate& c : report.candidates) {
-    c.strength = knm.At(c.score);
-    c.strength_text = knm.Describe(c.score);
-    c.lead = c.score >= report.lead_threshold;
-  }
-  std::stable_sort(report.candidates.begin(), report.candidates.end(),
-                   [](const SearchCandidate& a, const SearchCandidate& b) {
-                     return a.score != b.score ? a.score > b.score : a.coarse_rank < b.coarse_rank;
-                   });
-  if (options.record_leads) {
-    std::vector<LeadCandidate> leads;
-    for (const SearchCandidate& c : report.candidates) {
-      if (!c.lead) continue;
-      LeadCandidate l;
-      l.candidate = c.exhibit.id;
-      l.method = kBulletSearchMethod;
-      l.score = c.score;
-      if (c.strength && c.strength->total > 0) l.strength = c.strength->rate;
-      l.coarse_rank = c.coarse_rank;
-      l.registration_json =
-          nlohmann::json{{"phase", *c.phase}, {"lands", c.lands}, {"pairs", PairingJson(c)}}.dump();
-      leads.push_back(std::move(l));
-    }
-    if (!leads.empty()) report.leads = store.RecordLeads(actor, query.id, leads);
-  }
+  RankAndRecordLeads(store, report, kBulletSearchMethod, report.lead_threshold,
+                     options.record_leads, actor, [](const SearchCandidate& c) {
+                       return nlohmann::json{
+                           {"phase", *c.phase}, {"lands", c.lands}, {"pairs", PairingJson(c)}}
+                           .dump();
+                     });
   return report;
 }
 
@@ -631,32 +645,9 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   report.features_computed = features.computed();
   report.features_write_failures = features.write_failures();
 
-  const KnmDistribution knm(store.KnmScores(kCmcMethod));
-  for (SearchCandidate& c : report.candidates) {
-    c.strength = knm.At(c.score);
-    c.strength_text = knm.Describe(c.score);
-    c.lead = c.score >= lead_threshold;
-  }
-  std::stable_sort(report.candidates.begin(), report.candidates.end(),
-                   [](const SearchCandidate& a, const SearchCandidate& b) {
-                     return a.score != b.score ? a.score > b.score : a.coarse_rank < b.coarse_rank;
-                   });
-
-  if (options.record_leads) {
-    std::vector<LeadCandidate> leads;
-    for (const SearchCandidate& c : report.candidates) {
-      if (!c.lead) continue;
-      LeadCandidate l;
-      l.candidate = c.exhibit.id;
-      l.method = kCmcMethod;
-      l.score = c.score;
-      if (c.strength && c.strength->total > 0) l.strength = c.strength->rate;
-      if (c.found_via.empty()) l.coarse_rank = c.coarse_rank;
-      l.registration_json = RegistrationJson(c.registration).dump();
-      leads.push_back(std::move(l));
-    }
-    if (!leads.empty()) report.leads = store.RecordLeads(actor, query.id, leads);
-  }
+  RankAndRecordLeads(
+      store, report, kCmcMethod, lead_threshold, options.record_leads, actor,
+      [](const SearchCandidate& c) { return RegistrationJson(c.registration).dump(); });
   return report;
 }
 
