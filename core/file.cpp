@@ -17,7 +17,7 @@ std::atomic<uint64_t> g_tmp_counter{0};
 }  // namespace
 
 void WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes,
-                         const std::string& what) {
+                         const std::string& what, Durability durability) {
   auto fail = [&](const std::string& why) {
     throw Error(path.string() + ": cannot write the " + what + " (" + why + ")");
   };
@@ -40,7 +40,7 @@ void WriteFileAtomically(const std::filesystem::path& path, std::string_view byt
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) abandon(errno);
+  if (durability == Durability::kSynced && ::fsync(fd) != 0) abandon(errno);
   if (::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

@@ -9,12 +9,20 @@
 
 namespace bien {
 
-// Writes `bytes` to a temporary file beside `path`, syncs it and renames it
-// into place: `path` is afterwards either as it was or complete. Throws
-// bien::Error "PATH: cannot write the WHAT (reason)" and removes the
-// temporary file on any failure.
+// How hard WriteFileAtomically works for durability.
+enum class Durability {
+  kSynced,  // fsync before the rename: the new content survives a power loss
+  kCache,   // no fsync: for derived data that is checked when read and can be
+            // made again (after a power loss the file may be old, empty or
+            // torn, never a mix of two complete versions under a valid check)
+};
+
+// Writes `bytes` to a temporary file beside `path`, syncs it (unless
+// kCache) and renames it into place: `path` is afterwards either as it was
+// or complete. Throws bien::Error "PATH: cannot write the WHAT (reason)" and
+// removes the temporary file on any failure.
 void WriteFileAtomically(const std::filesystem::path& path, std::string_view bytes,
-                         const std::string& what);
+                         const std::string& what, Durability durability = Durability::kSynced);
 
 // The whole file. Throws bien::Error "PATH: cannot open for reading" or
 // "PATH: read failed".

@@ -256,8 +256,12 @@ namespace {
 void PrepareCells(CmcPrepared& prepared, const CmcOptions& options);
 }  // namespace
 
-std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std::string& source,
-                                              const CmcOptions& options) {
+namespace {
+
+// The two levels of a surface (checked), heights rounded as the features
+// keep them: the start of PrepareCmc and of EncodeCmcFeatures(Surface).
+std::shared_ptr<CmcPrepared> MakeLevels(const Surface& surface, const std::string& source,
+                                        const CmcOptions& options) {
   options.Check();
   if (surface.width <= 0 || surface.height <= 0 || surface.z.empty()) {
     throw Error(source + ": empty surface");
@@ -278,6 +282,14 @@ std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std:
   p->coarse = MakeLevel(surface, p->in_px_um, coarse_px);
   QuantiseLevel(p->fine);
   QuantiseLevel(p->coarse);
+  return p;
+}
+
+}  // namespace
+
+std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std::string& source,
+                                              const CmcOptions& options) {
+  auto p = MakeLevels(surface, source, options);
   PrepareCells(*p, options);
   return p;
 }
@@ -940,6 +952,11 @@ std::string EncodeCmcFeatures(const CmcPrepared& prepared, const CmcOptions& opt
   Put(out, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(out.data()),
                                        static_cast<uInt>(out.size()))));
   return out;
+}
+
+std::string EncodeCmcFeatures(const Surface& surface, const std::string& source,
+                              const CmcOptions& options) {
+  return EncodeCmcFeatures(*MakeLevels(surface, source, options), options);
 }
 
 std::shared_ptr<const CmcPrepared> DecodeCmcFeatures(std::string_view bytes,

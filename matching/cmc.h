@@ -107,6 +107,11 @@ std::shared_ptr<const CmcPrepared> PrepareCmc(const Surface& surface, const std:
 // "cmcf-v1 fp16 cell=15.62 coarse=50": the options that change the features.
 std::string CmcFeaturesKey(const CmcOptions& options = {});
 std::string EncodeCmcFeatures(const CmcPrepared& prepared, const CmcOptions& options = {});
+// The same bytes straight from a preprocessed surface, without preparing the
+// cells (ingest); throws as PrepareCmc does for an unusable surface (but not
+// for one without usable cells: DecodeCmcFeatures refuses that one).
+std::string EncodeCmcFeatures(const Surface& surface, const std::string& source,
+                              const CmcOptions& options = {});
 // Throws bien::Error starting with `source` for bytes that are not features
 // of this key (any field out of bounds, truncated, bad checksum): safe on
 // untrusted input.

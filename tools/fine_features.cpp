@@ -62,9 +62,10 @@ void FineFeatures::Put(const std::string& sha256, const std::string& encoded) {
     const std::filesystem::path key_file = folder_ / "KEY";
     std::error_code ec;
     if (!std::filesystem::exists(key_file, ec)) {
-      WriteFileAtomically(key_file, key_ + "\n", "feature cache key");
+      WriteFileAtomically(key_file, key_ + "\n", "feature cache key", Durability::kCache);
     }
-    WriteFileAtomically(path, encoded, "cached CMC features");
+    // Not synced: a file a crash leaves torn fails its CRC and is recomputed.
+    WriteFileAtomically(path, encoded, "cached CMC features", Durability::kCache);
   } catch (const std::exception&) {
     ++write_failures_;
   }

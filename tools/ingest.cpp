@@ -159,7 +159,7 @@ ParsedScan ParseItem(const IngestItem& item, size_t index, const CmcOptions& fin
         const Surface pre = Preprocessed(Operand{item.label, "", surface}, nullptr);
         parsed.descriptors.push_back(
             NewDescriptor{DescriptorKey(), BreechFaceDescriptor(pre, item.label)});
-        parsed.fine_features = EncodeCmcFeatures(*PrepareCmc(pre, item.label, fine_options));
+        parsed.fine_features = EncodeCmcFeatures(pre, item.label, fine_options);
       } catch (const Error& e) {
         parsed.warnings.push_back(std::string("not searchable: ") + e.what());
       }

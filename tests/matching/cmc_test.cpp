@@ -205,7 +205,8 @@ TEST(CmcFeatures, RoundTripComparesIdentically) {
   const std::string fa = EncodeCmcFeatures(*pa), fb = EncodeCmcFeatures(*pb);
   // Far smaller than the surface's float heights.
   EXPECT_LT(fa.size(), a.z.size() * sizeof(float) / 4) << fa.size();
-  EXPECT_EQ(EncodeCmcFeatures(*pa), fa);  // deterministic
+  EXPECT_EQ(EncodeCmcFeatures(*pa), fa);     // deterministic
+  EXPECT_EQ(EncodeCmcFeatures(a, "a"), fa);  // straight from the surface (ingest)
   const auto da = DecodeCmcFeatures(fa, "a"), db = DecodeCmcFeatures(fb, "b");
   EXPECT_EQ(EncodeCmcFeatures(*da), fa);
   for (const auto& [x, y, dx, dy] :
