@@ -24,11 +24,15 @@
 //  - exact: a flat inner-product index; every query scans every vector. Used
 //    below `exact_below` vectors, where it is fast enough and needs no
 //    training (10^4 x 256: 1.3 ms per query).
-//  - ivf_flat (default approximate kind): k-means coarse quantiser with
-//    `nlist` lists, vectors stored uncompressed; a query scans `nprobe` lists.
-//    d * 4 + ~50 bytes per vector; the best recall at the same speed.
-//  - ivf_sq8: as ivf_flat with 8-bit scalar-quantised vectors (d + ~50
-//    bytes), recall a little lower: for nodes short of memory.
+//  - ivf_flat: k-means coarse quantiser with `nlist` lists, vectors stored
+//    uncompressed; a query scans `nprobe` lists. d * 4 + ~50 bytes per
+//    vector; the best recall at the same speed.
+//  - ivf_sq8 (default approximate kind since the descriptor has 1024 floats:
+//    ivf_flat would need 4 KB per exhibit, the budget is 2 KB): as ivf_flat
+//    with 8-bit scalar-quantised vectors (d + ~50 bytes), recall a little
+//    lower. At 10^6 x 1024 (docs/PERFORMANCE.md, "Search"): 1093 bytes per
+//    exhibit, 18 ms median per query at nprobe 16 (Debian's FAISS scans SQ8
+//    codes without AVX2).
 //  - ivf_pq: product-quantised codes (`pq_bytes` + ~50 bytes); smallest, but
 //    recall@10 below 0.7 without re-ranking.
 // HNSW is not offered: FAISS cannot remove vectors from an HNSW graph, and at
