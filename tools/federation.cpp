@@ -256,31 +256,16 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
     FineFeatures features(store.dir());
     const CmcOptions& cmc = features.options();
     const auto query = DecodeCmcFeatures(*req.fine, "the peer's exhibit", cmc);
-    std::vector<std::optional<ScanRecord>> records(cands.size());
-    std::vector<fs::path> objects(cands.size());
+    const int threads =
+        jobs > 0 ? jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<FineTarget> targets;
+    for (const Cand& c : cands) targets.push_back({c.exhibit, c.scan});
+    const std::vector<FineOutcome> outcomes =
+        CompareWithStored(store, features, *query, targets, threads);
     for (size_t i = 0; i < cands.size(); ++i) {
-      for (const ScanRecord& sc : store.ScansOf(cands[i].exhibit.id)) {
-        if (sc.id == cands[i].scan) {
-          records[i] = sc;
-          objects[i] = store.ObjectPath(sc.sha256);
-        }
-      }
+      // Not comparable: stays a coarse-only candidate.
+      if (outcomes[i].result) cands[i].fine = outcomes[i].result->combined;
     }
-    int threads = jobs > 0 ? jobs : static_cast<int>(std::thread::hardware_concurrency());
-    threads = std::max(1, threads);
-    const int saved = cv::getNumThreads();
-    cv::setNumThreads(1);
-    ParallelFor(cands.size(), threads, [&](size_t i) {
-      if (!records[i]) return;
-      try {
-        const std::string label = Label(cands[i].exhibit);
-        const auto prepared = features.Get(*records[i], objects[i], label);
-        cands[i].fine = CompareCmc(*query, *prepared, cmc).combined;
-      } catch (const Error&) {
-        // Not comparable: stays a coarse-only candidate.
-      }
-    });
-    cv::setNumThreads(saved);
     r.fine_ms = MsSince(t1);
     std::stable_sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
       return a.fine.value_or(-1) > b.fine.value_or(-1);

@@ -471,6 +471,36 @@ std::vector<float> LandScanDescriptor(const Surface& raw, const std::string& lab
   return BulletDescriptor(ExtractLandSignature(raw, label), label);
 }
 
+std::vector<FineOutcome> CompareWithStored(Store& store, FineFeatures& features,
+                                           const CmcPrepared& query,
+                                           const std::vector<FineTarget>& targets, int jobs) {
+  std::vector<std::optional<ScanRecord>> records(targets.size());
+  std::vector<std::filesystem::path> objects(targets.size());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    for (const ScanRecord& sc : store.ScansOf(targets[i].exhibit.id)) {
+      if (sc.id == targets[i].scan) {
+        records[i] = sc;
+        objects[i] = store.ObjectPath(sc.sha256);
+      }
+    }
+  }
+  std::vector<FineOutcome> out(targets.size());
+  const int saved_threads = cv::getNumThreads();
+  cv::setNumThreads(1);  // parallel over targets instead
+  ParallelFor(targets.size(), std::max(1, jobs), [&](size_t i) {
+    const std::string label = Label(targets[i].exhibit);
+    try {
+      if (!records[i]) throw Error(label + ": its scan is no longer stored");
+      const auto prepared = features.Get(*records[i], objects[i], label);
+      out[i].result = CompareCmc(query, *prepared, features.options());
+    } catch (const Error& e) {
+      out[i].error = e.what();
+    }
+  });
+  cv::setNumThreads(saved_threads);
+  return out;
+}
+
 CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition) {
   CoarseIndex out;
   BackfillDescriptors(store, partition, DescriptorKey());
@@ -567,53 +597,31 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   std::vector<SearchCandidate> first = coarse(*query_vector, options.coarse_k, "");
   report.coarse_ms = MsSince(t_coarse);
 
-  // Fine: records and paths looked up here (the Store is single-threaded),
-  // originals read, preprocessed and compared on all cores.
+  // Fine: CompareWithStored on all cores, from the cached compact features.
   const auto t_fine = Clock::now();
   int jobs =
       options.jobs > 0 ? options.jobs : static_cast<int>(std::thread::hardware_concurrency());
   jobs = std::max(1, jobs);
   report.jobs = jobs;
-  const int saved_threads = cv::getNumThreads();
-  cv::setNumThreads(1);  // parallel over candidates instead
   FineFeatures features(store.dir());
-  const CmcOptions& cmc = features.options();
   const auto query_prepared = features.Get(*query_scan, store.ObjectPath(query_scan->sha256), name);
   auto fine = [&](std::vector<SearchCandidate>& batch) {
-    std::vector<std::optional<ScanRecord>> records(batch.size());
-    std::vector<std::filesystem::path> objects(batch.size());
+    std::vector<FineTarget> targets;
+    for (const SearchCandidate& c : batch) targets.push_back({c.exhibit, c.scan});
+    const std::vector<FineOutcome> outcomes =
+        CompareWithStored(store, features, *query_prepared, targets, jobs);
     for (size_t i = 0; i < batch.size(); ++i) {
-      for (const ScanRecord& sc : store.ScansOf(batch[i].exhibit.id)) {
-        if (sc.id == batch[i].scan) {
-          records[i] = sc;
-          objects[i] = store.ObjectPath(sc.sha256);
-        }
+      if (!outcomes[i].result) {
+        report.skipped.push_back(outcomes[i].error);
+        continue;
       }
-    }
-    std::vector<std::string> errors(batch.size());
-    std::vector<char> done(batch.size(), 0);
-    ParallelFor(batch.size(), jobs, [&](size_t i) {
+      const CmcResult& r = *outcomes[i].result;
       SearchCandidate& c = batch[i];
-      const std::string label = Label(c.exhibit);
-      try {
-        if (!records[i]) throw Error(label + ": its scan is no longer stored");
-        const auto prepared = features.Get(*records[i], objects[i], label);
-        const CmcResult r = CompareCmc(*query_prepared, *prepared, cmc);
-        c.score = r.combined;
-        c.forward = r.forward.congruent;
-        c.backward = r.backward.congruent;
-        c.registration = r.forward.registration;
-        done[i] = 1;
-      } catch (const Error& e) {
-        errors[i] = e.what();
-      }
-    });
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (done[i]) {
-        report.candidates.push_back(std::move(batch[i]));
-      } else {
-        report.skipped.push_back(errors[i]);
-      }
+      c.score = r.combined;
+      c.forward = r.forward.congruent;
+      c.backward = r.backward.congruent;
+      c.registration = r.forward.registration;
+      report.candidates.push_back(std::move(c));
     }
   };
   fine(first);
@@ -639,7 +647,6 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
     }
     fine(more);
   }
-  cv::setNumThreads(saved_threads);
   report.fine_ms = MsSince(t_fine);
   report.features_cached = features.hits();
   report.features_computed = features.computed();

@@ -37,6 +37,7 @@
 #include "matching/index.h"
 #include "storage/store.h"
 #include "tools/commands.h"
+#include "tools/fine_features.h"
 
 namespace bien::cli {
 
@@ -131,6 +132,25 @@ std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::strin
 // signature (imaging/land.h, default options), then bld. Throws bien::Error
 // naming `label`.
 std::vector<float> LandScanDescriptor(const Surface& raw, const std::string& label);
+
+// One stored scan to compare with a query in the fine stage.
+struct FineTarget {
+  ExhibitRecord exhibit;
+  ScanId scan;
+};
+// Its outcome: the CMC result, or why it could not be compared.
+struct FineOutcome {
+  std::optional<CmcResult> result;
+  std::string error;
+};
+// The fine stage of a breech-face search, shared by the local search and the
+// answer to a peer's request: CMC of `query` against each target, from the
+// targets' cached compact features (computed from the originals when
+// missing), on `jobs` threads (OpenCV single-threaded meanwhile). The Store
+// is only read here, on the calling thread.
+std::vector<FineOutcome> CompareWithStored(Store& store, FineFeatures& features,
+                                           const CmcPrepared& query,
+                                           const std::vector<FineTarget>& targets, int jobs);
 
 // A partition's coarse index, brought up to date with the store as the
 // search does it (descriptors backfilled, saved index loaded, updated or
