@@ -361,8 +361,8 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   auto* c_peer_add = c_peer->add_subcommand("add", "Admit a node: only admitted keys may connect");
   c_peer_add->add_option("name", peer_add.name, "A name for it, e.g. BA-sarajevo")->required();
   c_peer_add->add_option("endpoint", peer_add.endpoint, "tcp://HOST:PORT")->required();
-  c_peer_add->add_option("public_key", peer_add.public_key, "Its public key (bien keys)")
-      ->required();
+  c_peer_add->add_option("public_key", peer_add.public_key,
+                         "Its public key (bien keys); Z85 keys may start with '-'");
   c_peer_add
       ->add_option("--share", peer_add.share,
                    "all, or calibres / partitions (kind|calibre) separated by commas")
@@ -402,11 +402,28 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
     };
   });
 
+  // A Z85 public key starts with '-' about once in 85, and the parser takes
+  // such a word for an unknown option. Extras are collected here (after every
+  // subcommand exists, so they all fall through to this level) and the one
+  // such word `peer add` lacks is taken as its key; anything else is refused.
+  app.allow_extras();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e, out, err);
     return code == 0 ? kExitOk : kExitUsage;
+  }
+  std::vector<std::string> extras = app.remaining();
+  if (c_peer_add->parsed() && peer_add.public_key.empty() && extras.size() == 1 &&
+      exchange::IsZ85Key(extras.front())) {
+    peer_add.public_key = extras.front();
+    extras.clear();
+  }
+  if (!extras.empty()) {
+    err << "The following argument" << (extras.size() > 1 ? "s were" : " was") << " not expected:";
+    for (const std::string& e : extras) err << " " << e;
+    err << "\nRun with --help or --help-all for more information.\n";
+    return kExitUsage;
   }
 
   std::optional<std::filesystem::path> node_dir;

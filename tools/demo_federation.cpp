@@ -185,8 +185,8 @@ int CmdDemoFederation(Context& ctx, const DemoArgs& args) {
       for (const DemoNode& p : nodes) {
         if (&p == &n) continue;
         Step(ctx, "5. " + n.name + " admits " + p.name + " (only admitted keys may connect)",
-             {"peer", "add", "--node", n.dir.string(), p.peer_name, p.endpoint, p.key, "--share",
-              "9mm Luger"});
+             {"peer", "add", "--node", n.dir.string(), "--share", "9mm Luger", p.peer_name,
+              p.endpoint, "--", p.key});
       }
     }
     ctx.out << "\n== 6. wait until every node has heard from both peers\n";

@@ -148,16 +148,19 @@ int CmdKeys(Context& ctx) {
           << k.public_key << "\n"
           << "secret key  " << (dir / "keys" / "node.key").string()
           << " (owner only; never share it)\n"
-          << "give the public key and this node's endpoint to the other nodes' administrators "
-             "(bien peer add)\n";
+          << "give the public key and this node's endpoint to the other nodes' administrators:\n"
+          << "  bien peer add NAME tcp://HOST:PORT -- '" << k.public_key << "'\n";
   return kExitOk;
 }
 
 int CmdPeerAdd(Context& ctx, const PeerAddArgs& args) {
+  const std::string& key = args.public_key;
+  if (key.empty()) {
+    throw Error("peer add: give the peer's public key (its `bien keys` prints it)");
+  }
   auto store = ExchangeStore::Open(ctx.NodeDir());
-  PeerSpec spec{args.name, args.endpoint, args.public_key, ParseShare(args.share)};
-  if (const auto keys = exchange::LoadKeyPair(ctx.NodeDir());
-      keys && keys->public_key == args.public_key) {
+  PeerSpec spec{args.name, args.endpoint, key, ParseShare(args.share)};
+  if (const auto keys = exchange::LoadKeyPair(ctx.NodeDir()); keys && keys->public_key == key) {
     throw Error("that is this node's own public key");
   }
   const PeerRecord p = store->AddPeer(ctx.actor, spec);
