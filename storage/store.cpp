@@ -953,6 +953,9 @@ class SqliteStore final : public Store {
   std::vector<ScanRecord> ScansLackingDescriptor(const std::string& key,
                                                  std::optional<ExhibitKind> kind) const override;
   std::vector<Partition> Partitions() const override;
+  std::vector<AddResult> AddBenchDistractors(const std::string& actor, const std::string& calibre,
+                                             const std::string& key, int dim,
+                                             std::span<const float> vectors) override;
   std::vector<RecordedLead> RecordLeads(const std::string& actor, ExhibitId query,
                                         const std::vector<LeadCandidate>& candidates) override;
   std::vector<LeadRecord> Leads(bool open_only) const override;
@@ -1669,6 +1672,130 @@ void SqliteStore::PutDescriptor(ScanId scan, const std::string& key,
   }
   WriteDescriptor(scan, key, vector, UtcNowIso8601());
   tx.Commit();
+}
+
+std::vector<AddResult> SqliteStore::AddBenchDistractors(const std::string& actor,
+                                                        const std::string& calibre,
+                                                        const std::string& key, int dim,
+                                                        std::span<const float> vectors) {
+  const std::string what = "bench distractors";
+  CheckLine("the actor (who is acting)", actor, false);
+  CheckRef(what + ": calibre", calibre);
+  CheckRef(what + ": the descriptor key", key);
+  if (dim < 1 || static_cast<size_t>(dim) > kMaxDescriptorDim) {
+    throw Error(what + ": dimension " + std::to_string(dim) + " is out of range (1 to " +
+                std::to_string(kMaxDescriptorDim) + ")");
+  }
+  const size_t d = static_cast<size_t>(dim);
+  if (vectors.empty()) throw Error(what + ": no vectors given");
+  if (vectors.size() % d != 0) {
+    throw Error(what + ": " + std::to_string(vectors.size()) +
+                " values are not a whole number of vectors of " + std::to_string(dim) + " values");
+  }
+  const size_t count = vectors.size() / d;
+  for (size_t i = 0; i < count; ++i) {
+    CheckDescriptor(what + ": vector " + std::to_string(i + 1), key, vectors.subspan(i * d, d));
+  }
+
+  sql::Transaction tx(*db_);
+  if (const auto stored = DescriptorDim(key, std::nullopt); stored && *stored != dim) {
+    throw Error(what + ": vectors of " + std::to_string(dim) + " values, but the store's " +
+                "descriptors of " + Quote(key) + " have " + std::to_string(*stored) +
+                " (a new dimension needs a new key)");
+  }
+  const std::string now = UtcNowIso8601();
+  const std::string case_ref = kBenchDistractorCase;
+  int64_t case_id = 0;
+  {
+    auto& find = Q("SELECT id FROM cases WHERE case_ref = ?1");
+    sql::Stmt::Scope scope(find);
+    find.Bind(1, case_ref);
+    if (find.Step()) case_id = find.Int(0);
+  }
+  if (case_id == 0) {
+    auto& s = Q("INSERT INTO cases (case_ref, created_at) VALUES (?1, ?2)");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, case_ref).Bind(2, now).Run();
+    case_id = db_->LastInsertRowId();
+  }
+  int64_t first = 1;  // number of the first new distractor
+  {
+    auto& s = Q("SELECT count(*) FROM exhibits WHERE case_id = ?1");
+    sql::Stmt::Scope scope(s);
+    s.Bind(1, case_id);
+    if (s.Step()) first = s.Int(0) + 1;
+  }
+  auto& insert_exhibit =
+      Q("INSERT INTO exhibits (case_id, exhibit_ref, kind, role, calibre, created_at) VALUES (?1,"
+        " ?2, 'cartridge_case', 'test_fire', ?3, ?4)");
+  auto& insert_scan =
+      Q("INSERT INTO scans (exhibit_id, sha256, size_bytes, original_name, format, width, height,"
+        " dx_m, dy_m, nan_share, intensity, comment, added_at, z_scale) VALUES (?1, ?2, ?3, ?4,"
+        " ?5, ?6, 1, 1, 1, 0, 0, ?7, ?8, 1)");
+  auto& insert_descriptor =
+      Q("INSERT INTO descriptors (scan_id, descriptor_key, dim, vector, created_at) VALUES (?1, ?2,"
+        " ?3, ?4, ?5)");
+  const std::string comment = "benchmark distractor: a synthetic descriptor, no original";
+  std::vector<AddResult> results;
+  results.reserve(count);
+  std::string first_ref, last_ref;
+  for (size_t i = 0; i < count; ++i) {
+    const std::span<const float> vector = vectors.subspan(i * d, d);
+    std::array<char, 32> ref{};
+    std::snprintf(ref.data(), ref.size(), "D%07lld",
+                  static_cast<long long>(first + static_cast<int64_t>(i)));
+    const std::string exhibit_ref = ref.data();
+    const std::string label = case_ref + "/" + exhibit_ref;
+    AddResult r;
+    r.sha256 = Sha256Hex(FloatBytes(vector));
+    try {
+      {
+        sql::Stmt::Scope scope(insert_exhibit);
+        insert_exhibit.Bind(1, case_id).Bind(2, exhibit_ref).Bind(3, calibre).Bind(4, now).Run();
+        r.exhibit = ExhibitId(db_->LastInsertRowId());
+      }
+      {
+        sql::Stmt::Scope scope(insert_scan);
+        insert_scan.Bind(1, r.exhibit.value)
+            .Bind(2, r.sha256)
+            .Bind(3, static_cast<int64_t>(d * sizeof(float)))
+            .Bind(4, exhibit_ref + ".descriptor")
+            .Bind(5, kBenchDistractorFormat)
+            .Bind(6, static_cast<int64_t>(dim))
+            .Bind(7, comment)
+            .Bind(8, now)
+            .Run();
+        r.scan = ScanId(db_->LastInsertRowId());
+      }
+      {
+        sql::Stmt::Scope scope(insert_descriptor);
+        insert_descriptor.Bind(1, r.scan.value)
+            .Bind(2, key)
+            .Bind(3, static_cast<int64_t>(dim))
+            .Bind(4, FloatBytes(vector))
+            .Bind(5, now)
+            .Run();
+      }
+    } catch (const Error& e) {
+      throw Error(what + ": vector " + std::to_string(i + 1) + " (" + label + ", sha256 " +
+                  r.sha256.substr(0, 12) + "...) cannot be recorded: " + e.what());
+    }
+    if (i == 0) first_ref = exhibit_ref;
+    last_ref = exhibit_ref;
+    results.push_back(std::move(r));
+  }
+  JsonObject details;
+  details.Add("case_ref", case_ref)
+      .Add("first", first_ref)
+      .Add("last", last_ref)
+      .AddRaw("count", std::to_string(count))
+      .Add("calibre", calibre)
+      .Add("descriptor_key", key)
+      .Add("dim", dim);
+  AppendAudit(actor, "add_bench_distractors", "bench distractors " + case_ref, std::nullopt,
+              std::nullopt, details.str());
+  tx.Commit();
+  return results;
 }
 
 std::vector<DescriptorRow> SqliteStore::QueryDescriptors(const std::string& key,

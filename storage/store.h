@@ -99,6 +99,11 @@ struct NewScan {
 
 enum class AddStatus { kAdded, kDuplicate };
 
+// Benchmarks only (Store::AddBenchDistractors): the case holding the
+// synthetic distractor exhibits and the format of their scans.
+inline constexpr const char* kBenchDistractorCase = "BENCH-DISTRACTORS";
+inline constexpr const char* kBenchDistractorFormat = "synthetic-descriptor";
+
 struct AddResult {
   AddStatus status = AddStatus::kAdded;
   ScanId scan;        // the new scan; for a duplicate, the scan already holding the file
@@ -392,6 +397,25 @@ class Store {
                                                          std::optional<ExhibitKind> kind) const = 0;
   // The partitions of the stored exhibits, sorted by key.
   virtual std::vector<Partition> Partitions() const = 0;
+
+  // FOR BENCHMARKS ONLY (`bien bench federation`): fills a partition with
+  // synthetic "distractor" exhibits fast, without originals. In one
+  // transaction with one "add_bench_distractors" audit row, each vector of
+  // `vectors` (count * dim floats, back to back) becomes an exhibit
+  // kBenchDistractorCase/D0000001, D0000002, ... (numbered on from the
+  // case's existing exhibits; cartridge case, test fire, of `calibre`), one
+  // scan of format kBenchDistractorFormat whose sha256 is that of the
+  // vector's bytes (no object is written: `bien verify` reports them as
+  // missing originals) and the vector as its descriptor under `key`. Returns
+  // one AddResult per vector, in order. Throws bien::Error, changing nothing,
+  // when `vectors` is empty or not a whole number of `dim`-value vectors,
+  // `dim` differs from the key's stored descriptors, a value is not finite,
+  // the key, calibre or actor is malformed, or a row cannot be written (e.g.
+  // two equal vectors: one sha256). docs/SCHEMA.md, "Bench distractors".
+  virtual std::vector<AddResult> AddBenchDistractors(const std::string& actor,
+                                                     const std::string& calibre,
+                                                     const std::string& key, int dim,
+                                                     std::span<const float> vectors) = 0;
 
   // Flags candidates of a search for `query` for review, in one transaction
   // with one "record_leads" audit row. The pair (query, candidate) is

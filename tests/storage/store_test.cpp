@@ -1508,6 +1508,81 @@ TEST_F(StoreTest, PutDescriptorRefusesBadInputAndChangesNothing) {
             (std::vector<float>{1, 2}));
 }
 
+// Benchmarks only: distractor exhibits in bulk, one transaction.
+TEST_F(StoreTest, AddBenchDistractorsInOneTransaction) {
+  const Partition p9{ExhibitKind::kCartridgeCase, "9mm Luger"};
+  const auto real = Add(CalibreSpec("C1", "A", "9mm Luger"), {"a1"});
+  store_->PutDescriptor(real[0].scan, "bf-v1", std::vector<float>{1, 0, 0});
+  const StoreCounts before = store_->Counts();
+  // Four vectors of three values.
+  const std::vector<float> v{0, 1, 0, 0, 0, 1, 0.6f, 0.8f, 0, 0.8f, 0, 0.6f};
+  const auto added = store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3, v);
+  ASSERT_EQ(added.size(), 4u);
+  const StoreCounts after = store_->Counts();
+  EXPECT_EQ(after.cases, before.cases + 1);
+  EXPECT_EQ(after.exhibits, before.exhibits + 4);
+  EXPECT_EQ(after.scans, before.scans + 4);
+  EXPECT_EQ(after.descriptors, before.descriptors + 4);
+  EXPECT_EQ(after.audit, before.audit + 1);  // one row for the whole batch
+  EXPECT_EQ(store_->AuditTrail(std::nullopt).back().action, "add_bench_distractors");
+  const ExhibitRecord e = store_->FindExhibit("BENCH-DISTRACTORS/D0000003");
+  EXPECT_EQ(e.id, added[2].exhibit);
+  EXPECT_EQ(e.kind, ExhibitKind::kCartridgeCase);
+  EXPECT_EQ(e.cc.calibre, "9mm Luger");
+  const auto scans = store_->ScansOf(e.id);
+  ASSERT_EQ(scans.size(), 1u);
+  EXPECT_EQ(scans[0].id, added[2].scan);
+  EXPECT_EQ(scans[0].meta.format, kBenchDistractorFormat);
+  EXPECT_EQ(scans[0].sha256, added[2].sha256);
+  EXPECT_EQ(scans[0].sha256, Sha256Hex(std::as_bytes(std::span<const float>(v).subspan(6, 3))));
+  EXPECT_FALSE(fs::exists(store_->ObjectPath(scans[0].sha256)));  // no original
+  EXPECT_EQ(*store_->GetDescriptor(added[2].scan, "bf-v1"), (std::vector<float>{0.6f, 0.8f, 0}));
+  EXPECT_EQ(store_->DescriptorOwners("bf-v1", p9).size(), 5u);
+  // A second batch numbers on.
+  const std::vector<float> w{0.28f, 0.96f, 0};
+  const auto more = store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3, w);
+  EXPECT_EQ(store_->FindExhibit("BENCH-DISTRACTORS/D0000005").id, more[0].exhibit);
+
+  // A failure in the middle (the third vector repeats the first: one sha256)
+  // leaves nothing behind.
+  const StoreCounts before_bad = store_->Counts();
+  const std::vector<float> dup{0, 0.6f, 0.8f, 0, 0.8f, 0.6f, 0, 0.6f, 0.8f, 1, 1, 0};
+  ExpectError([&] { store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3, dup); },
+              "bench distractors: vector 3 (BENCH-DISTRACTORS/D0000008");
+  ExpectSameCounts(store_->Counts(), before_bad);
+  EXPECT_THROW(store_->FindExhibit("BENCH-DISTRACTORS/D0000006"), Error);
+
+  // Bad input is refused with a clear error and changes nothing.
+  ExpectError([&] { store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3, {}); },
+              "bench distractors: no vectors given");
+  ExpectError(
+      [&] {
+        store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3,
+                                    std::vector<float>{1, 0, 0, 1});
+      },
+      "4 values are not a whole number of vectors of 3 values");
+  ExpectError(
+      [&] {
+        store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 2,
+                                    std::vector<float>{1, 0, 0, 1});
+      },
+      "vectors of 2 values, but the store's descriptors of 'bf-v1' have 3");
+  ExpectError(
+      [&] {
+        store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3,
+                                    std::vector<float>{1, 0, 0, 0, NAN, 1});
+      },
+      "bench distractors: vector 2: descriptor 'bf-v1' value 1 is not a finite number");
+  ExpectError(
+      [&] {
+        store_->AddBenchDistractors("alice", "", "bf-v1", 3, std::vector<float>{1, 0, 0});
+      },
+      "calibre is empty");
+  ExpectError([&] { store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 0, w); },
+              "dimension 0 is out of range");
+  ExpectSameCounts(store_->Counts(), before_bad);
+}
+
 TEST_F(StoreTest, AddScansStoresDescriptorsInTheSameTransaction) {
   auto b1 = Bytes("one"), b2 = Bytes("two"), b3 = Bytes("three");
   std::vector<NewScan> scans{
