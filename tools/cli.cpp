@@ -270,6 +270,29 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_exchange->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchExchange(ctx, bench_exchange); }; });
 
+  BenchFederationArgs bench_federation;
+  auto* c_bench_federation = c_bench->add_subcommand(
+      "federation",
+      "Federated search end to end: three `bien serve` nodes on 127.0.0.1 with N exhibits each, "
+      "coarse-only and with each peer's fine top-100 re-rank");
+  c_bench_federation
+      ->add_option("--exhibits", bench_federation.exhibits,
+                   "Exhibits per node in cartridge_case|9mm Luger")
+      ->capture_default_str();
+  c_bench_federation
+      ->add_option("--queries", bench_federation.queries, "Timed federated searches per mode")
+      ->capture_default_str();
+  c_bench_federation->add_option(
+      "--features", bench_federation.features,
+      "The distractors' descriptors from a `bien synth --features` file (default: generated)");
+  c_bench_federation->add_option("--work", bench_federation.work,
+                                 "Keep the nodes in this (new or empty) folder (default: a "
+                                 "temporary folder, removed)");
+  c_bench_federation->add_option("--jobs", bench_federation.jobs,
+                                 "Threads per node and per search (default: all cores)");
+  c_bench_federation->callback(
+      [&] { action = [&](Context& ctx) { return CmdBenchFederation(ctx, bench_federation); }; });
+
   // search
   SearchArgs search;
   auto* c_search = app.add_subcommand(

@@ -2,14 +2,7 @@
 // Herzegovina, North Macedonia) as separate `bien serve` processes, one
 // firearm fired in two countries, a federated search, a confirmed
 // cross-border hit and its alert arriving at the other node.
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
-#include <cstring>
 #include <fstream>
 #include <ostream>
 #include <thread>
@@ -19,66 +12,12 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/federation.h"
-
-extern char** environ;
+#include "tools/local_federation.h"
 
 namespace bien::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The `bien` executable to start the nodes with: this process when it is
-// bien, else $BIEN_EXE (tests run the demo in-process).
-fs::path BienExecutable() {
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec && self.filename() == "bien") return self;
-  if (const char* e = std::getenv("BIEN_EXE"); e && *e) return e;
-  throw Error(
-      "bien demo starts `bien serve` processes: run it from the bien executable "
-      "(or set BIEN_EXE)");
-}
-
-struct Child {
-  std::string name;
-  pid_t pid = -1;
-};
-
-Child Spawn(const std::string& name, const fs::path& exe, const std::vector<std::string>& args,
-            const fs::path& log) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<std::string> all{exe.string()};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw Error("cannot start " + exe.string() + ": " + std::strerror(rc));
-  return {name, pid};
-}
-
-// SIGTERM, then up to 10 s for a clean exit, then SIGKILL.
-int StopChild(const Child& c) {
-  if (c.pid <= 0) return -1;
-  ::kill(c.pid, SIGTERM);
-  for (int i = 0; i < 200; ++i) {
-    int status = 0;
-    if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(c.pid, SIGKILL);
-  int status = 0;
-  ::waitpid(c.pid, &status, 0);
-  return 137;
-}
 
 int Step(Context& ctx, const std::string& title, std::vector<std::string> args) {
   ctx.out << "\n== " << title << "\n$ bien";
@@ -94,17 +33,10 @@ int Step(Context& ctx, const std::string& title, std::vector<std::string> args) 
   return rc;
 }
 
-struct DemoNode {
-  std::string folder, name, country, peer_name;
-  fs::path dir;
-  std::string endpoint;
-  std::string key;
-};
-
 }  // namespace
 
 int CmdDemoFederation(Context& ctx, const DemoArgs& args) {
-  const fs::path exe = BienExecutable();
+  const fs::path exe = BienExecutable("bien demo");
   const fs::path dir = fs::absolute(args.dir);
   const auto marker = dir / ".bien-demo";
   if (fs::exists(dir)) {
@@ -122,21 +54,13 @@ int CmdDemoFederation(Context& ctx, const DemoArgs& args) {
              "Serbian node asks its peers \"have you seen this firearm?\", an expert confirms\n"
              "the cross-border candidate and the Bosnian node's investigators get the alert.\n";
 
-  std::vector<DemoNode> nodes = {
-      {"rs", "RS-NFC Belgrade", "RS", "RS-belgrade", {}, {}, {}},
-      {"ba", "BA-FUP Sarajevo", "BA", "BA-sarajevo", {}, {}, {}},
-      {"mk", "MK-MVR Skopje", "MK", "MK-skopje", {}, {}, {}},
-  };
-  for (DemoNode& n : nodes) n.dir = dir / n.folder;
+  std::vector<LocalNode> nodes = BalkanNodes(dir);
 
   Step(ctx, "1. generate test fires and evidence: 4 pistols x 3 shots (X3P, synthetic)",
        {"synth", "--out", samples, "--firearms", "4", "--shots", "3", "--seed", "11"});
-  for (DemoNode& n : nodes) {
-    Step(ctx, "2. create node " + n.name + " and its CURVE key pair",
-         {"init", "--node", n.dir.string(), "--name", n.name, "--country", n.country});
-    Step(ctx, "   keys of " + n.name, {"keys", "--node", n.dir.string()});
-    std::ifstream(n.dir / "keys" / "node.pub") >> n.key;
-  }
+  CreateLocalNodes(nodes, [&](const std::string& title, const std::vector<std::string>& a) {
+    Step(ctx, "2. " + title, a);
+  });
   // Who holds what: pistol F01 fired in Belgrade (evidence) and in Sarajevo
   // (evidence of another case); the others are each country's own.
   struct Item {
@@ -154,52 +78,29 @@ int CmdDemoFederation(Context& ctx, const DemoArgs& args) {
       {2, "synth F04-2.x3p", "2026-SK-0013", "E1", "evidence"},
   };
   for (const Item& it : items) {
-    const DemoNode& n = nodes[it.node];
+    const LocalNode& n = nodes[it.node];
     Step(ctx, "3. " + n.name + " ingests " + it.case_ref + "/" + it.exhibit,
          {"ingest", "--node", n.dir.string(), (dir / "samples" / it.file).string(), "--case",
           it.case_ref, "--exhibit", it.exhibit, "--kind", "cartridge_case", "--role", it.role,
           "--calibre", "9mm Luger", "--no-search"});
   }
 
-  std::vector<Child> children;
+  ServeProcesses serving(exe);
   int rc = kExitOk;
   try {
     ctx.out << "\n== 4. start the three nodes (bien serve, one process each; logs in "
             << dir.string() << "/*.log)\n";
-    for (DemoNode& n : nodes) {
-      children.push_back(Spawn(n.name, exe,
-                               {"serve", "--node", n.dir.string(), "--listen", "tcp://127.0.0.1:*",
-                                "--heartbeat-ms", "500"},
-                               dir / (n.folder + ".log")));
+    for (LocalNode& n : nodes) {
+      const ChildProcess& c = serving.Start(n, dir / (n.folder + ".log"), 500);
+      ctx.out << n.name << ": pid " << c.pid << ", listening on " << n.endpoint << ", key " << n.key
+              << "\n";
     }
-    for (DemoNode& n : nodes) {
-      for (int i = 0; i < 200 && n.endpoint.empty(); ++i) {
-        std::ifstream(n.dir / "serve.endpoint") >> n.endpoint;
-        if (n.endpoint.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      if (n.endpoint.empty()) throw Error(n.name + " did not start (see its log)");
-      ctx.out << n.name << ": pid " << children[static_cast<size_t>(&n - nodes.data())].pid
-              << ", listening on " << n.endpoint << ", key " << n.key << "\n";
-    }
-    for (DemoNode& n : nodes) {
-      for (const DemoNode& p : nodes) {
-        if (&p == &n) continue;
-        Step(ctx, "5. " + n.name + " admits " + p.name + " (only admitted keys may connect)",
-             {"peer", "add", "--node", n.dir.string(), "--share", "9mm Luger", p.peer_name,
-              p.endpoint, "--", p.key});
-      }
-    }
+    AdmitEachOther(nodes, "9mm Luger",
+                   [&](const std::string& title, const std::vector<std::string>& a) {
+                     Step(ctx, "5. " + title, a);
+                   });
     ctx.out << "\n== 6. wait until every node has heard from both peers\n";
-    for (DemoNode& n : nodes) {
-      auto ex = ExchangeStore::Open(n.dir);
-      bool all = false;
-      for (int i = 0; i < 300 && !all; ++i) {
-        all = true;
-        for (const PeerRecord& p : ex->Peers()) all = all && p.remote_name.has_value();
-        if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      if (!all) throw Error(n.name + " did not hear from its peers (see the logs)");
-    }
+    WaitUntilPeersHeard(nodes, 30000);
     Step(ctx, "   peers of " + nodes[0].name, {"peer", "list", "--node", nodes[0].dir.string()});
 
     Step(ctx,
@@ -232,10 +133,9 @@ int CmdDemoFederation(Context& ctx, const DemoArgs& args) {
     rc = kExitFailure;
   }
   ctx.out << "\n== 11. stop the nodes (SIGTERM; each shuts down cleanly)\n";
-  for (const Child& c : children) {
-    const int code = StopChild(c);
-    ctx.out << c.name << " (pid " << c.pid << ") exited with " << code << "\n";
-    if (code != 0) rc = kExitFailure;
+  for (const ServeProcesses::Stopped& s : serving.StopAll()) {
+    ctx.out << s.child.name << " (pid " << s.child.pid << ") exited with " << s.code << "\n";
+    if (s.code != 0) rc = kExitFailure;
   }
   ctx.out << (rc == kExitOk ? "\ndemo finished: nodes in " + dir.string() + "\n"
                             : "\ndemo failed: see the logs in " + dir.string() + "\n");

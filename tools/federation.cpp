@@ -477,6 +477,9 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
                               {"no_answer", silent},
                               {"local_error", local_error.empty() ? nlohmann::json()
                                                                   : nlohmann::json(local_error)},
+                              {"local_compared", local ? local->candidates.size() : 0},
+                              {"local_skipped",
+                               local ? local->skipped : std::vector<std::string>()},
                               {"candidates", list},
                               {"ms", total_ms}}
                    .dump(2)
@@ -488,6 +491,10 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
           << (args.coarse_only ? " (coarse only)" : " (coarse + fine re-rank)") << "; "
           << answers.size() << " answered in " << Fixed(total_ms / 1000, 1) << " s\n";
   if (!local_error.empty()) ctx.out << "local search: " << local_error << "\n";
+  if (local && !local->skipped.empty()) {
+    ctx.out << "local search: " << local->skipped.size()
+            << " candidates not compared (first: " << local->skipped.front() << ")\n";
+  }
   TextTable t({"RANK", "NODE", "CANDIDATE", "SCORE", "STRENGTH", "COARSE", "CONFIRM AS"});
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];

@@ -76,6 +76,20 @@ struct BenchExchangeArgs {
 };
 int CmdBenchExchange(Context& ctx, const BenchExchangeArgs& args);
 
+// `bien bench federation` (tools/bench_federation.cpp): three nodes as `bien
+// serve` processes, each with `exhibits` cartridge cases in one partition
+// (a few real synthetic scans, the rest bench distractors), and federated
+// searches from one node, coarse-only and with the peers' fine re-rank,
+// timed as `bien search --federated` processes.
+struct BenchFederationArgs {
+  int64_t exhibits = 100000;                      // per node, in cartridge_case|9mm Luger
+  int queries = 10;                               // timed searches per mode (one firearm each)
+  std::optional<std::filesystem::path> features;  // `bien synth --features` file for distractors
+  std::optional<std::filesystem::path> work;      // kept folder (default: temporary, removed)
+  int jobs = 0;                                   // threads per node and search; 0 = every core
+};
+int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args);
+
 // `bien demo` (tools/demo_federation.cpp): three nodes as processes.
 struct DemoArgs;
 int CmdDemoFederation(Context& ctx, const DemoArgs& args);
