@@ -1804,7 +1804,9 @@ std::vector<DescriptorRow> SqliteStore::QueryDescriptors(const std::string& key,
   // The partition's calibre as Partition::Key writes it (NULL and any-case
   // "unknown" are the unknown partition).
   auto& s =
-      Q(std::string("SELECT d.scan_id, s.exhibit_id, d.dim") + (with_vectors ? ", d.vector" : "") +
+      // Without the vectors only the index descriptors_by_key is read: selecting
+      // anything else of `d` reads every row (4 KiB each), 0.5 s at 10^5 rows.
+      Q(std::string("SELECT d.scan_id, s.exhibit_id") + (with_vectors ? ", d.dim, d.vector" : "") +
         " FROM descriptors d JOIN scans s ON s.id = d.scan_id"
         " JOIN exhibits e ON e.id = s.exhibit_id"
         " WHERE d.descriptor_key = ?1 AND e.kind = ?2 AND (CASE WHEN e.calibre IS NULL OR"
