@@ -36,6 +36,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/csv.h"
 #include "core/error.h"
 #include "imaging/synth.h"
 #include "matching/cmc.h"
@@ -179,6 +180,9 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
     throw Error("--exhibits " + std::to_string(args.exhibits) + ": need more than --queries (" +
                 std::to_string(args.queries) + ") per node, the rest being distractors");
   }
+  if (args.data && !fs::is_directory(*args.data)) {
+    throw Error("--data " + args.data->string() + ": no such folder");
+  }
   if (args.features && !fs::is_regular_file(*args.features)) {
     throw Error("--features " + args.features->string() + ": no such file");
   }
@@ -219,21 +223,52 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
 
   // 2. The query firearms: shot k on node k, ingested as any scan is.
   auto t = Clock::now();
+  std::string query_source;
   {
-    SynthOptions so;
-    so.firearms = args.queries;
-    so.shots = static_cast<int>(nodes.size());
-    so.seed = kQuerySeed;
-    so.size_px = 545;
-    const auto files = WriteSynthSet(work.path() / "samples", so);
+    std::vector<std::vector<fs::path>> shots;  // per firearm, one scan per node
+    if (args.data) {
+      // Fadul: each slide's first three scans (by file name).
+      const fs::path fadul = *args.data / "cartridge" / "fadul";
+      const CsvTable truth = ReadCsvFile(fadul / "truth.csv");
+      const auto path_col = truth.Column("path"), source_col = truth.Column("source");
+      if (!path_col || !source_col) {
+        throw Error((fadul / "truth.csv").string() + ": needs columns path and source");
+      }
+      std::map<std::string, std::vector<fs::path>> by_source;
+      for (const auto& row : truth.rows)
+        by_source[row[*source_col]].push_back(fadul / row[*path_col]);
+      for (auto& [source, files] : by_source) {
+        std::sort(files.begin(), files.end());
+        if (files.size() >= nodes.size()) {
+          shots.emplace_back(files.begin(), files.begin() + static_cast<long>(nodes.size()));
+        }
+      }
+      if (static_cast<int>(shots.size()) < args.queries) {
+        throw Error("--queries " + std::to_string(args.queries) + ": " + fadul.string() + " has " +
+                    std::to_string(shots.size()) + " firearms with " +
+                    std::to_string(nodes.size()) + " scans");
+      }
+      shots.resize(static_cast<size_t>(args.queries));
+      query_source = "Fadul (" + fadul.string() + ")";
+    } else {
+      SynthOptions so;
+      so.firearms = args.queries;
+      so.shots = static_cast<int>(nodes.size());
+      so.seed = kQuerySeed;
+      so.size_px = 545;
+      shots.resize(static_cast<size_t>(args.queries));
+      for (const SynthFile& f : WriteSynthSet(work.path() / "samples", so)) {
+        shots[static_cast<size_t>(f.firearm)].push_back(work.path() / "samples" / f.file_name);
+      }
+      query_source = "synthetic X3P (bien synth, seed " + std::to_string(kQuerySeed) + ", 545 px)";
+    }
     for (size_t k = 0; k < nodes.size(); ++k) {
       std::vector<IngestItem> items;
-      for (const SynthFile& f : files) {
-        if (f.shot != static_cast<int>(k)) continue;
+      for (size_t f = 0; f < shots.size(); ++f) {
         IngestItem item;
-        item.path = work.path() / "samples" / f.file_name;
+        item.path = shots[f][k];
         item.label = item.path.string();
-        item.exhibit.case_ref = QueryCase(nodes[k], f.firearm);
+        item.exhibit.case_ref = QueryCase(nodes[k], static_cast<int>(f));
         item.exhibit.exhibit_ref = "E1";
         item.exhibit.kind = ExhibitKind::kCartridgeCase;
         item.exhibit.role = ExhibitRole::kEvidence;
@@ -252,8 +287,8 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
     }
   }
   const double real_s = Seconds(t);
-  log("  real exhibits: " + std::to_string(args.queries) + " per node ingested in " +
-      Fixed(real_s, 1) + " s\n");
+  log("  real exhibits: " + std::to_string(args.queries) + " per node (" + query_source +
+      ") ingested in " + Fixed(real_s, 1) + " s\n");
 
   // 3a. The distractors' coarse vectors: one slice per node.
   t = Clock::now();
@@ -601,7 +636,8 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
                     {"cores", std::thread::hardware_concurrency()},
                     {"nodes", node_json},
                     {"setup",
-                     {{"real_exhibits_s", real_s},
+                     {{"queries_from", query_source},
+                      {"real_exhibits_s", real_s},
                       {"vectors", vector_source},
                       {"vectors_s", vectors_s},
                       {"feature_pool_files", kPoolFiles},

@@ -285,6 +285,9 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_federation->add_option(
       "--features", bench_federation.features,
       "The distractors' descriptors from a `bien synth --features` file (default: generated)");
+  c_bench_federation->add_option(
+      "--data", bench_federation.data,
+      "Real data folder (../shared/data): the queries and their mates are Fadul scans");
   c_bench_federation->add_option("--work", bench_federation.work,
                                  "Keep the nodes in this (new or empty) folder (default: a "
                                  "temporary folder, removed)");

@@ -85,8 +85,11 @@ struct BenchFederationArgs {
   int64_t exhibits = 100000;                      // per node, in cartridge_case|9mm Luger
   int queries = 10;                               // timed searches per mode (one firearm each)
   std::optional<std::filesystem::path> features;  // `bien synth --features` file for distractors
-  std::optional<std::filesystem::path> work;      // kept folder (default: temporary, removed)
-  int jobs = 0;                                   // threads per node and search; 0 = every core
+  // Real data folder (../shared/data): the query firearms are Fadul slides
+  // (scans 1, 2, 3 on RS, BA, MK) instead of synthetic scans.
+  std::optional<std::filesystem::path> data;
+  std::optional<std::filesystem::path> work;  // kept folder (default: temporary, removed)
+  int jobs = 0;                               // threads per node and search; 0 = every core
 };
 int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args);
 
