@@ -4,9 +4,10 @@
 // Set-up (not timed as search):
 //  1. three nodes (RS, BA, MK) with CURVE keys, as `bien demo` makes them
 //     (tools/local_federation.h);
-//  2. per query a synthetic firearm with one shot on each node (545 px X3P
-//     scans at 6.25 um, ingested normally: originals, descriptors, cached
-//     CMC features), so each query from RS has a mate on BA and on MK;
+//  2. per query a firearm with one shot on each node (545 px synthetic X3P
+//     scans at 6.25 um, or with --data a Fadul slide's first three scans),
+//     ingested normally (originals, descriptors, cached CMC features), so
+//     each query from RS has a mate on BA and on MK;
 //  3. the rest of each node's partition cartridge_case|9mm Luger is bench
 //     distractors (Store::AddBenchDistractors, one transaction per node):
 //     synthetic coarse descriptors (SynthDescriptors, or a `bien synth
