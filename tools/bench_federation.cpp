@@ -441,10 +441,12 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
     }
     o.reported_ms = j.value("ms", 0.0);
     o.local_compared = j.value("local_compared", 0);
-    o.local_skipped = static_cast<int>(j.value("local_skipped", json::array()).size());
-    if (!j["local_error"].is_null()) {
+    const json skipped = j.value("local_skipped", json::array());
+    o.local_skipped = static_cast<int>(skipped.size());
+    if (j.contains("local_error") && j["local_error"].is_string()) {
       o.problems.push_back("local search: " + j["local_error"].get<std::string>());
     }
+    const json candidates = j.value("candidates", json::array());
     // Answer times from the asking node's store.
     auto ex = ExchangeStore::Open(asker.dir);
     const std::string request = j.value("request_id", "");
@@ -475,14 +477,15 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
         if (started && at) o.peers_ms = std::max(o.peers_ms, static_cast<double>(*at - *started));
       }
       const std::string mate = QueryCase(nodes[k], firearm) + "/E1";
-      for (const json& c : j["candidates"]) {
+      for (const json& c : candidates) {
         if (c.value("local", true) || c.value("node", "") != p.name) continue;
         ++p.returned;
-        if (!c["score"].is_null()) ++p.fine_scored;
+        const bool scored = c.contains("score") && c["score"].is_number();
+        if (scored) ++p.fine_scored;
         if (c.value("exhibit", "") == mate && !p.mate_rank) {
           p.mate_rank = c.value("rank", 0);
           p.mate_coarse_rank = c.value("coarse_rank", 0);
-          if (!c["score"].is_null()) p.mate_score = c["score"].get<double>();
+          if (scored) p.mate_score = c["score"].get<double>();
         }
       }
       const int64_t expected = std::min<int64_t>(kCoarseK, p.partition_size);
@@ -498,7 +501,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
     }
     if (o.local_skipped > 0) {
       o.problems.push_back("local search: " + std::to_string(o.local_skipped) +
-                           " candidates not compared: " + j["local_skipped"][0].get<std::string>());
+                           " candidates not compared: " + skipped[0].dump());
     }
     if (o.local_compared < std::min<int64_t>(kCoarseK, args.exhibits - 1)) {
       o.problems.push_back("local search compared " + std::to_string(o.local_compared) +
