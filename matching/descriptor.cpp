@@ -217,19 +217,78 @@ cv::Point2d FindCentre(const Working& w) {
   return {cx, cy};
 }
 
-// Folds the cross-ring products into the output vector.
-std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
-                            const std::string& source) {
-  const cv::Point2d c = FindCentre(w);
-  const int rings = static_cast<int>(std::floor(
-                        (o.outer_radius_um - o.inner_radius_um) / o.ring_step_um + 1e-9)) +
-                    1;
-  const int na = o.angles;
-  std::vector<double> cosine(static_cast<size_t>(na)), sine(static_cast<size_t>(na));
-  for (int j = 0; j < na; ++j) {
-    cosine[static_cast<size_t>(j)] = std::cos(kTwoPi * j / na);
-    sine[static_cast<size_t>(j)] = std::sin(kTwoPi * j / na);
+// The centre offsets a descriptor is averaged over (working pixels): the
+// points of a square grid of `step` within `radius` of the found centre, the
+// centre first. {(0, 0)} alone when radius is 0.
+std::vector<cv::Point2d> BlurOffsets(const DescriptorOptions& o, double px_um) {
+  std::vector<cv::Point2d> offsets{{0, 0}};
+  if (o.centre_blur_um <= 0) return offsets;
+  const double step = o.centre_blur_step_um / px_um, radius = o.centre_blur_um / px_um;
+  const int n = static_cast<int>(std::floor(radius / step + 1e-9));
+  for (int j = -n; j <= n; ++j) {
+    for (int i = -n; i <= n; ++i) {
+      if ((i != 0 || j != 0) && std::hypot(i * step, j * step) <= radius + 1e-9) {
+        offsets.emplace_back(i * step, j * step);
+      }
+    }
   }
+  return offsets;
+}
+
+// The work shared by every centre offset of one surface.
+struct Rings {
+  cv::Mat zm_m;  // 2 channels: heights times mask, mask
+  std::vector<double> cosine, sine;
+  int rings = 0;
+  // The sketch's slot of (lag, harmonic, ring, real/imaginary part): bit 0 the
+  // sign (1: +), the rest the index. A fixed hash of the four.
+  std::vector<uint32_t> slots;
+  uint32_t Slot(int d, int k, int ring, int part, const DescriptorOptions& o) const {
+    const size_t nk = static_cast<size_t>(o.max_harmonic - o.min_harmonic + 1);
+    return slots[((static_cast<size_t>(d - 1) * nk + static_cast<size_t>(k - o.min_harmonic)) *
+                      static_cast<size_t>(rings) +
+                  static_cast<size_t>(ring)) *
+                     2 +
+                 static_cast<size_t>(part)];
+  }
+};
+
+Rings MakeRings(const Working& w, const DescriptorOptions& o) {
+  Rings g;
+  g.rings = static_cast<int>(
+                std::floor((o.outer_radius_um - o.inner_radius_um) / o.ring_step_um + 1e-9)) +
+            1;
+  g.cosine.resize(static_cast<size_t>(o.angles));
+  g.sine.resize(static_cast<size_t>(o.angles));
+  for (int j = 0; j < o.angles; ++j) {
+    g.cosine[static_cast<size_t>(j)] = std::cos(kTwoPi * j / o.angles);
+    g.sine[static_cast<size_t>(j)] = std::sin(kTwoPi * j / o.angles);
+  }
+  const cv::Mat channels[2] = {w.z.mul(w.m), w.m};
+  cv::merge(channels, 2, g.zm_m);
+  for (int d = 1; d <= o.ring_lags; ++d) {
+    for (int k = o.min_harmonic; k <= o.max_harmonic; ++k) {
+      const uint64_t base = HashOf(kDescriptorHashStart, {o.sketch_seed, static_cast<uint64_t>(d),
+                                                          static_cast<uint64_t>(k)});
+      for (int i = 0; i < g.rings; ++i) {
+        for (int part = 0; part < 2; ++part) {
+          const uint64_t h = SplitMix(base ^ (static_cast<uint64_t>(i) * 2 + part));
+          g.slots.push_back(
+              static_cast<uint32_t>(((h & 0xffffffffu) % static_cast<uint64_t>(o.dim)) << 1) |
+              static_cast<uint32_t>(h >> 63));
+        }
+      }
+    }
+  }
+  return g;
+}
+
+// The unnormalised sketch of the cross-ring products around centre `c` (step
+// 3-5 of the method) into `out` (zeroed first); the number of valid polar
+// samples on the rings used.
+int Sketch(const Working& w, const Rings& g, const DescriptorOptions& o, cv::Point2d c,
+           std::vector<double>& out) {
+  const int rings = g.rings, na = o.angles;
   cv::Mat map_x(rings, na, CV_32F), map_y(rings, na, CV_32F);
   for (int i = 0; i < rings; ++i) {
     const double r = o.inner_radius_um + i * o.ring_step_um;
@@ -237,13 +296,14 @@ std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
     float* mx = map_x.ptr<float>(i);
     float* my = map_y.ptr<float>(i);
     for (int j = 0; j < na; ++j) {
-      mx[j] = static_cast<float>(c.x + rx * cosine[static_cast<size_t>(j)]);
-      my[j] = static_cast<float>(c.y + ry * sine[static_cast<size_t>(j)]);
+      mx[j] = static_cast<float>(c.x + rx * g.cosine[static_cast<size_t>(j)]);
+      my[j] = static_cast<float>(c.y + ry * g.sine[static_cast<size_t>(j)]);
     }
   }
-  cv::Mat zm = w.z.mul(w.m), pz, pm;
-  cv::remap(zm, pz, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
-  cv::remap(w.m, pm, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  cv::Mat sampled, pz, pm;
+  cv::remap(g.zm_m, sampled, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  cv::extractChannel(sampled, pz, 0);
+  cv::extractChannel(sampled, pm, 1);
   std::vector<char> used(static_cast<size_t>(rings), 0);
   int total = 0;
   for (int i = 0; i < rings; ++i) {
@@ -267,12 +327,8 @@ std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
       total += count;
     }
   }
-  if (total < o.min_valid_samples) {
-    throw Error(source + ": too little valid data for a breech-face descriptor (" +
-                std::to_string(total) + " valid samples on rings " + Num(o.inner_radius_um) + "-" +
-                Num(o.outer_radius_um) + " um from the firing-pin centre, at least " +
-                std::to_string(o.min_valid_samples) + " needed)");
-  }
+  out.assign(static_cast<size_t>(o.dim), 0.0);
+  if (total < o.min_valid_samples) return total;
   cv::Mat spec;
   cv::dft(pz, spec, cv::DFT_ROWS | cv::DFT_COMPLEX_OUTPUT);
   const int k0 = o.min_harmonic, k1 = o.max_harmonic, nk = k1 - k0 + 1;
@@ -291,8 +347,6 @@ std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
     ring_rms[static_cast<size_t>(i)] = std::sqrt(e / nk);
     if (!(ring_rms[static_cast<size_t>(i)] > 0)) used[static_cast<size_t>(i)] = 0;
   }
-
-  std::vector<double> out(static_cast<size_t>(o.dim), 0.0);
   std::vector<Cx> z(static_cast<size_t>(rings));
   for (int d = 1; d <= o.ring_lags; ++d) {
     for (int k = k0; k <= k1; ++k) {
@@ -310,29 +364,60 @@ std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
       }
       if (count == 0) continue;
       mean /= count;
-      const uint64_t base = HashOf(kDescriptorHashStart, {o.sketch_seed, static_cast<uint64_t>(d),
-                                                          static_cast<uint64_t>(k)});
       for (int i = 0; i + d < rings; ++i) {
         if (!used[static_cast<size_t>(i)] || !used[static_cast<size_t>(i + d)]) continue;
         const Cx v = z[static_cast<size_t>(i)] - mean;
         for (int part = 0; part < 2; ++part) {
-          // Slot of (lag, harmonic, ring, real/imaginary part): a fixed hash.
-          const uint64_t h = SplitMix(base ^ (static_cast<uint64_t>(i) * 2 + part));
-          const double sign = (h >> 63) ? 1.0 : -1.0;
-          out[(h & 0xffffffffu) % static_cast<uint64_t>(o.dim)] +=
-              sign * (part == 0 ? v.real() : v.imag());
+          const uint32_t slot = g.Slot(d, k, i, part, o);
+          const double value = part == 0 ? v.real() : v.imag();
+          out[slot >> 1] += (slot & 1) ? value : -value;
         }
       }
     }
   }
-  double norm = 0;
-  for (double v : out) norm += v * v;
-  norm = std::sqrt(norm);
-  if (!(norm > 0) || !std::isfinite(norm)) {
-    throw Error(source + ": too little valid data for a breech-face descriptor (no ring pairs)");
+  return total;
+}
+
+double NormOf(const std::vector<double>& v) {
+  double n = 0;
+  for (double x : v) n += x * x;
+  return std::sqrt(n);
+}
+
+// The descriptor: the unit sketch around the found centre, or (centre blur)
+// the normalised sum of the unit sketches around every offset of it.
+std::vector<float> Describe(const Working& w, const DescriptorOptions& o,
+                            const std::string& source) {
+  const cv::Point2d c = FindCentre(w);
+  const Rings g = MakeRings(w, o);
+  const std::vector<cv::Point2d> offsets = BlurOffsets(o, std::min(w.px_x_um, w.px_y_um));
+  std::vector<double> out, sum;
+  for (const cv::Point2d& off : offsets) {
+    const int total = Sketch(w, g, o, c + off, out);
+    const double norm = NormOf(out);
+    const bool centre = &off == &offsets.front();
+    if (centre && total < o.min_valid_samples) {
+      throw Error(source + ": too little valid data for a breech-face descriptor (" +
+                  std::to_string(total) + " valid samples on rings " + Num(o.inner_radius_um) +
+                  "-" + Num(o.outer_radius_um) + " um from the firing-pin centre, at least " +
+                  std::to_string(o.min_valid_samples) + " needed)");
+    }
+    if (centre && (!(norm > 0) || !std::isfinite(norm))) {
+      throw Error(source + ": too little valid data for a breech-face descriptor (no ring pairs)");
+    }
+    if (offsets.size() == 1) {
+      std::vector<float> result(out.size());
+      for (size_t i = 0; i < out.size(); ++i) result[i] = static_cast<float>(out[i] / norm);
+      return result;
+    }
+    // An offset ring set with too little data adds nothing.
+    if (total < o.min_valid_samples || !(norm > 0) || !std::isfinite(norm)) continue;
+    if (sum.empty()) sum.assign(out.size(), 0.0);
+    for (size_t i = 0; i < out.size(); ++i) sum[i] += out[i] / norm;
   }
-  std::vector<float> result(out.size());
-  for (size_t i = 0; i < out.size(); ++i) result[i] = static_cast<float>(out[i] / norm);
+  const double norm = NormOf(sum);
+  std::vector<float> result(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) result[i] = static_cast<float>(sum[i] / norm);
   return result;
 }
 
@@ -566,16 +651,28 @@ void DescriptorOptions::Check() const {
   }
   if (min_valid_samples < 1) bad("minimum valid samples must be at least 1");
   if (dim < 16 || dim > 4096) bad("dimension must be between 16 and 4096");
+  if (!(std::isfinite(centre_blur_um) && centre_blur_um >= 0 && centre_blur_um <= 500)) {
+    bad("centre blur radius must be in [0, 500] um");
+  }
+  if (centre_blur_um > 0 &&
+      !(std::isfinite(centre_blur_step_um) && centre_blur_step_um >= centre_blur_um / 8 &&
+        centre_blur_step_um <= centre_blur_um)) {
+    bad("centre blur step must be between 1/8 of the blur radius and the radius");
+  }
 }
 
 std::string DescriptorKey(const DescriptorOptions& o) {
   o.Check();
-  return "bfd-v1 px=" + Num(o.working_pixel_um) + " r=" + Num(o.inner_radius_um) + ".." +
-         Num(o.outer_radius_um) + "/" + Num(o.ring_step_um) + " ang=" + std::to_string(o.angles) +
+  // Without centre blur the vectors are bfd-v1's, and so is the key.
+  const bool blur = o.centre_blur_um > 0;
+  return std::string(blur ? "bfd-v2" : "bfd-v1") + " px=" + Num(o.working_pixel_um) +
+         " r=" + Num(o.inner_radius_um) + ".." + Num(o.outer_radius_um) + "/" +
+         Num(o.ring_step_um) + " ang=" + std::to_string(o.angles) +
          " k=" + std::to_string(o.min_harmonic) + ".." + std::to_string(o.max_harmonic) +
          " lag=" + std::to_string(o.ring_lags) + " share=" + Num(o.min_ring_share) +
          " min=" + std::to_string(o.min_valid_samples) + " dim=" + std::to_string(o.dim) +
-         " seed=" + std::to_string(o.sketch_seed);
+         " seed=" + std::to_string(o.sketch_seed) +
+         (blur ? " blur=" + Num(o.centre_blur_um) + "/" + Num(o.centre_blur_step_um) : "");
 }
 
 int DescriptorDim(const DescriptorOptions& options) {

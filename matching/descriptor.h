@@ -3,7 +3,7 @@
 // similarity) ranks candidates for the fine comparator (matching/cmc.h).
 // docs/DESCRIPTOR.md has the method and the measurements behind the defaults.
 //
-// Method ("bfd-v1"):
+// Method ("bfd-v2"; steps 1-6 are "bfd-v1"):
 //  1. the preprocessed surface (imaging/preprocess.h) is resampled to
 //     `working_pixel_um` (NaN-aware area averaging) and standardised;
 //  2. its centre is the firing-pin impression's centre: a robust circle fit
@@ -24,7 +24,14 @@
 //  5. the products are divided by the two rings' RMS over the band, centred
 //     per (d, k) over the rings, and folded into `dim` floats by a fixed signed hash
 //     (count sketch; no training data, inner products preserved on average);
-//  6. the vector is L2-normalised.
+//  6. the vector is L2-normalised;
+//  7. centre blur ("bfd-v2", the default): steps 3-6 are repeated around
+//     every point of a square grid of `centre_blur_step_um` within
+//     `centre_blur_um` of the found centre, and the vector is the normalised
+//     sum of those unit vectors. The found centre differs between shots of
+//     one firearm by tens of micrometres, which turns the high harmonics'
+//     phases; averaging over nearby centres keeps weak mates similar
+//     (docs/DESCRIPTOR.md, "Centre blur"). centre_blur_um = 0 is "bfd-v1".
 // One vector per scan, one query per search: no rotation search.
 #pragma once
 
@@ -49,6 +56,11 @@ struct DescriptorOptions {
   int min_valid_samples = 2000;   // fewer valid polar samples in all rings: refused
   int dim = 1024;                 // output floats (the sketch size); 16..4096
   uint64_t sketch_seed = 1;       // the fixed hash of the sketch
+  // Centre blur (bfd-v2): the vector is the normalised sum of the unit
+  // sketches around every point of a square grid of this step within this
+  // radius of the found centre; 0 gives bfd-v1 (the found centre only).
+  double centre_blur_um = 75;
+  double centre_blur_step_um = 37.5;
   // Throws bien::Error ("descriptor options: ...") on a bad value.
   void Check() const;
 };
@@ -88,19 +100,19 @@ double DescriptorCosine(const std::vector<float>& a, const std::vector<float>& b
 // BreechFaceDescriptor unchanged. Deterministic for (seed, firearm, shot).
 //
 // Realism (docs/DESCRIPTOR.md, defaults, 2000 firearms x 2 shots): mate
-// cosines mean 0.25, sd 0.17 (real Fadul mates: 0.26, 0.18); non-mates mean
-// 0.007, sd 0.068 (real: 0.011, 0.067); real-vs-synthetic cosines are
-// distributed like real non-matches (mean 0.002, sd 0.066). About 600 shots
-// per CPU second on one core.
+// cosines mean 0.25, sd 0.16 with bfd-v1 and 0.49, sd 0.21 with bfd-v2 (real
+// Fadul mates: 0.26, 0.18 and 0.48, 0.15); non-mates mean 0.005 / 0.025
+// (real: 0.011 / 0.066). About 550 bfd-v1 or 140 bfd-v2 shots per CPU second
+// on one core.
 struct SynthDescriptorOptions {
   uint64_t seed = 1;
   double firing_pin_radius_um = 1300;  // mean; each firearm differs by up to +-15 %
   double primer_radius_um = 1700;      // each shot's primer edge
   double primer_offset_um = 80;        // the primer's centre moves this much between shots
-  double centre_error_um = 6;          // texture vs firing-pin centre, per shot
+  double centre_error_um = 10;         // texture vs firing-pin centre, per shot
   double class_share = 0.22;           // variance share of the set-wide component
   double transfer_loss = 0.5;          // weakest transfer of a shot's imprint
-  double noise = 0.5;                  // median RMS of a shot's own noise, relative to the texture
+  double noise = 0.4;                  // median RMS of a shot's own noise, relative to the texture
   double noise_spread = 0.7;           // a shot's noise is noise * exp(noise_spread * N(0, 1))
   double missing_share = 0.08;         // area of random missing blobs
   void Check() const;
