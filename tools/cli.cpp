@@ -131,9 +131,10 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_synth->add_option("--shots", synth.shots, "Shots per firearm")->capture_default_str();
   c_synth->add_option("--seed", synth.seed, "Random seed")->capture_default_str();
   c_synth->add_option("--size-px", synth.size_px, "Scan side in pixels")->capture_default_str();
-  c_synth->add_option("--features", synth.features,
-                      "Write N synthetic exhibits' coarse descriptors (--shots per firearm) to "
-                      "the file --out instead of scans; 10^6 take about 14 min on 2 cores");
+  c_synth->add_option(
+      "--features", synth.features,
+      "Write N synthetic exhibits' coarse descriptors (--shots per firearm) to "
+      "the file --out instead of scans; 10^6 take about an hour on 2 cores (bfd-v2)");
   c_synth->add_option("--jobs", synth.jobs, "Threads for --features (default: all cores)");
   c_synth->callback([&] { action = [&](Context& ctx) { return CmdSynth(ctx, synth); }; });
 
@@ -236,7 +237,7 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_search->add_option(
       "--features", bench_search.features,
       "Descriptors written by `bien synth --features` (the first N are used). Without it they "
-      "are generated, which takes about 14 min for 10^6 on 2 cores");
+      "are generated, which takes about an hour for 10^6 on 2 cores (bfd-v2)");
   c_bench_search->add_option("--queries", bench_search.queries, "Held-out shots searched for")
       ->capture_default_str();
   c_bench_search
