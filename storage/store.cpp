@@ -965,6 +965,7 @@ class SqliteStore final : public Store {
   std::vector<HitRecord> Hits() const override;
   std::vector<AlertRecord> Alerts() const override;
   StoreCounts Counts() const override;
+  SearchStamp SearchStampNow() const override;
   VerifyReport Verify() const override;
 
   // Appends one audit row; the caller holds a write transaction.
@@ -2332,6 +2333,15 @@ StoreCounts SqliteStore::Counts() const {
   c.alerts = count("alerts");
   read.Commit();
   return c;
+}
+
+SearchStamp SqliteStore::SearchStampNow() const {
+  auto& s =
+      Q("SELECT (SELECT coalesce(max(id), 0) FROM scans), (SELECT count(*) FROM scans),"
+        " (SELECT coalesce(max(id), 0) FROM descriptors), (SELECT count(*) FROM descriptors)");
+  sql::Stmt::Scope scope(s);
+  if (!s.Step()) db_->Fail("cannot read the search stamp");
+  return SearchStamp{s.Int(0), s.Int(1), s.Int(2), s.Int(3)};
 }
 
 VerifyReport SqliteStore::Verify() const {

@@ -168,6 +168,7 @@ struct Outcome {
     std::optional<double> mate_score;
   };
   std::vector<Peer> peers;
+  int local_candidates = 0;  // the local search's list (coarse-only: coarse candidates)
   int local_compared = 0, local_skipped = 0;
   std::vector<std::string> problems;
 };
@@ -375,7 +376,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
     t = Clock::now();
     const CoarseIndex ci = OpenCoarseIndex(*store, partition);
     const double index_s = Seconds(t);
-    node_json[k]["exhibits"] = static_cast<int64_t>(ci.owners.size());
+    node_json[k]["exhibits"] = ci.scans;
     node_json[k]["real"] = args.queries;
     node_json[k]["distractors"] = static_cast<int64_t>(added.size());
     node_json[k]["distractors_s"] = add_s;
@@ -440,6 +441,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
       throw Error("bien search " + label + ": output is not JSON (" + out.string() + ")");
     }
     o.reported_ms = j.value("ms", 0.0);
+    o.local_candidates = j.value("local_candidates", 0);
     o.local_compared = j.value("local_compared", 0);
     const json skipped = j.value("local_skipped", json::array());
     o.local_skipped = static_cast<int>(skipped.size());
@@ -503,10 +505,17 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
       o.problems.push_back("local search: " + std::to_string(o.local_skipped) +
                            " candidates not compared: " + skipped[0].dump());
     }
-    if (o.local_compared < std::min<int64_t>(kCoarseK, args.exhibits - 1)) {
-      o.problems.push_back("local search compared " + std::to_string(o.local_compared) +
-                           " candidates, expected at least " +
+    // Coarse-only, the local search is coarse-only too: its coarse list is
+    // counted; else its fine-compared candidates.
+    const int local = coarse_only ? o.local_candidates : o.local_compared;
+    if (local < std::min<int64_t>(kCoarseK, args.exhibits - 1)) {
+      o.problems.push_back("local search " + std::string(coarse_only ? "listed " : "compared ") +
+                           std::to_string(local) + " candidates, expected at least " +
                            std::to_string(std::min<int64_t>(kCoarseK, args.exhibits - 1)));
+    }
+    if (coarse_only && o.local_compared != 0) {
+      o.problems.push_back("coarse-only search compared " + std::to_string(o.local_compared) +
+                           " candidates locally");
     }
     return o;
   };
@@ -547,6 +556,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
   for (const Mode& m : modes) {
     std::vector<double> wall, reported, peers_ms;
     int all_answered = 0, mates = 0, mates_possible = 0, scored = 0, returned = 0, local = 0;
+    int local_listed = 0, local_scored = 0;
     json per_query = json::array();
     std::map<std::string, std::vector<const Outcome::Peer*>> by_peer;
     for (const Outcome& o : m.outcomes) {
@@ -554,7 +564,9 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
       reported.push_back(o.reported_ms);
       peers_ms.push_back(o.peers_ms);
       all_answered += o.all_answered;
-      local += o.local_compared;
+      local += m.coarse_only ? o.local_candidates : o.local_compared;
+      local_listed += o.local_candidates;
+      local_scored += o.local_compared;
       for (const std::string& p : o.problems) {
         problems.push_back(m.name + ", query F" + std::to_string(o.query + 1) + ": " + p);
       }
@@ -581,6 +593,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
                            {"reported_ms", o.reported_ms},
                            {"peers_answered_ms", o.peers_ms},
                            {"all_answered", o.all_answered},
+                           {"local_candidates", o.local_candidates},
                            {"local_compared", o.local_compared},
                            {"local_skipped", o.local_skipped},
                            {"peers", pj}});
@@ -607,10 +620,10 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
                        m.coarse_only ? "-" : Fixed(Median(f), 0),
                        m.coarse_only ? "-" : Fixed(Max(f), 0), ranks});
     }
-    const std::string fine_cell = m.coarse_only
-                                      ? "local " + std::to_string(local) + ", peers - (coarse only)"
-                                      : "local " + std::to_string(local) + ", peers " +
-                                            std::to_string(scored) + "/" + std::to_string(returned);
+    const std::string fine_cell =
+        m.coarse_only ? "none (coarse only; local " + std::to_string(local) + " coarse candidates)"
+                      : "local " + std::to_string(local) + ", peers " + std::to_string(scored) +
+                            "/" + std::to_string(returned);
     table.Add({m.name, std::to_string(m.outcomes.size()),
                std::to_string(all_answered) + "/" + std::to_string(m.outcomes.size()),
                Fixed(Median(wall) / 1000, 2) + " s", Fixed(Max(wall) / 1000, 2) + " s",
@@ -623,7 +636,8 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
                     {"peers_answered_ms", Stats(peers_ms)},
                     {"mates_found", mates},
                     {"mates_possible", mates_possible},
-                    {"local_fine_scored", local},
+                    {"local_candidates", local_listed},
+                    {"local_fine_scored", local_scored},
                     {"peer_candidates", returned},
                     {"peer_candidates_fine_scored", scored},
                     {"peers", peer_stats},
@@ -661,8 +675,9 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
             << "--federated` as a process; warm-up " << Fixed(warm.wall_ms / 1000, 2) << " s\n"
             << table.Render() << "\n"
             << peers_table.Render()
-            << "END TO END: the `bien search` process, including the local search with its own "
-               "CMC re-rank.\nPEERS ANSWERED: from the search's record to the last peer answer "
+            << "END TO END: the `bien search` process, including the local search (coarse-only "
+               "too with --coarse-only, else with its own CMC re-rank).\nPEERS ANSWERED: from the "
+               "search's record to the last peer answer "
                "recorded (store times).\n"
             << "load average before " << LoadText(load_before) << ", after " << LoadText(load_after)
             << "; " << std::thread::hardware_concurrency() << " cores; total " << Fixed(total_s, 0)

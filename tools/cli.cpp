@@ -322,12 +322,14 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                      "Also ask every peer sharing the partition (needs `bien serve` running)");
   c_search->add_option("--timeout", federated_args.timeout_s, "Seconds to wait for peers")
       ->capture_default_str();
-  c_search->add_flag("--coarse-only", federated_args.coarse_only,
-                     "Peers answer from their coarse index only (faster, no fine features sent)");
+  c_search->add_flag("--coarse-only", search.options.coarse_only,
+                     "The coarse stage only, locally and (with --federated) at the peers: "
+                     "candidates by coarse cosine, no CMC, no fine features sent, no leads");
   c_search->add_option("--remote-top", federated_args.remote_top, "Candidates each peer returns")
       ->capture_default_str();
   c_search->callback([&, o_lead] {
     if (o_lead->count() > 0) search.options.lead_threshold = search_lead_threshold;
+    federated_args.coarse_only = search.options.coarse_only;
     action = [&](Context& ctx) {
       return federated ? CmdSearchFederated(ctx, search, federated_args) : CmdSearch(ctx, search);
     };

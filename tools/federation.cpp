@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <fstream>
 #include <iostream>
@@ -225,7 +226,7 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
   }
   const auto t0 = Clock::now();
   const CoarseIndex ci = OpenCoarseIndex(store, partition);
-  r.partition_size = static_cast<int64_t>(ci.owners.size());
+  r.partition_size = ci.scans;
   if (ci.index->size() == 0) return r;
   if (static_cast<int>(req.descriptor.size()) != ci.index->dim()) {
     r.status = "refused";
@@ -233,42 +234,61 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
                std::to_string(ci.index->dim()) + ")";
     return r;
   }
-  std::map<int64_t, int64_t> exhibit_of;
-  for (const DescriptorRow& row : ci.owners) exhibit_of[row.scan.value] = row.exhibit.value;
+  // The local search's coarse stage (tools/search.h CoarseSelection).
+  CoarseSelection selection(store, ci, req.cc, std::nullopt);
+  std::vector<SearchCandidate> first = selection.Next(req.descriptor, req.coarse_k);
+  r.coarse_ms = MsSince(t0);
   struct Cand {
-    ExhibitRecord exhibit;
-    ScanId scan;
-    int rank = 0;
-    double coarse = 0;
+    SearchCandidate c;
     std::optional<double> fine;
   };
   std::vector<Cand> cands;
-  std::set<int64_t> seen;
-  const int64_t want = std::min<int64_t>(ci.index->size(), req.coarse_k * 2 + 16);
-  for (const SearchHit& h : ci.index->Search(req.descriptor, static_cast<int>(want))) {
-    const auto owner = exhibit_of.find(h.id);
-    if (owner == exhibit_of.end() || !seen.insert(owner->second).second) continue;
-    ExhibitRecord e = store.FindExhibit("#" + std::to_string(owner->second));
-    if (!ClassCompatible(req.cc, e.cc)) continue;
-    cands.push_back({std::move(e), ScanId(h.id), static_cast<int>(cands.size()) + 1, h.score, {}});
-    if (static_cast<int>(cands.size()) >= req.coarse_k) break;
-  }
-  r.coarse_ms = MsSince(t0);
-  if (req.fine) {
+  if (!req.fine) {
+    for (SearchCandidate& c : first) cands.push_back({std::move(c), std::nullopt});
+  } else {
     const auto t1 = Clock::now();
     FineFeatures features(store.dir());
     const CmcOptions& cmc = features.options();
     const auto query = DecodeCmcFeatures(*req.fine, "the peer's exhibit", cmc);
     const int threads =
         jobs > 0 ? jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<FineTarget> targets;
-    for (const Cand& c : cands) targets.push_back({c.exhibit, c.scan});
-    const std::vector<FineOutcome> outcomes =
-        CompareWithStored(store, features, *query, targets, threads);
-    for (size_t i = 0; i < cands.size(); ++i) {
-      // Not comparable: stays a coarse-only candidate.
-      if (outcomes[i].result) cands[i].fine = outcomes[i].result->combined;
+    std::vector<SearchCandidate> scored;
+    auto fine = [&](std::vector<SearchCandidate>& batch) {
+      std::vector<FineTarget> targets;
+      for (const SearchCandidate& c : batch) targets.push_back({c.exhibit, c.scan});
+      const std::vector<FineOutcome> outcomes =
+          CompareWithStored(store, features, *query, targets, threads);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        // Not comparable: stays a coarse-only candidate.
+        std::optional<double> f;
+        if (outcomes[i].result) {
+          f = outcomes[i].result->combined;
+          batch[i].score = *f;
+          scored.push_back(batch[i]);
+        }
+        cands.push_back({std::move(batch[i]), f});
+      }
+    };
+    fine(first);
+    // Query expansion, as the local search does it (the node's defaults): the
+    // coarse neighbours of the strongest candidates. The answer has no "via":
+    // they rank after the query's own list, with the query's cosine.
+    std::vector<SearchCandidate> more =
+        selection.Expand(scored, kDefaultLeadThreshold, SearchOptions{});
+    for (size_t i = 0; i < more.size(); ++i) {
+      more[i].coarse_rank = static_cast<int>(cands.size() + i) + 1;
+      const auto v = store.GetDescriptor(more[i].scan, ci.index->descriptor_key());
+      if (v && v->size() == req.descriptor.size()) {
+        double dot = 0, na = 0, nb = 0;
+        for (size_t d = 0; d < v->size(); ++d) {
+          dot += static_cast<double>((*v)[d]) * req.descriptor[d];
+          na += static_cast<double>((*v)[d]) * (*v)[d];
+          nb += static_cast<double>(req.descriptor[d]) * req.descriptor[d];
+        }
+        more[i].coarse_score = na > 0 && nb > 0 ? dot / std::sqrt(na * nb) : 0;
+      }
     }
+    fine(more);
     r.fine_ms = MsSince(t1);
     std::stable_sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
       return a.fine.value_or(-1) > b.fine.value_or(-1);
@@ -278,10 +298,10 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
   for (const Cand& c : cands) {
     if (static_cast<int>(r.candidates.size()) >= req.top) break;
     Candidate k;
-    k.case_ref = c.exhibit.case_ref;
-    k.exhibit_ref = c.exhibit.exhibit_ref;
-    k.coarse_rank = c.rank;
-    k.coarse_score = c.coarse;
+    k.case_ref = c.c.exhibit.case_ref;
+    k.exhibit_ref = c.c.exhibit.exhibit_ref;
+    k.coarse_rank = c.c.coarse_rank;
+    k.coarse_score = c.c.coarse_score;
     k.fine_score = c.fine;
     if (c.fine) {
       k.method = kCmcMethod;
@@ -388,8 +408,10 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
   }
   ex->StartFederatedSearch(ctx.actor, query.id, req.request_id, expires, out);
 
-  // The local search meanwhile (it records local leads as `bien search` does).
+  // The local search meanwhile (it records local leads as `bien search` does;
+  // with --coarse-only it is coarse-only too: no CMC, no leads).
   SearchOptions options = search.options;
+  options.coarse_only = args.coarse_only;
   options.record_leads = !search.no_leads;
   std::optional<SearchReport> local;
   std::string local_error;
@@ -427,9 +449,13 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
   const std::string self = store.config().name;
   if (local) {
     for (const SearchCandidate& c : local->candidates) {
-      Row r{self,           Label(c.exhibit), "",  kCmcMethod, c.score, std::nullopt,
+      Row r{self,           Label(c.exhibit), "",  "", std::nullopt, std::nullopt,
             c.coarse_score, c.coarse_rank,    true};
-      if (c.strength && c.strength->total > 0) r.strength = c.strength->rate;
+      if (!local->coarse_only) {
+        r.method = kCmcMethod;
+        r.score = c.score;
+        if (c.strength && c.strength->total > 0) r.strength = c.strength->rate;
+      }
       rows.push_back(std::move(r));
     }
   }
@@ -438,11 +464,28 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
                     c.candidate.fine_score, c.candidate.strength, c.candidate.coarse_score,
                     c.candidate.coarse_rank, false});
   }
-  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    const double sa = a.score.value_or(-1), sb = b.score.value_or(-1);
-    return sa != sb ? sa > sb : a.coarse > b.coarse;
-  });
-  if (static_cast<int>(rows.size()) > search.top) rows.resize(static_cast<size_t>(search.top));
+  if (args.coarse_only) {
+    // Cosines of one descriptor key (a peer refuses another) compare across
+    // nodes: one list by coarse score.
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const Row& a, const Row& b) { return a.coarse > b.coarse; });
+  } else {
+    // By fine score; candidates without one (not comparable) after, by cosine.
+    std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+      if (a.score.has_value() != b.score.has_value()) return a.score.has_value();
+      return a.score ? *a.score > *b.score : a.coarse > b.coarse;
+    });
+  }
+  // What --top leaves out is counted, and the candidates without a fine
+  // score among it named by number, never dropped silently.
+  size_t not_shown = 0, not_shown_unscored = 0;
+  if (static_cast<int>(rows.size()) > search.top) {
+    for (size_t i = static_cast<size_t>(search.top); i < rows.size(); ++i) {
+      ++not_shown;
+      not_shown_unscored += !rows[i].score.has_value();
+    }
+    rows.resize(static_cast<size_t>(search.top));
+  }
 
   if (ctx.json) {
     nlohmann::json list = nlohmann::json::array();
@@ -477,7 +520,12 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
                               {"no_answer", silent},
                               {"local_error", local_error.empty() ? nlohmann::json()
                                                                   : nlohmann::json(local_error)},
-                              {"local_compared", local ? local->candidates.size() : 0},
+                              {"coarse_only", args.coarse_only},
+                              {"local_candidates", local ? local->candidates.size() : 0},
+                              {"local_compared",
+                               local && !local->coarse_only ? local->candidates.size() : 0},
+                              {"not_shown", not_shown},
+                              {"not_shown_without_fine_score", not_shown_unscored},
                               {"local_skipped",
                                local ? local->skipped : std::vector<std::string>()},
                               {"candidates", list},
@@ -488,8 +536,9 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
   }
   ctx.out << "federated search " << Label(query) << " (partition " << partition << ")\n"
           << "asked " << peers.size() << " peer" << (peers.size() == 1 ? "" : "s")
-          << (args.coarse_only ? " (coarse only)" : " (coarse + fine re-rank)") << "; "
-          << answers.size() << " answered in " << Fixed(total_ms / 1000, 1) << " s\n";
+          << (args.coarse_only ? " (coarse only, here too: ordered by coarse cosine)"
+                               : " (coarse + fine re-rank)")
+          << "; " << answers.size() << " answered in " << Fixed(total_ms / 1000, 1) << " s\n";
   if (!local_error.empty()) ctx.out << "local search: " << local_error << "\n";
   if (local && !local->skipped.empty()) {
     ctx.out << "local search: " << local->skipped.size()
@@ -504,6 +553,13 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
            r.local ? "(bien leads)" : r.ref});
   }
   ctx.out << t.Render();
+  if (not_shown > 0) {
+    ctx.out << not_shown << " more not shown (--top " << search.top << ")";
+    if (!args.coarse_only) {
+      ctx.out << ", " << not_shown_unscored << " of them without a fine score";
+    }
+    ctx.out << "\n";
+  }
   for (const auto& a : answers) {
     if (a.status != "ok")
       ctx.out << "node " << a.peer_name << " " << a.status << ": " << a.detail << "\n";

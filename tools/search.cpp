@@ -15,6 +15,7 @@
 #include <set>
 #include <span>
 #include <thread>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "imaging/land.h"
@@ -368,6 +369,11 @@ SearchReport SearchBullet(Store& store, const ExhibitRecord& query, const Search
     if (static_cast<int>(candidates.size()) == options.coarse_k) break;
   }
   report.coarse_ms = MsSince(t_coarse);
+  if (options.coarse_only) {
+    report.coarse_only = true;
+    report.candidates = std::move(candidates);
+    return report;
+  }
 
   // Fine: the lands of the query and of every candidate read and their
   // signatures extracted on all cores (one land per task: bullets differ in
@@ -501,13 +507,121 @@ std::vector<FineOutcome> CompareWithStored(Store& store, FineFeatures& features,
   return out;
 }
 
+namespace {
+
+// The coarse indexes this process checked against a store, by node folder,
+// partition and descriptor key, with the store's SearchStamp read before that
+// check began (so a change committed during the check brings it back).
+struct CheckedIndex {
+  SearchStamp stamp;
+  CoarseIndex coarse;
+};
+std::mutex checked_mu;
+std::map<std::string, CheckedIndex> checked_indexes;
+
+}  // namespace
+
 CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition) {
+  const std::string key = DescriptorKey();
+  const std::filesystem::path path =
+      PartitionIndexes(store.dir() / "index").PathFor(partition.Key());
+  const std::string memo = store.dir().string() + "\n" + partition.Key() + "\n" + key;
+  const SearchStamp stamp = store.SearchStampNow();
+  {
+    const std::lock_guard lock(checked_mu);
+    const auto it = checked_indexes.find(memo);
+    // The same store state, and the index file still the one this process
+    // loaded or saved (a damaged or removed file is checked, and rebuilt).
+    if (it != checked_indexes.end() && it->second.stamp == stamp &&
+        Recall(path, key) == it->second.coarse.index) {
+      CoarseIndex out = it->second.coarse;
+      out.note = "in memory";
+      return out;
+    }
+  }
   CoarseIndex out;
-  BackfillDescriptors(store, partition, DescriptorKey());
-  out.owners = store.DescriptorOwners(DescriptorKey(), partition);
-  out.index = SyncIndex(store, partition, out.owners, DescriptorKey(), DescriptorDim(),
-                        partition.Key(), &out.note);
+  BackfillDescriptors(store, partition, key);
+  const std::vector<DescriptorRow> owners = store.DescriptorOwners(key, partition);
+  out.scans = static_cast<int64_t>(owners.size());
+  auto exhibit_of = std::make_shared<std::unordered_map<int64_t, int64_t>>();
+  exhibit_of->reserve(owners.size());
+  for (const DescriptorRow& r : owners) exhibit_of->emplace(r.scan.value, r.exhibit.value);
+  out.exhibit_of = std::move(exhibit_of);
+  out.index = SyncIndex(store, partition, owners, key, DescriptorDim(), partition.Key(), &out.note);
+  const std::lock_guard lock(checked_mu);
+  checked_indexes[memo] = CheckedIndex{stamp, out};
   return out;
+}
+
+CoarseSelection::CoarseSelection(Store& store, CoarseIndex index, ClassCharacteristics cc,
+                                 std::optional<ExhibitId> query)
+    : store_(store), index_(std::move(index)), cc_(std::move(cc)), query_(query) {}
+
+const ExhibitRecord& CoarseSelection::Exhibit(int64_t id) {
+  auto it = exhibits_.find(id);
+  if (it == exhibits_.end()) {
+    it = exhibits_.emplace(id, store_.FindExhibit("#" + std::to_string(id))).first;
+  }
+  return it->second;
+}
+
+std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector, int k,
+                                                   const std::string& via) {
+  std::vector<SearchCandidate> out;
+  const int64_t size = index_.index ? index_.index->size() : 0;
+  if (k < 1 || size == 0) return out;
+  // More hits than candidates: an exhibit may have several scans, the
+  // query's own come back, and taken or incompatible exhibits are skipped;
+  // when that is not enough, four times as many, up to the whole index.
+  int64_t want = std::min<int64_t>(size, k + static_cast<int64_t>(taken_.size()) + 16);
+  std::set<int64_t> taking;
+  while (true) {
+    out.clear();
+    taking.clear();
+    for (const SearchHit& h : index_.index->Search(vector, static_cast<int>(want))) {
+      const auto owner = index_.exhibit_of->find(h.id);
+      if (owner == index_.exhibit_of->end()) continue;
+      const int64_t e = owner->second;
+      if ((query_ && e == query_->value) || taken_.count(e) || taking.count(e)) continue;
+      const ExhibitRecord& record = Exhibit(e);
+      if (!ClassCompatible(cc_, record.cc)) continue;
+      taking.insert(e);
+      SearchCandidate c;
+      c.exhibit = record;
+      c.scan = ScanId(h.id);
+      c.coarse_rank = static_cast<int>(out.size()) + 1;
+      c.coarse_score = h.score;
+      c.found_via = via;
+      out.push_back(std::move(c));
+      if (static_cast<int>(out.size()) == k) break;
+    }
+    if (static_cast<int>(out.size()) == k || want >= size) break;
+    want = std::min<int64_t>(size, want * 4);
+  }
+  taken_.insert(taking.begin(), taking.end());
+  return out;
+}
+
+std::vector<SearchCandidate> CoarseSelection::Expand(const std::vector<SearchCandidate>& scored,
+                                                     double threshold,
+                                                     const SearchOptions& options) {
+  std::vector<SearchCandidate> more;
+  if (options.expand_top <= 0 || options.expand_k <= 0 || !index_.index) return more;
+  std::vector<const SearchCandidate*> strong;
+  for (const SearchCandidate& c : scored) {
+    if (c.score >= threshold) strong.push_back(&c);
+  }
+  std::stable_sort(
+      strong.begin(), strong.end(),
+      [](const SearchCandidate* a, const SearchCandidate* b) { return a->score > b->score; });
+  for (size_t i = 0; i < strong.size() && static_cast<int>(i) < options.expand_top; ++i) {
+    const auto v = store_.GetDescriptor(strong[i]->scan, index_.index->descriptor_key());
+    if (!v || static_cast<int>(v->size()) != index_.index->dim()) continue;
+    for (SearchCandidate& c : Next(*v, options.expand_k, Label(strong[i]->exhibit))) {
+      more.push_back(std::move(c));
+    }
+  }
+  return more;
 }
 
 std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label) {
@@ -544,58 +658,25 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   const std::string key = DescriptorKey();
 
   const auto t_coarse = Clock::now();
-  BackfillDescriptors(store, partition, key);
+  // Brought up to date first: the query's own descriptor may be backfilled.
+  const CoarseIndex ci = OpenCoarseIndex(store, partition);
   const auto query_vector = store.GetDescriptor(query_scan->id, key);
   if (!query_vector) {
     throw Error(name +
                 ": its breech face gives no usable descriptor (too little valid data "
                 "around the firing pin?); compare it one to one with bien compare");
   }
-  const std::vector<DescriptorRow> owners = store.DescriptorOwners(key, partition);
-  report.partition_scans = static_cast<int64_t>(owners.size());
-  std::map<int64_t, int64_t> exhibit_of;  // scan -> exhibit
-  for (const DescriptorRow& r : owners) exhibit_of[r.scan.value] = r.exhibit.value;
-  const std::shared_ptr<VectorIndex> index = SyncIndex(
-      store, partition, owners, key, DescriptorDim(), partition.Key(), &report.index_note);
-  report.index_kind = std::string(IndexKindName(index->kind()));
-
-  // Coarse: more hits than needed, since one exhibit may have several scans
-  // and the query's own scans come back too.
-  // Exhibit records of the hits only (a partition may hold 10^6 exhibits).
-  std::map<int64_t, ExhibitRecord> exhibits;
-  auto exhibit = [&](int64_t id) -> const ExhibitRecord& {
-    auto it = exhibits.find(id);
-    if (it == exhibits.end()) {
-      it = exhibits.emplace(id, store.FindExhibit("#" + std::to_string(id))).first;
-    }
-    return it->second;
-  };
-  const int own_scans = static_cast<int>(store.ScansOf(query.id).size());
-  std::set<int64_t> seen;  // exhibits already taken as candidates
-  // The next `k` compatible exhibits of a coarse query, best first.
-  auto coarse = [&](std::span<const float> vector, int k, const std::string& via) {
-    std::vector<SearchCandidate> out;
-    const int want = k + own_scans + 16;
-    for (const SearchHit& h : index->Search(vector, std::min<int64_t>(want, index->size()))) {
-      const auto owner = exhibit_of.find(h.id);
-      if (owner == exhibit_of.end() || owner->second == query.id.value) continue;
-      if (seen.count(owner->second)) continue;
-      const ExhibitRecord& e = exhibit(owner->second);
-      if (!ClassCompatible(query.cc, e.cc)) continue;
-      seen.insert(owner->second);
-      SearchCandidate c;
-      c.exhibit = e;
-      c.scan = ScanId(h.id);
-      c.coarse_rank = static_cast<int>(out.size()) + 1;
-      c.coarse_score = h.score;
-      c.found_via = via;
-      out.push_back(std::move(c));
-      if (static_cast<int>(out.size()) == k) break;
-    }
-    return out;
-  };
-  std::vector<SearchCandidate> first = coarse(*query_vector, options.coarse_k, "");
+  report.partition_scans = ci.scans;
+  report.index_note = ci.note;
+  report.index_kind = std::string(IndexKindName(ci.index->kind()));
+  CoarseSelection selection(store, ci, query.cc, query.id);
+  std::vector<SearchCandidate> first = selection.Next(*query_vector, options.coarse_k);
   report.coarse_ms = MsSince(t_coarse);
+  if (options.coarse_only) {
+    report.coarse_only = true;
+    report.candidates = std::move(first);
+    return report;
+  }
 
   // Fine: CompareWithStored on all cores, from the cached compact features.
   const auto t_fine = Clock::now();
@@ -629,24 +710,8 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   // above the lead threshold) are compared too. Shots of one firearm resemble
   // each other unevenly; a mate the query's own descriptor ranks low is often
   // a near neighbour of another mate.
-  if (options.expand_top > 0 && options.expand_k > 0) {
-    std::vector<SearchCandidate> strong;
-    for (const SearchCandidate& c : report.candidates) {
-      if (c.score >= lead_threshold) strong.push_back(c);
-    }
-    std::stable_sort(
-        strong.begin(), strong.end(),
-        [](const SearchCandidate& a, const SearchCandidate& b) { return a.score > b.score; });
-    std::vector<SearchCandidate> more;
-    for (size_t i = 0; i < strong.size() && static_cast<int>(i) < options.expand_top; ++i) {
-      const auto v = store.GetDescriptor(strong[i].scan, key);
-      if (!v || static_cast<int>(v->size()) != index->dim()) continue;
-      for (SearchCandidate& c : coarse(*v, options.expand_k, Label(strong[i].exhibit))) {
-        more.push_back(std::move(c));
-      }
-    }
-    fine(more);
-  }
+  std::vector<SearchCandidate> more = selection.Expand(report.candidates, lead_threshold, options);
+  fine(more);
   report.fine_ms = MsSince(t_fine);
   report.features_cached = features.hits();
   report.features_computed = features.computed();
@@ -751,6 +816,13 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
         j["runner_up"] = c.runner_up;
       }
       if (c.exhibit.firearm_ref) j["firearm"] = *c.exhibit.firearm_ref;
+      if (r.coarse_only) {  // no fine comparison: nothing but the coarse stage's
+        for (const char* k : {"forward", "backward", "registration", "strength", "lead", "phase",
+                              "lands", "pairing", "runner_up"}) {
+          j.erase(k);
+        }
+        j["score"] = nullptr;
+      }
       if (c.strength) {
         j["strength"]["knm_at_least"] = c.strength->at_least;
         j["strength"]["knm_total"] = c.strength->total;
@@ -768,7 +840,8 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                         {"partition", r.partition},
                         {"partition_scans", r.partition_scans},
                         {"index", {{"kind", r.index_kind}, {"note", r.index_note}}},
-                        {"compared", r.candidates.size()},
+                        {"coarse_only", r.coarse_only},
+                        {"compared", r.coarse_only ? 0 : r.candidates.size()},
                         {"candidates", list},
                         {"skipped", r.skipped},
                         {"lead_threshold", r.lead_threshold},
@@ -787,6 +860,27 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
       j["query_unusable"] = r.query_unusable;
     }
     ctx.out << j.dump(2) << "\n";
+    return kExitOk;
+  }
+  if (r.coarse_only) {
+    ctx.out << "query        " << Label(r.query) << "  (partition " << r.partition << ", "
+            << r.partition_scans << (r.method == kBulletSearchMethod ? " land" : "")
+            << " scans indexed)\n"
+            << "index        " << r.index_kind << ", " << r.index_note << "\n"
+            << "coarse       " << Fixed(r.coarse_ms, 0) << " ms: " << r.candidates.size()
+            << " candidate exhibits\n"
+            << "fine         none (--coarse-only): ordered by the coarse cosine, no leads\n";
+    TextTable table({"RANK", "CANDIDATE", "ROLE", "FIREARM", "COARSE"});
+    for (size_t i = 0; i < shown; ++i) {
+      const SearchCandidate& c = r.candidates[i];
+      table.Add({std::to_string(i + 1), Label(c.exhibit), ToString(c.exhibit.role),
+                 c.exhibit.firearm_ref.value_or("-"),
+                 "#" + std::to_string(c.coarse_rank) + " " + Fixed(c.coarse_score, 3)});
+    }
+    ctx.out << table.Render();
+    if (shown < r.candidates.size()) {
+      ctx.out << r.candidates.size() - shown << " more not shown (--top " << args.top << ")\n";
+    }
     return kExitOk;
   }
   if (r.method == kBulletSearchMethod) {

@@ -27,8 +27,12 @@
 // give six looks into the index).
 #pragma once
 
+#include <map>
 #include <optional>
+#include <set>
+#include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "imaging/surface.h"
@@ -69,6 +73,9 @@ struct SearchOptions {
   // `expand_k` new exhibits each; 0 turns it off.
   int expand_top = 3;
   int expand_k = 20;
+  // The coarse stage only: candidates in coarse order with their cosines, no
+  // fine comparison, no query expansion, no leads.
+  bool coarse_only = false;
 };
 
 struct SearchCandidate {
@@ -106,7 +113,8 @@ struct SearchReport {
   int64_t partition_scans = 0;              // scans with a descriptor in the partition
   std::string index_kind;                   // "exact", "ivf_flat", ...
   std::string index_note;                   // "loaded", "updated (+2)", "rebuilt: no saved index"
-  std::vector<SearchCandidate> candidates;  // best fine score first
+  bool coarse_only = false;                 // SearchOptions::coarse_only: no fine scores
+  std::vector<SearchCandidate> candidates;  // best fine score first (coarse only: coarse order)
   std::vector<std::string> skipped;         // candidates that could not be compared, and why
   std::vector<RecordedLead> leads;
   double lead_threshold = kDefaultLeadThreshold;
@@ -152,16 +160,61 @@ std::vector<FineOutcome> CompareWithStored(Store& store, FineFeatures& features,
                                            const CmcPrepared& query,
                                            const std::vector<FineTarget>& targets, int jobs);
 
-// A partition's coarse index, brought up to date with the store as the
-// search does it (descriptors backfilled, saved index loaded, updated or
-// rebuilt), with the scans it holds. Also used to answer peers' correlation
-// requests (tools/federation.cpp).
+// A partition's breech-face coarse index, brought up to date with the store
+// as the search does it (descriptors backfilled, saved index loaded, updated
+// or rebuilt), with the scans it holds. Also used to answer peers'
+// correlation requests (tools/federation.cpp).
 struct CoarseIndex {
   std::shared_ptr<VectorIndex> index;
-  std::vector<DescriptorRow> owners;  // scan -> exhibit of every indexed scan
-  std::string note;
+  // scan id -> exhibit id of every indexed scan (shared, not copied, when a
+  // remembered check is reused)
+  std::shared_ptr<const std::unordered_map<int64_t, int64_t>> exhibit_of;
+  int64_t scans = 0;  // indexed scans
+  std::string note;   // "in memory", "loaded", "updated (+2, -0)", "rebuilt: ..."
 };
+// The full check (backfill, the partition's scan list against the index's id
+// set) runs once per store state: a process remembers, per node folder,
+// partition and descriptor key, the Store::SearchStampNow it last checked
+// against and reuses that index while the stamp and the index file are
+// unchanged (a long-running `bien serve` answers each request after a few
+// milliseconds instead of re-reading 10^5 scan ids). Any scan or descriptor
+// added since, by this process or another (`bien ingest` while `bien serve`
+// runs), changes the stamp and brings the full check back. Thread-safe.
 CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition);
+
+// The coarse stage of a breech-face search: one selection for the local
+// search and the answer to a peer's request (tools/federation.cpp), so the
+// two cannot drift. A candidate is an exhibit (its best-ranked scan's hit),
+// taken once per selection (a later list, e.g. query expansion, skips the
+// exhibits an earlier one took), never the query's own exhibit, and only when
+// ClassCompatible with the query's class characteristics; the index is asked
+// for more hits until a list is full or the index has no more.
+class CoarseSelection {
+ public:
+  // `query`: the stored exhibit searched (left out), none for a peer's query.
+  CoarseSelection(Store& store, CoarseIndex index, ClassCharacteristics cc,
+                  std::optional<ExhibitId> query);
+  // The next `k` new candidates of a coarse query, best cosine first
+  // (coarse_rank 1..k in this list, found_via = via).
+  std::vector<SearchCandidate> Next(std::span<const float> vector, int k,
+                                    const std::string& via = "");
+  // Query expansion: for each of the `options.expand_top` strongest of
+  // `scored` (fine score at or above `threshold`), the next
+  // `options.expand_k` candidates of its own stored descriptor, marked as
+  // found via it. Nothing when expansion is off.
+  std::vector<SearchCandidate> Expand(const std::vector<SearchCandidate>& scored, double threshold,
+                                      const SearchOptions& options);
+  const CoarseIndex& index() const { return index_; }
+
+ private:
+  const ExhibitRecord& Exhibit(int64_t id);
+  Store& store_;
+  CoarseIndex index_;
+  ClassCharacteristics cc_;
+  std::optional<ExhibitId> query_;
+  std::set<int64_t> taken_;                    // exhibits already candidates
+  std::map<int64_t, ExhibitRecord> exhibits_;  // records of the hits looked at
+};
 
 // Runs the search of a stored exhibit. Throws bien::Error naming the exhibit
 // when it is neither a cartridge case nor a bullet, has no 3D scan or no

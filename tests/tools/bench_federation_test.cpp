@@ -102,8 +102,10 @@ TEST(BenchFederation, SmallRunAnswersFindsTheMatesAndScoresEveryCandidate) {
     // Each query's mates (one on each peer) come back in the merged list.
     EXPECT_EQ(run["mates_possible"], 4);
     EXPECT_EQ(run["mates_found"], 4);
-    // The local search compared its 100 candidates each time.
-    EXPECT_EQ(run["local_fine_scored"], 200);
+    // The local search listed its 100 candidates each time, and compared
+    // them unless the search was coarse-only (locally too).
+    EXPECT_EQ(run["local_candidates"], 200);
+    EXPECT_EQ(run["local_fine_scored"], std::string(mode) == "fine" ? 200 : 0);
     // Each peer returned its whole top 100.
     EXPECT_EQ(run["peer_candidates"], 400);
     for (const auto& q : run["per_query"]) {

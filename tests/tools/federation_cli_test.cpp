@@ -17,6 +17,8 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "exchange/codec.h"
 #include "exchange/keys.h"
 #include "storage/exchange_store.h"
@@ -272,6 +274,103 @@ TEST_F(FederationProcessTest, ThreeNodesTimesAThousandMessagesThroughKillNineAnd
   EXPECT_TRUE(Contains(ReadFile(tmp_ / "RS.log"), "peer BA is silent"));
   EXPECT_TRUE(Contains(ReadFile(tmp_ / "RS.log"), "peer MK is silent"));
   EXPECT_TRUE(Contains(ReadFile(tmp_ / "RS.log"), "peer BA is up (was"));
+}
+
+// `bien serve` checks its coarse index once per store state, and a scan that
+// `bien ingest` (another process) adds while it runs is found by the next
+// request. A coarse-only federated search is coarse-only locally too: one
+// list by cosine, local and remote; with the fine re-rank, --top says how
+// much it left out.
+TEST_F(FederationProcessTest, AScanIngestedWhileServingIsFoundByTheNextRequest) {
+  nodes_.reserve(2);
+  ProcNode& a = Make("RS", "RS");
+  ProcNode& b = Make("BA", "BA");
+  int command = 0;
+  // Runs `bien ARGS` as a process; its stdout (stderr apart).
+  auto bien = [&](const std::vector<std::string>& args) {
+    const fs::path out = tmp_ / ("command-" + std::to_string(++command) + ".out");
+    std::vector<std::string> all = args;
+    std::string line = "bien";
+    for (const std::string& x : args) line += " " + x;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, (out.string() + ".err").c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    all.insert(all.begin(), BIEN_EXE);
+    std::vector<char*> argv;
+    for (auto& x : all) argv.push_back(x.data());
+    argv.push_back(nullptr);
+    pid_t child = -1;
+    EXPECT_EQ(posix_spawn(&child, BIEN_EXE, &fa, nullptr, argv.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    const int code = Reap(child, 120000);
+    EXPECT_EQ(code, 0) << line << "\n" << ReadFile(out) << ReadFile(out.string() + ".err");
+    return ReadFile(out);
+  };
+  const std::string samples = (tmp_ / "samples").string();
+  bien({"synth", "--out", samples, "--firearms", "3", "--shots", "2", "--seed", "7"});
+  auto ingest = [&](const ProcNode& n, const std::string& file, const std::string& c) {
+    bien({"ingest", "--node", n.dir.string(), samples + "/" + file, "--case", c, "--exhibit", "E1",
+          "--kind", "cartridge_case", "--role", "evidence", "--calibre", "9mm Luger",
+          "--no-search"});
+  };
+  ingest(a, "synth F02-1.x3p", "RS-1");
+  ingest(a, "synth F01-2.x3p", "RS-2");
+  ingest(b, "synth F01-1.x3p", "BA-1");
+  ingest(b, "synth F03-1.x3p", "BA-3");
+  Start(a);
+  Start(b);
+  Federate();
+  auto search = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args{"search", "--node",    a.dir.string(), "RS-1/E1",   "--federated",
+                                  "--json", "--timeout", "60",           "--no-leads"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto j = nlohmann::json::parse(bien(args), nullptr, false);
+    EXPECT_TRUE(j.is_object());
+    EXPECT_EQ(j["answers"].size(), 1u) << j.dump(2);
+    return j;
+  };
+  auto remote = [](const nlohmann::json& j) {
+    std::set<std::string> out;
+    for (const auto& c : j["candidates"]) {
+      if (!c["local"].get<bool>()) out.insert(c["exhibit"].get<std::string>());
+    }
+    return out;
+  };
+
+  const auto before = search({"--coarse-only"});
+  EXPECT_TRUE(before["coarse_only"].get<bool>());
+  EXPECT_EQ(before["local_candidates"], 1);
+  EXPECT_EQ(before["local_compared"], 0);
+  EXPECT_EQ(remote(before), (std::set<std::string>{"BA-1/E1", "BA-3/E1"}));
+  ASSERT_EQ(before["candidates"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const auto& c = before["candidates"][i];
+    EXPECT_TRUE(c["score"].is_null()) << c.dump();
+    if (i > 0) {
+      EXPECT_LE(c["coarse_score"].get<double>(),
+                before["candidates"][i - 1]["coarse_score"].get<double>());
+    }
+  }
+
+  // A mate ingested at BA by another process while BA serves.
+  ingest(b, "synth F02-2.x3p", "BA-2");
+  const auto after = search({"--coarse-only"});
+  EXPECT_EQ(remote(after), (std::set<std::string>{"BA-1/E1", "BA-2/E1", "BA-3/E1"}));
+  EXPECT_EQ(remote(search({"--coarse-only"})), remote(after));  // and again, unchanged
+
+  // With the fine re-rank the mate comes first; --top 1 leaves 3 out.
+  const auto fine = search({"--top", "1"});
+  ASSERT_EQ(fine["candidates"].size(), 1u);
+  EXPECT_EQ(fine["candidates"][0]["exhibit"], "BA-2/E1");
+  EXPECT_GT(fine["candidates"][0]["score"].get<double>(), 10);
+  EXPECT_EQ(fine["local_compared"], 1);
+  EXPECT_EQ(fine["not_shown"], 3);
+  EXPECT_EQ(fine["not_shown_without_fine_score"], 0);
+  EXPECT_EQ(Stop(a, SIGTERM), 0);
+  EXPECT_EQ(Stop(b, SIGTERM), 0);
 }
 
 TEST(FederationDemo, RunsThreeNodeProcessesAndTheAlertArrives) {

@@ -3,6 +3,7 @@
 // always; the Fadul set among synthetic distractors where the real data is.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -230,6 +231,99 @@ TEST_F(SearchCli, BadRequestsAreNamed) {
   r = RunBien({"search", "--node", node_, "E0-0", "--top", "0"});
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(Contains(r.err, "--top")) << r.err;
+}
+
+// A long-running process (`bien serve`) checks a partition's index against
+// the store once per store state: an unchanged store gives the checked index
+// back; a scan that another process ingests meanwhile changes the store's
+// stamp, and the next open (on the same connection, as the node's request
+// worker holds it) brings it into the index and the coarse selection finds it.
+TEST_F(SearchCli, AScanIngestedByAnotherProcessIsFoundByTheNextRequest) {
+  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--manifest",
+                     (dir_.path() / "set" / "manifest.csv").string(), "--no-search"})
+                .code,
+            0);
+  auto store = Store::Open(node_);
+  const ExhibitRecord query = store->FindExhibit("CASE-1/E1-0");
+  const Partition partition = PartitionOf(query);
+  const auto vector = store->GetDescriptor(store->ScansOf(query.id).front().id, DescriptorKey());
+  ASSERT_TRUE(vector);
+  auto candidates = [&](const cli::CoarseIndex& ci) {
+    cli::CoarseSelection selection(*store, ci, query.cc, query.id);
+    std::vector<std::string> out;
+    for (const cli::SearchCandidate& c : selection.Next(*vector, 100)) {
+      out.push_back(c.exhibit.case_ref + "/" + c.exhibit.exhibit_ref);
+    }
+    return out;
+  };
+  const cli::CoarseIndex first = cli::OpenCoarseIndex(*store, partition);
+  EXPECT_TRUE(Contains(first.note, "rebuilt: no saved index")) << first.note;
+  EXPECT_EQ(first.scans, 6);
+  EXPECT_EQ(candidates(first).size(), 5u);  // the partition but the query
+  const cli::CoarseIndex again = cli::OpenCoarseIndex(*store, partition);
+  EXPECT_EQ(again.note, "in memory");
+  EXPECT_EQ(again.index, first.index);
+  EXPECT_EQ(again.scans, 6);
+
+  // Another process ingests a third shot of firearm 1.
+  SynthOptions o;
+  o.seed = 21;
+  o.size_px = 560;
+  o.firearms = 3;
+  o.shots = 2;
+  const auto extra = dir_.path() / "extra.x3p";
+  WriteX3p(MakeSynthShot(o, 1, 3), extra);
+  {
+    const std::string command = std::string("'") + BIEN_EXE + "' ingest --node '" + node_ +
+                                "' --case CASE-1 --exhibit E1-3 --kind cartridge_case --role "
+                                "evidence --calibre '9mm Luger' --no-search '" +
+                                extra.string() + "' 2>&1";
+    FILE* pipe = popen(command.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    std::string out;
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    ASSERT_EQ(pclose(pipe), 0) << out;
+  }
+  const cli::CoarseIndex after = cli::OpenCoarseIndex(*store, partition);
+  EXPECT_EQ(after.note, "updated (+1, -0)");
+  EXPECT_EQ(after.scans, 7);
+  const auto found = candidates(after);
+  EXPECT_EQ(found.size(), 6u);
+  EXPECT_NE(std::find(found.begin(), found.end(), "CASE-1/E1-3"), found.end());
+  // Nothing changed since: the checked index again, with the new scan.
+  const cli::CoarseIndex later = cli::OpenCoarseIndex(*store, partition);
+  EXPECT_EQ(later.note, "in memory");
+  EXPECT_EQ(later.scans, 7);
+  EXPECT_EQ(candidates(later), found);
+}
+
+// --coarse-only: the coarse list by cosine, nothing compared, no leads.
+TEST_F(SearchCli, CoarseOnlyListsTheCoarseCandidatesWithoutComparingThem) {
+  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--manifest",
+                     (dir_.path() / "set" / "manifest.csv").string(), "--no-search"})
+                .code,
+            0);
+  const auto s = Json(RunBien({"search", "--node", node_, "E0-0", "--coarse-only", "--json"}));
+  EXPECT_TRUE(s["coarse_only"].get<bool>());
+  EXPECT_EQ(s["compared"].get<int>(), 0);
+  ASSERT_EQ(s["candidates"].size(), 5u);
+  double previous = 2;
+  for (size_t i = 0; i < s["candidates"].size(); ++i) {
+    const auto& c = s["candidates"][i];
+    EXPECT_TRUE(c["score"].is_null()) << c.dump();
+    EXPECT_EQ(c["coarse_rank"].get<size_t>(), i + 1);
+    EXPECT_LE(c["coarse_score"].get<double>(), previous);
+    previous = c["coarse_score"].get<double>();
+    EXPECT_FALSE(c.contains("lead"));
+  }
+  EXPECT_TRUE(s["leads"].empty());
+  EXPECT_TRUE(Json(RunBien({"leads", "--node", node_, "--json"})).empty());
+  const CliResult text =
+      RunBien({"search", "--node", node_, "E0-0", "--coarse-only", "--top", "2"});
+  EXPECT_EQ(text.code, 0) << text.err;
+  EXPECT_TRUE(Contains(text.out, "fine         none (--coarse-only)")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "3 more not shown (--top 2)")) << text.out;
 }
 
 // The acceptance test: the 40 Fadul scans, each rotated at random,
