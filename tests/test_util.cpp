@@ -9,6 +9,35 @@
 #include "core/error.h"
 
 namespace bien::testing {
+namespace {
+
+// A node whose folder path is too long for a Unix socket (test folders are)
+// binds its alerts socket in $XDG_RUNTIME_DIR, else /tmp, and a node killed
+// with SIGKILL leaves that socket file behind. Each test process therefore
+// gets a runtime folder of its own, inherited by the `bien` processes it
+// starts and removed when the tests end.
+class RuntimeDirEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    std::string pattern = (std::filesystem::temp_directory_path() / "bien-run-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) return;  // the node falls back to /tmp
+    dir_ = pattern;
+    ::setenv("XDG_RUNTIME_DIR", dir_.c_str(), 1);
+  }
+  void TearDown() override {
+    if (dir_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+ private:
+  std::filesystem::path dir_;
+};
+
+[[maybe_unused]] ::testing::Environment* const kRuntimeDir =
+    ::testing::AddGlobalTestEnvironment(new RuntimeDirEnvironment);
+
+}  // namespace
 
 ::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
   if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
