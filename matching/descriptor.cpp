@@ -502,19 +502,27 @@ cv::Mat Texture(const SynthDescriptorOptions& s, double px_um, int side, int64_t
   const double mark_share = rng.Uniform(0.2, 0.6);
   cv::Mat relief = Relief(rng, side, px_um);
   cv::Mat depth = Smooth(rng, side, 400 / px_um);
-  cv::Mat marks(side, side, CV_32F);
-  // sin(2 pi (x cos theta + y sin theta) / period + phase), along each row by
-  // a rotation recurrence.
-  const double step = kTwoPi * std::cos(theta) / period;
-  const std::complex<double> turn(std::cos(step), std::sin(step));
-  for (int y = 0; y < side; ++y) {
-    float* row = marks.ptr<float>(y);
-    const float* dr = depth.ptr<float>(y);
-    const double start = kTwoPi * y * std::sin(theta) / period + phase;
-    std::complex<double> v(std::cos(start), std::sin(start));
-    for (int x = 0; x < side; ++x) {
-      row[x] = static_cast<float>((1 + 0.5 * dr[x]) * v.imag());
-      v *= turn;
+  cv::Mat marks(side, side, CV_32F, cv::Scalar(0));
+  // Each wave: sin(2 pi (x cos th + y sin th) / p + ph), along each row by a
+  // rotation recurrence. One wave is the firearm's spacing, direction and
+  // phase exactly (the model before 2026-11-24); several waves scatter
+  // around them, with phases of their own.
+  const bool single = s.mark_waves == 1;
+  for (int w = 0; w < s.mark_waves; ++w) {
+    const double p = single ? period : period * std::exp(s.mark_period_spread * rng.Normal());
+    const double th = single ? theta : theta + s.mark_direction_spread_rad * rng.Normal();
+    const double ph = single ? phase : rng.Uniform(0, kTwoPi);
+    const double step = kTwoPi * std::cos(th) / p;
+    const std::complex<double> turn(std::cos(step), std::sin(step));
+    for (int y = 0; y < side; ++y) {
+      float* row = marks.ptr<float>(y);
+      const float* dr = depth.ptr<float>(y);
+      const double start = kTwoPi * y * std::sin(th) / p + ph;
+      std::complex<double> v(std::cos(start), std::sin(start));
+      for (int x = 0; x < side; ++x) {
+        row[x] += static_cast<float>((1 + 0.5 * dr[x]) * v.imag());
+        v *= turn;
+      }
     }
   }
   Standardise(marks);
@@ -742,6 +750,25 @@ void SynthDescriptorOptions::Check() const {
   if (!(finite_nonneg(missing_share) && missing_share < 0.9)) {
     bad("missing share must be in [0, 0.9)");
   }
+  if (mark_waves < 1 || mark_waves > 64) bad("mark waves must be between 1 and 64");
+  if (!finite_nonneg(mark_period_spread) || mark_period_spread > 2) {
+    bad("mark period spread must be in [0, 2]");
+  }
+  if (!finite_nonneg(mark_direction_spread_rad) || mark_direction_spread_rad > 1) {
+    bad("mark direction spread must be in [0, 1] radians");
+  }
+}
+
+std::string SynthDescriptorKey(const SynthDescriptorOptions& o) {
+  o.Check();
+  // One wave of machining marks is the first model's texture.
+  return std::string(o.mark_waves == 1 ? "sbf-v1" : "sbf-v2") +
+         " pin=" + Num(o.firing_pin_radius_um) + " primer=" + Num(o.primer_radius_um) + "/" +
+         Num(o.primer_offset_um) + " centre=" + Num(o.centre_error_um) +
+         " class=" + Num(o.class_share) + " loss=" + Num(o.transfer_loss) +
+         " noise=" + Num(o.noise) + "/" + Num(o.noise_spread) + " missing=" + Num(o.missing_share) +
+         " marks=" + std::to_string(o.mark_waves) + "/" + Num(o.mark_period_spread) + "/" +
+         Num(o.mark_direction_spread_rad);
 }
 
 Surface MakeSynthBreechFace(const SynthDescriptorOptions& synth, const DescriptorOptions& options,

@@ -100,10 +100,10 @@ double DescriptorCosine(const std::vector<float>& a, const std::vector<float>& b
 // BreechFaceDescriptor unchanged. Deterministic for (seed, firearm, shot).
 //
 // Realism (docs/DESCRIPTOR.md, defaults, 2000 firearms x 2 shots): mate
-// cosines mean 0.25, sd 0.16 with bfd-v1 and 0.49, sd 0.21 with bfd-v2 (real
-// Fadul mates: 0.26, 0.18 and 0.48, 0.15); non-mates mean 0.005 / 0.025
-// (real: 0.011 / 0.066). About 550 bfd-v1 or 140 bfd-v2 shots per CPU second
-// on one core.
+// cosines mean 0.29, sd 0.15 with bfd-v1 and 0.49, sd 0.16 with bfd-v2 (real
+// Fadul mates: 0.26, 0.18 and 0.48, 0.15); non-mates mean 0.007 / 0.022, p99
+// 0.10 / 0.20 (real consecutively made slides: 0.011 / 0.066, p99 0.25 with
+// bfd-v2). About 550 bfd-v1 or 140 bfd-v2 shots per CPU second on one core.
 struct SynthDescriptorOptions {
   uint64_t seed = 1;
   double firing_pin_radius_um = 1300;  // mean; each firearm differs by up to +-15 %
@@ -112,11 +112,26 @@ struct SynthDescriptorOptions {
   double centre_error_um = 10;         // texture vs firing-pin centre, per shot
   double class_share = 0.22;           // variance share of the set-wide component
   double transfer_loss = 0.5;          // weakest transfer of a shot's imprint
-  double noise = 0.4;                  // median RMS of a shot's own noise, relative to the texture
-  double noise_spread = 0.7;           // a shot's noise is noise * exp(noise_spread * N(0, 1))
+  double noise = 0.33;                 // median RMS of a shot's own noise, relative to the texture
+  double noise_spread = 0.5;           // a shot's noise is noise * exp(noise_spread * N(0, 1))
   double missing_share = 0.08;         // area of random missing blobs
+  // Machining marks: `mark_waves` parallel waves whose spacings scatter
+  // log-normally (sd `mark_period_spread`) and directions normally (sd
+  // `mark_direction_spread_rad`) around the firearm's. 1 wave = one exact
+  // sinusoid, the first model (sbf-v1, before 2026-11-24): two firearms of
+  // similar spacing then looked alike to the rotation-invariant descriptor
+  // (non-mate cosines up to 0.8, p99 0.33; real consecutively made slides:
+  // max 0.29, p99 0.25).
+  int mark_waves = 6;
+  double mark_period_spread = 0.3;
+  double mark_direction_spread_rad = 0.03;
   void Check() const;
 };
+
+// The synthetic model's version and parameters (not the seed), e.g.
+// "sbf-v2 pin=1300 ... marks=6/0.3/0.03"; written into features files so
+// that vectors of another model are never mixed in a benchmark.
+std::string SynthDescriptorKey(const SynthDescriptorOptions& options = {});
 
 // One shot as a Surface at options.working_pixel_um (heights in metres).
 Surface MakeSynthBreechFace(const SynthDescriptorOptions& synth, const DescriptorOptions& options,

@@ -373,7 +373,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
   if (args.features) {
     log("reading " + std::to_string(max_n) + " descriptors from " + args.features->string() +
         "...\n");
-    FeatureFile f = ReadSynthFeatureFile(*args.features, max_n, key);
+    FeatureFile f = ReadSynthFeatureFile(*args.features, max_n, key, SynthDescriptorKey());
     if (f.dim != dim) {
       throw Error(args.features->string() + ": vectors of " + std::to_string(f.dim) +
                   " floats, the descriptor has " + std::to_string(dim));
@@ -497,6 +497,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
 
   const nlohmann::json j = {
       {"descriptor_key", key},
+      {"synthetic_model", SynthDescriptorKey()},
       {"dim", dim},
       {"features", args.features ? nlohmann::json(args.features->string()) : nlohmann::json()},
       {"shots_per_firearm", shots},

@@ -217,6 +217,7 @@ int CmdSynth(Context& ctx, const SynthArgs& args) {
                                 {"shots", header.shots},
                                 {"seed", header.seed},
                                 {"descriptor_key", header.key},
+                                {"synthetic_model", header.model},
                                 {"bytes", std::filesystem::file_size(args.out)},
                                 {"seconds", seconds}}
                      .dump(2)

@@ -28,7 +28,9 @@ static_assert(std::endian::native == std::endian::little,
 namespace {
 
 constexpr char kMagic[8] = {'B', 'I', 'E', 'N', 'F', 'E', 'A', 'T'};
-constexpr uint32_t kVersion = 1;
+// 2 (2026-11-24): the synthetic model's key follows the descriptor key.
+// Version 1 files hold vectors of the first model (sbf-v1) and are refused.
+constexpr uint32_t kVersion = 2;
 constexpr size_t kFixedHeader = 8 + 4 + 4 + 8 + 4 + 4 + 8;  // up to the key
 constexpr size_t kDigestChars = 64;
 constexpr uint32_t kMaxKey = 4096;
@@ -158,6 +160,9 @@ void WriteSynthFeatureFile(const std::filesystem::path& path, const SynthFeature
   if (path.empty()) fail("no file name");
   const DescriptorOptions descriptor;
   const std::string key = DescriptorKey(descriptor);
+  SynthDescriptorOptions synth;
+  synth.seed = options.seed;
+  const std::string model = SynthDescriptorKey(synth);
   std::string header(kMagic, sizeof kMagic);
   Put<uint32_t>(header, kVersion);
   Put<uint32_t>(header, static_cast<uint32_t>(DescriptorDim(descriptor)));
@@ -166,6 +171,8 @@ void WriteSynthFeatureFile(const std::filesystem::path& path, const SynthFeature
   Put<uint32_t>(header, static_cast<uint32_t>(key.size()));
   Put<uint64_t>(header, options.seed);
   header += key;
+  Put<uint32_t>(header, static_cast<uint32_t>(model.size()));
+  header += model;
 
   const std::string tmp = path.string() + ".tmp-" + std::to_string(::getpid()) + "-" +
                           std::to_string(g_tmp_counter.fetch_add(1));
@@ -211,7 +218,8 @@ void WriteSynthFeatureFile(const std::filesystem::path& path, const SynthFeature
 }
 
 FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limit,
-                                 const std::string& expected_key) {
+                                 const std::string& expected_key,
+                                 const std::string& expected_model) {
   auto fail = [&](const std::string& why) -> void { throw Error(path.string() + ": " + why); };
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) fail("no such features file");
@@ -236,6 +244,11 @@ FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limi
   if (std::memcmp(header.data(), kMagic, sizeof kMagic) != 0) fail(not_ours);
   const char* p = header.data() + sizeof kMagic;
   const uint32_t version = Get<uint32_t>(p);
+  if (version == 1) {
+    fail(
+        "features file version 1 holds vectors of the first synthetic model (sbf-v1), which "
+        "this bien no longer makes; write the file again with `bien synth --features`");
+  }
   if (version != kVersion) {
     fail("unsupported features file version " + std::to_string(version) + " (this bien reads " +
          std::to_string(kVersion) + ")");
@@ -252,8 +265,21 @@ FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limi
          std::to_string(count) + ", shots " + std::to_string(shots) + ", key length " +
          std::to_string(key_length) + ")");
   }
+  // The key and the model's key with its length come before the vectors.
+  if (size < kFixedHeader + key_length + 4) {
+    fail("truncated features file (" + std::to_string(size) + " bytes, shorter than its header)");
+  }
+  f.key.resize(key_length);
+  in.read(f.key.data(), key_length);
+  char model_length_bytes[4] = {};
+  in.read(model_length_bytes, sizeof model_length_bytes);
+  if (!in) fail("cannot read the features file header");
+  const uint32_t model_length = Get<uint32_t>(model_length_bytes);
+  if (model_length < 1 || model_length > kMaxKey) {
+    fail("bad features file header (model key length " + std::to_string(model_length) + ")");
+  }
   const uint64_t payload = count * dim * sizeof(float);
-  const uint64_t expected = kFixedHeader + key_length + payload + kDigestChars;
+  const uint64_t expected = kFixedHeader + key_length + 4 + model_length + payload + kDigestChars;
   if (size < expected) {
     fail("truncated features file (" + std::to_string(size) + " bytes, the header announces " +
          std::to_string(expected) + ")");
@@ -265,12 +291,16 @@ FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limi
   f.dim = static_cast<int>(dim);
   f.count = static_cast<int64_t>(count);
   f.shots = static_cast<int>(shots);
-  f.key.resize(key_length);
-  in.read(f.key.data(), key_length);
+  f.model.resize(model_length);
+  in.read(f.model.data(), model_length);
   if (!in) fail("cannot read the features file header");
   if (!expected_key.empty() && f.key != expected_key) {
     fail("descriptor key differs: the file holds \"" + f.key + "\", this bien makes \"" +
          expected_key + "\"");
+  }
+  if (!expected_model.empty() && f.model != expected_model) {
+    fail("synthetic model differs: the file holds \"" + f.model + "\", this bien makes \"" +
+         expected_model + "\"");
   }
   if (limit > f.count) {
     fail("holds " + std::to_string(f.count) + " vectors, fewer than the " + std::to_string(limit) +
@@ -280,6 +310,8 @@ FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limi
   Digest digest(DigestKind::kSha256);
   digest.Update(header);
   digest.Update(f.key);
+  digest.Update(std::string_view(model_length_bytes, sizeof model_length_bytes));
+  digest.Update(f.model);
   f.vectors.resize(static_cast<size_t>(keep) * dim);
   const uint64_t keep_bytes = static_cast<uint64_t>(keep) * dim * sizeof(float);
   constexpr uint64_t kBlock = uint64_t{1} << 22;

@@ -4,7 +4,8 @@
 //
 // File format (version 1, little-endian):
 //   magic       8 bytes  "BIENFEAT"
-//   version     u32      1
+//   version     u32      2 (version 1, without the model key, held vectors of
+//                        the first synthetic model and is refused)
 //   dim         u32      floats per vector
 //   count       u64      vectors (exhibits)
 //   shots       u32      shots per firearm: vector i is shot i % shots of
@@ -12,6 +13,8 @@
 //   key_length  u32      bytes of the descriptor key that follows (1..4096)
 //   seed        u64      SynthDescriptorOptions::seed
 //   key         key_length bytes (DescriptorKey of the vectors)
+//   model_length u32     bytes of the synthetic model key that follows (1..4096)
+//   model       model_length bytes (SynthDescriptorKey of the generator)
 //   vectors     count * dim float32, firearm-major
 //   sha256      64 bytes: lower-case hex SHA-256 of everything before it
 #pragma once
@@ -62,7 +65,8 @@ void WriteSynthFeatureFile(const std::filesystem::path& path, const SynthFeature
                            const FeatureProgress& progress = {});
 
 struct FeatureFile {
-  std::string key;  // descriptor key
+  std::string key;    // descriptor key
+  std::string model;  // synthetic model key (SynthDescriptorKey)
   int dim = 0;
   int64_t count = 0;  // vectors in the file
   int shots = 0;
@@ -73,10 +77,12 @@ struct FeatureFile {
 // Reads the header and the first `limit` vectors (all when limit < 0) after
 // checking the magic, the version, that the lengths fit the file (truncated
 // or trailing bytes), and the SHA-256 over the whole file (damage). When
-// `expected_key` is non-empty the file's descriptor key must equal it. Throws
-// bien::Error "PATH: problem" for any of these, or when the file holds fewer
-// than `limit` vectors.
+// `expected_key` is non-empty the file's descriptor key must equal it, and
+// likewise its synthetic model key `expected_model`. Throws bien::Error
+// "PATH: problem" for any of these, or when the file holds fewer than `limit`
+// vectors.
 FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limit = -1,
-                                 const std::string& expected_key = "");
+                                 const std::string& expected_key = "",
+                                 const std::string& expected_model = "");
 
 }  // namespace bien::cli

@@ -10,6 +10,9 @@
 #include <ctime>
 #include <limits>
 #include <random>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "core/csv.h"
 #include "core/error.h"
@@ -116,6 +119,8 @@ TEST(Descriptor, VectorsOfTheKeyNeverChange) {
   SynthDescriptorOptions shots_v1;
   shots_v1.centre_error_um = 6;
   shots_v1.noise = 0.5;
+  shots_v1.noise_spread = 0.7;
+  shots_v1.mark_waves = 1;
   // The first release's key (dim=256).
   DescriptorOptions first;
   first.dim = 256;
@@ -144,9 +149,13 @@ TEST(Descriptor, VectorsOfTheKeyNeverChange) {
   for (size_t i = 0; i < d.size(); ++i) weighted += d[i] * static_cast<double>(i % 7 + 1);
   EXPECT_NEAR(weighted, 6.90755727, 1e-5);
   // bfd-v2 (centre blur 75/37.5 um), the default since 2026-11-23, on a shot
-  // of the recalibrated generator (centre error 10 um, noise 0.4).
-  const std::vector<float> b = BreechFaceDescriptor(
-      MakeSynthBreechFace(SynthDescriptorOptions{}, DescriptorOptions{}, 0, 0), "pinned");
+  // of the first model recalibrated for it (centre error 10 um, noise 0.4).
+  SynthDescriptorOptions shots_v1b;
+  shots_v1b.noise = 0.4;
+  shots_v1b.noise_spread = 0.7;
+  shots_v1b.mark_waves = 1;
+  const std::vector<float> b =
+      BreechFaceDescriptor(MakeSynthBreechFace(shots_v1b, DescriptorOptions{}, 0, 0), "pinned");
   ASSERT_EQ(b.size(), 1024u);
   EXPECT_NEAR(b[0], -0.0021835961, 1e-6);
   EXPECT_NEAR(b[1], 0.0458428115, 1e-6);
@@ -155,6 +164,18 @@ TEST(Descriptor, VectorsOfTheKeyNeverChange) {
   weighted = 0;
   for (size_t i = 0; i < b.size(); ++i) weighted += b[i] * static_cast<double>(i % 7 + 1);
   EXPECT_NEAR(weighted, -0.46056889, 1e-5);
+  // ... and on a shot of the second synthetic model (sbf-v2, 2026-11-24:
+  // machining marks as six scattered waves, noise 0.33 x exp(0.5 N)).
+  const std::vector<float> m = BreechFaceDescriptor(
+      MakeSynthBreechFace(SynthDescriptorOptions{}, DescriptorOptions{}, 0, 0), "pinned");
+  ASSERT_EQ(m.size(), 1024u);
+  EXPECT_NEAR(m[0], -0.0099991634, 1e-6);
+  EXPECT_NEAR(m[1], -0.0264659710, 1e-6);
+  EXPECT_NEAR(m[2], -0.0007030702, 1e-6);
+  EXPECT_NEAR(m[3], 0.0222641584, 1e-6);
+  weighted = 0;
+  for (size_t i = 0; i < m.size(); ++i) weighted += m[i] * static_cast<double>(i % 7 + 1);
+  EXPECT_NEAR(weighted, -0.80207610, 1e-5);
 
   SynthOptions o;
   o.size_px = 64;
@@ -252,6 +273,39 @@ TEST(Descriptor, BadInputsThrowClearErrors) {
   bad.dim = 4;
   EXPECT_TRUE(Contains(ErrorOf([&] { DescriptorDim(bad); }), "dimension"));
   EXPECT_TRUE(Contains(ErrorOf([&] { DescriptorCosine({1.f}, {1.f, 0.f}); }), "length"));
+}
+
+// The synthetic model's key names its version and every parameter but the
+// seed (features files carry it; a benchmark never mixes two models).
+TEST(Descriptor, SynthModelKeyNamesVersionAndEveryParameter) {
+  const SynthDescriptorOptions base;
+  const std::string key = SynthDescriptorKey(base);
+  EXPECT_EQ(key.rfind("sbf-v2 ", 0), 0u) << key;
+  SynthDescriptorOptions seeded = base;
+  seeded.seed = 99;
+  EXPECT_EQ(SynthDescriptorKey(seeded), key);
+  std::vector<SynthDescriptorOptions> changed(12, base);
+  changed[0].firing_pin_radius_um = 1200;
+  changed[1].primer_radius_um = 1800;
+  changed[2].primer_offset_um = 70;
+  changed[3].centre_error_um = 11;
+  changed[4].class_share = 0.2;
+  changed[5].transfer_loss = 0.4;
+  changed[6].noise = 0.3;
+  changed[7].noise_spread = 0.6;
+  changed[8].missing_share = 0.1;
+  changed[9].mark_waves = 5;
+  changed[10].mark_period_spread = 0.2;
+  changed[11].mark_direction_spread_rad = 0.02;
+  std::set<std::string> keys{key};
+  for (const auto& o : changed) keys.insert(SynthDescriptorKey(o));
+  EXPECT_EQ(keys.size(), changed.size() + 1);
+  SynthDescriptorOptions first = base;
+  first.mark_waves = 1;
+  EXPECT_EQ(SynthDescriptorKey(first).rfind("sbf-v1 ", 0), 0u);
+  SynthDescriptorOptions bad = base;
+  bad.mark_waves = 0;
+  EXPECT_TRUE(Contains(ErrorOf([&] { SynthDescriptorKey(bad); }), "mark waves"));
 }
 
 TEST(Descriptor, Deterministic) {

@@ -52,7 +52,10 @@ TEST_F(BenchSearchCli, SynthFeaturesWritesAFileTheReaderAccepts) {
   EXPECT_EQ(j["dim"], dim);
   EXPECT_EQ(j["shots"], 2);
   EXPECT_EQ(j["descriptor_key"], DescriptorKey());
-  const cli::FeatureFile f = cli::ReadSynthFeatureFile(file_, -1, DescriptorKey());
+  EXPECT_EQ(j["synthetic_model"], SynthDescriptorKey());
+  const cli::FeatureFile f =
+      cli::ReadSynthFeatureFile(file_, -1, DescriptorKey(), SynthDescriptorKey());
+  EXPECT_EQ(f.model, SynthDescriptorKey());
   EXPECT_EQ(f.count, 2000);
   EXPECT_EQ(f.dim, dim);
   EXPECT_EQ(f.shots, 2);
@@ -119,8 +122,18 @@ TEST_F(BenchSearchCli, DamagedTruncatedAndForeignFilesAreRefused) {
   refused("empty.bin", "", "not a bien synthetic features file");
   refused("text.bin", "id,vector\n1,0.5\n", "not a bien synthetic features file");
   std::string version = good;
-  version[8] = 2;
-  refused("version.bin", version, "unsupported features file version 2");
+  version[8] = 3;
+  refused("version.bin", version, "unsupported features file version 3");
+  // Version 1 files hold vectors of the first synthetic model.
+  std::string first = good;
+  first[8] = 1;
+  refused("version 1.bin", first, "first synthetic model (sbf-v1)");
+  // The model key's length lies within the header (after the descriptor key).
+  std::string model_length = good;
+  const size_t key_length = static_cast<unsigned char>(good[28]);
+  model_length[40 + key_length] = 0;
+  model_length[40 + key_length + 1] = 0;
+  refused("model length.bin", model_length, "bad features file header (model key length 0)");
   std::string dim = good;
   dim[12] = 0, dim[13] = 0;
   refused("dim.bin", dim, "bad features file header");
@@ -128,6 +141,14 @@ TEST_F(BenchSearchCli, DamagedTruncatedAndForeignFilesAreRefused) {
   EXPECT_TRUE(
       Contains(ErrorOf([&] { cli::ReadSynthFeatureFile(file_, -1, "bfd-v2 something else"); }),
                "descriptor key differs"));
+  // ... and so is a file of another synthetic model.
+  SynthDescriptorOptions first_model;
+  first_model.mark_waves = 1;
+  EXPECT_TRUE(Contains(ErrorOf([&] {
+                         cli::ReadSynthFeatureFile(file_, -1, DescriptorKey(),
+                                                   SynthDescriptorKey(first_model));
+                       }),
+                       "synthetic model differs"));
   // Fewer vectors than asked for.
   const auto r = RunBien({"bench", "search", "--exhibits", "2001", "--features", file_.string()});
   EXPECT_EQ(r.code, 1);
