@@ -1,6 +1,9 @@
 #include "matching/cmc.h"
 
 #include <zlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -181,6 +184,55 @@ cv::Mat Spectrum(const cv::Mat& a, int p, int x0 = 0, int y0 = 0) {
   return spec;
 }
 
+// c = a * conj(b) for spectra in OpenCV's packed (CCS) layout of a real p x p
+// DFT, p even: as cv::mulSpectrums(a, b, c, 0, true), bit for bit (it forms
+// each complex product in double and rounds it to float; products of two
+// floats are exact in double, so the order of the sums is all that matters).
+void MulConj(const cv::Mat& a, const cv::Mat& b, cv::Mat& c) {
+  const int p = a.rows, q = a.cols;
+  CV_Assert(p % 2 == 0 && q % 2 == 0 && b.size() == a.size() && a.type() == CV_32F &&
+            b.type() == CV_32F);
+  c.create(p, q, CV_32F);
+  auto mul = [](float ar, float ai, float br, float bi, float* cr, float* ci) {
+    *cr = static_cast<float>(static_cast<double>(ar) * br + static_cast<double>(ai) * bi);
+    *ci = static_cast<float>(static_cast<double>(ai) * br - static_cast<double>(ar) * bi);
+  };
+  // Columns 0 and q - 1 hold the DFT of the first and last column, packed
+  // down the column: real at rows 0 and p - 1, complex pairs between.
+  for (const int x : {0, q - 1}) {
+    c.at<float>(0, x) = a.at<float>(0, x) * b.at<float>(0, x);
+    c.at<float>(p - 1, x) = a.at<float>(p - 1, x) * b.at<float>(p - 1, x);
+    for (int y = 1; y < p - 1; y += 2) {
+      mul(a.at<float>(y, x), a.at<float>(y + 1, x), b.at<float>(y, x), b.at<float>(y + 1, x),
+          &c.at<float>(y, x), &c.at<float>(y + 1, x));
+    }
+  }
+  // Elsewhere complex pairs along the rows.
+  for (int y = 0; y < p; ++y) {
+    const float* ar = a.ptr<float>(y);
+    const float* br = b.ptr<float>(y);
+    float* cr = c.ptr<float>(y);
+    int x = 1;
+#if defined(__SSE2__)
+    // Two products at a time, the same double arithmetic.
+    for (; x + 4 <= q - 1; x += 4) {
+      const __m128 av = _mm_loadu_ps(ar + x), bv = _mm_loadu_ps(br + x);
+      const __m128d a0 = _mm_cvtps_pd(av), a1 = _mm_cvtps_pd(_mm_movehl_ps(av, av));
+      const __m128d b0 = _mm_cvtps_pd(bv), b1 = _mm_cvtps_pd(_mm_movehl_ps(bv, bv));
+      const __m128d p0 = _mm_mul_pd(a0, b0), p1 = _mm_mul_pd(a1, b1);  // (ar br, ai bi)
+      const __m128d q0 = _mm_mul_pd(a0, _mm_shuffle_pd(b0, b0, 1));    // (ar bi, ai br)
+      const __m128d q1 = _mm_mul_pd(a1, _mm_shuffle_pd(b1, b1, 1));
+      const __m128d re = _mm_add_pd(_mm_unpacklo_pd(p0, p1), _mm_unpackhi_pd(p0, p1));
+      const __m128d im = _mm_sub_pd(_mm_unpackhi_pd(q0, q1), _mm_unpacklo_pd(q0, q1));
+      const __m128 lo = _mm_cvtpd_ps(_mm_unpacklo_pd(re, im));
+      const __m128 hi = _mm_cvtpd_ps(_mm_unpackhi_pd(re, im));
+      _mm_storeu_ps(cr + x, _mm_movelh_ps(lo, hi));
+    }
+#endif
+    for (; x < q - 1; x += 2) mul(ar[x], ar[x + 1], br[x], br[x + 1], cr + x, cr + x + 1);
+  }
+}
+
 // Real DFTs of one size p x p, planned once and reused within a comparison.
 // cv::dft plans an OpenCV hal::DFT2D on every call and runs it; this keeps the
 // plans, so the results are bit for bit those of cv::dft with the same
@@ -198,11 +250,15 @@ class Fft {
         frame_(cv::Mat::zeros(p, p, CV_32F)),
         prod_(p, p, CV_32F) {}
   int size() const { return p_; }
-  // A p x p frame of zeros to fill, overwritten by the next call.
-  cv::Mat& Frame() {
-    frame_.setTo(0);
-    return frame_;
+  // The part `r` of a p x p frame that is zero outside `r`, for the caller
+  // to fill whole; overwritten by the next call. Cleared only when an earlier
+  // call wrote outside `r`.
+  cv::Mat Place(const cv::Rect& r) {
+    if ((dirty_ | r) != r) frame_.setTo(0);
+    dirty_ = r;
+    return frame_(r);
   }
+  const cv::Mat& frame() const { return frame_; }
   // spec = DFT of a p x p frame whose rows from `rows` on are zero (as
   // cv::dft(frame, spec, 0, rows)).
   void Forward(const cv::Mat& frame, int rows, cv::Mat& spec) {
@@ -221,14 +277,14 @@ class Fft {
   }
   // DFT of `a` placed at (x0, y0) in a p x p frame of zeros (as Spectrum).
   void Forward(const cv::Mat& a, cv::Mat& spec, int x0 = 0, int y0 = 0) {
-    cv::Mat& frame = Frame();
-    a.copyTo(frame(cv::Rect(x0, y0, a.cols, a.rows)));
-    Forward(frame, y0 + a.rows, spec);
+    cv::Mat part = Place(cv::Rect(x0, y0, a.cols, a.rows));
+    a.copyTo(part);
+    Forward(frame_, y0 + a.rows, spec);
   }
   // Cross-correlation c(k) = sum_u a(u) t(u + k) from spectra A and T, as
   // Correlate, in its first inverse_rows rows.
   void Correlate(const cv::Mat& t_spec, const cv::Mat& a_spec, cv::Mat& out) {
-    cv::mulSpectrums(t_spec, a_spec, prod_, 0, true);
+    MulConj(t_spec, a_spec, prod_);
     out.create(p_, p_, CV_32F);
     inverse_->apply(prod_.data, prod_.step, out.data, out.step);
   }
@@ -238,6 +294,7 @@ class Fft {
   cv::Ptr<cv::hal::DFT2D> inverse_;
   std::vector<std::pair<int, cv::Ptr<cv::hal::DFT2D>>> forward_;
   cv::Mat frame_;
+  cv::Rect dirty_;  // where frame_ may be non-zero
   cv::Mat prod_;
 };
 
@@ -463,12 +520,11 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     // Heights are 0 where invalid, so a bilinear warp of the heights alone
     // is enough here: edge pixels mix in zeros, which only lowers them.
     // Warped straight into the zero frame of the DFT.
-    cv::Mat& frame = fft.Frame();
-    cv::Mat rz = frame(cv::Rect(0, 0, side, side));
+    cv::Mat rz = fft.Place(cv::Rect(0, 0, side, side));
     cv::warpAffine(r.z, rz, rotation(angle), cv::Size(side, side),
                    cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT, 0);
-    CV_Assert(rz.data == frame.data);
-    fft.Forward(frame, side, r_spec);
+    CV_Assert(rz.data == fft.frame().data);
+    fft.Forward(fft.frame(), side, r_spec);
     fft.Correlate(t_spec, r_spec, c_rt);
     Pose pose;
     pose.angle_deg = angle;
@@ -596,13 +652,15 @@ CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, double angl
   cv::Mat& n = work.n;
   t.create(region, region, CV_32F);
   n.create(region, region, CV_32F);
-  t.setTo(0);
-  n.setTo(0);
   const cv::Rect want(cell.rect.x, cell.rect.y, region, region);  // canvas has a w margin
   const cv::Rect have = want & cv::Rect(0, 0, warped.z.cols, warped.z.rows);
   CellHit hit;
   hit.searched = true;
   if (have.area() == 0) return hit;
+  if (have != want) {  // zeros beyond the canvas
+    t.setTo(0);
+    n.setTo(0);
+  }
   const cv::Rect dst(have.x - want.x, have.y - want.y, have.width, have.height);
   warped.z(have).copyTo(t(dst));
   warped.m(have).copyTo(n(dst));
