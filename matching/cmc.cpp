@@ -176,14 +176,6 @@ Canvas Rotated(const Level& l, double angle_deg, int side) {
   return out;
 }
 
-cv::Mat Spectrum(const cv::Mat& a, int p, int x0 = 0, int y0 = 0) {
-  cv::Mat padded = cv::Mat::zeros(p, p, CV_32F);
-  a.copyTo(padded(cv::Rect(x0, y0, a.cols, a.rows)));
-  cv::Mat spec;
-  cv::dft(padded, spec, 0, y0 + a.rows);
-  return spec;
-}
-
 // c = a * conj(b) for spectra in OpenCV's packed (CCS) layout of a real p x p
 // DFT, p even: as cv::mulSpectrums(a, b, c, 0, true), bit for bit (it forms
 // each complex product in double and rounds it to float; products of two
@@ -249,7 +241,6 @@ class Fft {
             inverse_rows)),
         frame_(cv::Mat::zeros(p, p, CV_32F)),
         prod_(p, p, CV_32F) {}
-  int size() const { return p_; }
   // The part `r` of a p x p frame that is zero outside `r`, for the caller
   // to fill whole; overwritten by the next call. Cleared only when an earlier
   // call wrote outside `r`.
@@ -275,14 +266,16 @@ class Fft {
     spec.create(p_, p_, CV_32F);
     (*plan)->apply(frame.data, frame.step, spec.data, spec.step);
   }
-  // DFT of `a` placed at (x0, y0) in a p x p frame of zeros (as Spectrum).
+  // DFT of `a` placed at (x0, y0) in a p x p frame of zeros (as cv::dft of
+  // that frame with nonzeroRows y0 + a.rows).
   void Forward(const cv::Mat& a, cv::Mat& spec, int x0 = 0, int y0 = 0) {
     cv::Mat part = Place(cv::Rect(x0, y0, a.cols, a.rows));
     a.copyTo(part);
     Forward(frame_, y0 + a.rows, spec);
   }
-  // Cross-correlation c(k) = sum_u a(u) t(u + k) from spectra A and T, as
-  // Correlate, in its first inverse_rows rows.
+  // Cross-correlation c(k) = sum_u a(u) t(u + k) from spectra A and T (as
+  // cv::mulSpectrums(T, A, conjB) and a scaled real inverse cv::dft), in its
+  // first inverse_rows rows.
   void Correlate(const cv::Mat& t_spec, const cv::Mat& a_spec, cv::Mat& out) {
     MulConj(t_spec, a_spec, prod_);
     out.create(p_, p_, CV_32F);
@@ -436,6 +429,7 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
   p->cell_fft = fft;
   p->window = (fft - p->cell_side) / 2;
   const double f_in = cell_px / p->in_px_um;  // input pixels per fine pixel
+  Fft cell_dft(p->cell_fft, p->cell_fft);
   for (int row = 0; row < n; ++row) {
     for (int col = 0; col < n; ++col) {
       PreparedCell cell;
@@ -468,9 +462,9 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
         c /= sd;
         cell.sum_r = cv::sum(c)[0];
         cell.sum_rr = cv::sum(c.mul(c))[0];
-        cell.spec_a = Spectrum(c, p->cell_fft);
-        cell.spec_a2 = Spectrum(c.mul(c), p->cell_fft);
-        cell.spec_m = Spectrum(m, p->cell_fft);
+        cell_dft.Forward(c, cell.spec_a);
+        cell_dft.Forward(c.mul(c), cell.spec_a2);
+        cell_dft.Forward(m, cell.spec_m);
       }
       p->cells.push_back(std::move(cell));
     }
