@@ -1,6 +1,9 @@
 #include "matching/cmc.h"
 
 #include <zlib.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -8,8 +11,11 @@
 #include <limits>
 #include <numbers>
 #include <opencv2/core.hpp>
+#include <opencv2/core/hal/hal.hpp>
 #include <opencv2/imgproc.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -170,21 +176,120 @@ Canvas Rotated(const Level& l, double angle_deg, int side) {
   return out;
 }
 
-cv::Mat Spectrum(const cv::Mat& a, int p, int x0 = 0, int y0 = 0) {
-  cv::Mat padded = cv::Mat::zeros(p, p, CV_32F);
-  a.copyTo(padded(cv::Rect(x0, y0, a.cols, a.rows)));
-  cv::Mat spec;
-  cv::dft(padded, spec, 0, y0 + a.rows);
-  return spec;
+// c = a * conj(b) for spectra in OpenCV's packed (CCS) layout of a real p x p
+// DFT, p even: as cv::mulSpectrums(a, b, c, 0, true), bit for bit (it forms
+// each complex product in double and rounds it to float; products of two
+// floats are exact in double, so the order of the sums is all that matters).
+void MulConj(const cv::Mat& a, const cv::Mat& b, cv::Mat& c) {
+  const int p = a.rows, q = a.cols;
+  CV_Assert(p % 2 == 0 && q % 2 == 0 && b.size() == a.size() && a.type() == CV_32F &&
+            b.type() == CV_32F);
+  c.create(p, q, CV_32F);
+  auto mul = [](float ar, float ai, float br, float bi, float* cr, float* ci) {
+    *cr = static_cast<float>(static_cast<double>(ar) * br + static_cast<double>(ai) * bi);
+    *ci = static_cast<float>(static_cast<double>(ai) * br - static_cast<double>(ar) * bi);
+  };
+  // Columns 0 and q - 1 hold the DFT of the first and last column, packed
+  // down the column: real at rows 0 and p - 1, complex pairs between.
+  for (const int x : {0, q - 1}) {
+    c.at<float>(0, x) = a.at<float>(0, x) * b.at<float>(0, x);
+    c.at<float>(p - 1, x) = a.at<float>(p - 1, x) * b.at<float>(p - 1, x);
+    for (int y = 1; y < p - 1; y += 2) {
+      mul(a.at<float>(y, x), a.at<float>(y + 1, x), b.at<float>(y, x), b.at<float>(y + 1, x),
+          &c.at<float>(y, x), &c.at<float>(y + 1, x));
+    }
+  }
+  // Elsewhere complex pairs along the rows.
+  for (int y = 0; y < p; ++y) {
+    const float* ar = a.ptr<float>(y);
+    const float* br = b.ptr<float>(y);
+    float* cr = c.ptr<float>(y);
+    int x = 1;
+#if defined(__SSE2__)
+    // Two products at a time, the same double arithmetic.
+    for (; x + 4 <= q - 1; x += 4) {
+      const __m128 av = _mm_loadu_ps(ar + x), bv = _mm_loadu_ps(br + x);
+      const __m128d a0 = _mm_cvtps_pd(av), a1 = _mm_cvtps_pd(_mm_movehl_ps(av, av));
+      const __m128d b0 = _mm_cvtps_pd(bv), b1 = _mm_cvtps_pd(_mm_movehl_ps(bv, bv));
+      const __m128d p0 = _mm_mul_pd(a0, b0), p1 = _mm_mul_pd(a1, b1);  // (ar br, ai bi)
+      const __m128d q0 = _mm_mul_pd(a0, _mm_shuffle_pd(b0, b0, 1));    // (ar bi, ai br)
+      const __m128d q1 = _mm_mul_pd(a1, _mm_shuffle_pd(b1, b1, 1));
+      const __m128d re = _mm_add_pd(_mm_unpacklo_pd(p0, p1), _mm_unpackhi_pd(p0, p1));
+      const __m128d im = _mm_sub_pd(_mm_unpackhi_pd(q0, q1), _mm_unpacklo_pd(q0, q1));
+      const __m128 lo = _mm_cvtpd_ps(_mm_unpacklo_pd(re, im));
+      const __m128 hi = _mm_cvtpd_ps(_mm_unpackhi_pd(re, im));
+      _mm_storeu_ps(cr + x, _mm_movelh_ps(lo, hi));
+    }
+#endif
+    for (; x < q - 1; x += 2) mul(ar[x], ar[x + 1], br[x], br[x + 1], cr + x, cr + x + 1);
+  }
 }
 
-// Cross-correlation c(k) = sum_u a(u) t(u + k) from spectra A and T.
-cv::Mat Correlate(const cv::Mat& t_spec, const cv::Mat& a_spec) {
-  cv::Mat prod, out;
-  cv::mulSpectrums(t_spec, a_spec, prod, 0, true);
-  cv::dft(prod, out, cv::DFT_INVERSE | cv::DFT_REAL_OUTPUT | cv::DFT_SCALE);
-  return out;
-}
+// Real DFTs of one size p x p, planned once and reused within a comparison.
+// cv::dft plans an OpenCV hal::DFT2D on every call and runs it; this keeps the
+// plans, so the results are bit for bit those of cv::dft with the same
+// nonzeroRows, without planning and allocating per call. The inverse computes
+// only the output rows that are read (OpenCV's inverse runs the columns
+// first, then each wanted row: the same values). Not thread-safe.
+class Fft {
+ public:
+  // inverse_rows: the output rows a correlation needs (the rest come out 0).
+  Fft(int p, int inverse_rows)
+      : p_(p),
+        inverse_(cv::hal::DFT2D::create(
+            p, p, CV_32F, 1, 1, CV_HAL_DFT_IS_CONTINUOUS | CV_HAL_DFT_INVERSE | CV_HAL_DFT_SCALE,
+            inverse_rows)),
+        frame_(cv::Mat::zeros(p, p, CV_32F)),
+        prod_(p, p, CV_32F) {}
+  // The part `r` of a p x p frame that is zero outside `r`, for the caller
+  // to fill whole; overwritten by the next call. Cleared only when an earlier
+  // call wrote outside `r`.
+  cv::Mat Place(const cv::Rect& r) {
+    if ((dirty_ | r) != r) frame_.setTo(0);
+    dirty_ = r;
+    return frame_(r);
+  }
+  const cv::Mat& frame() const { return frame_; }
+  // spec = DFT of a p x p frame whose rows from `rows` on are zero (as
+  // cv::dft(frame, spec, 0, rows)).
+  void Forward(const cv::Mat& frame, int rows, cv::Mat& spec) {
+    CV_Assert(frame.rows == p_ && frame.cols == p_ && frame.type() == CV_32F);
+    cv::Ptr<cv::hal::DFT2D>* plan = nullptr;
+    for (auto& [r, f] : forward_) {
+      if (r == rows) plan = &f;
+    }
+    if (!plan) {
+      forward_.emplace_back(
+          rows, cv::hal::DFT2D::create(p_, p_, CV_32F, 1, 1, CV_HAL_DFT_IS_CONTINUOUS, rows));
+      plan = &forward_.back().second;
+    }
+    spec.create(p_, p_, CV_32F);
+    (*plan)->apply(frame.data, frame.step, spec.data, spec.step);
+  }
+  // DFT of `a` placed at (x0, y0) in a p x p frame of zeros (as cv::dft of
+  // that frame with nonzeroRows y0 + a.rows).
+  void Forward(const cv::Mat& a, cv::Mat& spec, int x0 = 0, int y0 = 0) {
+    cv::Mat part = Place(cv::Rect(x0, y0, a.cols, a.rows));
+    a.copyTo(part);
+    Forward(frame_, y0 + a.rows, spec);
+  }
+  // Cross-correlation c(k) = sum_u a(u) t(u + k) from spectra A and T (as
+  // cv::mulSpectrums(T, A, conjB) and a scaled real inverse cv::dft), in its
+  // first inverse_rows rows.
+  void Correlate(const cv::Mat& t_spec, const cv::Mat& a_spec, cv::Mat& out) {
+    MulConj(t_spec, a_spec, prod_);
+    out.create(p_, p_, CV_32F);
+    inverse_->apply(prod_.data, prod_.step, out.data, out.step);
+  }
+
+ private:
+  int p_;
+  cv::Ptr<cv::hal::DFT2D> inverse_;
+  std::vector<std::pair<int, cv::Ptr<cv::hal::DFT2D>>> forward_;
+  cv::Mat frame_;
+  cv::Rect dirty_;  // where frame_ may be non-zero
+  cv::Mat prod_;
+};
 
 struct Pose {
   double angle_deg = 0;
@@ -324,6 +429,7 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
   p->cell_fft = fft;
   p->window = (fft - p->cell_side) / 2;
   const double f_in = cell_px / p->in_px_um;  // input pixels per fine pixel
+  Fft cell_dft(p->cell_fft, p->cell_fft);
   for (int row = 0; row < n; ++row) {
     for (int col = 0; col < n; ++col) {
       PreparedCell cell;
@@ -356,9 +462,9 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
         c /= sd;
         cell.sum_r = cv::sum(c)[0];
         cell.sum_rr = cv::sum(c.mul(c))[0];
-        cell.spec_a = Spectrum(c, p->cell_fft);
-        cell.spec_a2 = Spectrum(c.mul(c), p->cell_fft);
-        cell.spec_m = Spectrum(m, p->cell_fft);
+        cell_dft.Forward(c, cell.spec_a);
+        cell_dft.Forward(c.mul(c), cell.spec_a2);
+        cell_dft.Forward(m, cell.spec_m);
       }
       p->cells.push_back(std::move(cell));
     }
@@ -392,7 +498,9 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
   const int dm = std::max(1, static_cast<int>(std::lround(o.max_shift_um / r.px_um)));
   const int p = cv::getOptimalDFTSize(side + 2 * dm);
   const Canvas tc = Rotated(t, 0, side);
-  const cv::Mat t_spec = Spectrum(tc.z, p, dm, dm);
+  Fft fft(p, 2 * dm + 1);  // only shifts within +-dm are read
+  cv::Mat t_spec, r_spec, c_rt;
+  fft.Forward(tc.z, t_spec, dm, dm);
   const double full = std::min(r.valid, t.valid);
   const double half = (side - 1) / 2.0;
 
@@ -405,10 +513,13 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
   auto evaluate = [&](double angle) {
     // Heights are 0 where invalid, so a bilinear warp of the heights alone
     // is enough here: edge pixels mix in zeros, which only lowers them.
-    cv::Mat rz;
+    // Warped straight into the zero frame of the DFT.
+    cv::Mat rz = fft.Place(cv::Rect(0, 0, side, side));
     cv::warpAffine(r.z, rz, rotation(angle), cv::Size(side, side),
                    cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT, 0);
-    const cv::Mat c_rt = Correlate(t_spec, Spectrum(rz, p));
+    CV_Assert(rz.data == fft.frame().data);
+    fft.Forward(fft.frame(), side, r_spec);
+    fft.Correlate(t_spec, r_spec, c_rt);
     Pose pose;
     pose.angle_deg = angle;
     for (int ky = 0; ky <= 2 * dm; ++ky) {
@@ -477,10 +588,22 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
   return out;
 }
 
+// Buffers of the cell searches of one reference against one target, reused
+// from cell to cell and angle to angle (allocation-free after the first).
+struct CellWork {
+  explicit CellWork(const CmcPrepared& ref) : fft(ref.cell_fft, 2 * ref.window + 1) {}
+  Fft fft;              // at the cell FFT size; inverses keep the 2w + 1 shift rows
+  Canvas warped;        // the target in the reference frame at the current angle
+  cv::Mat zm;           // target heights times mask (warp input)
+  cv::Mat t, n, tt;     // region around a cell: heights, mask, squared heights
+  cv::Mat ft, fn, ftt;  // their spectra
+  cv::Mat c_rt, c_r, c_rr, c_n, c_t, c_tt;  // correlations (full frames)
+};
+
 // The target resampled into the reference's fine frame under pose (angle, d),
-// with a margin of `window` pixels on every side.
-Canvas TargetInReferenceFrame(const CmcPrepared& ref, const CmcPrepared& tgt, double angle_deg,
-                              double dx_um, double dy_um) {
+// with a margin of `window` pixels on every side, into work.warped.
+void TargetInReferenceFrame(const CmcPrepared& ref, const CmcPrepared& tgt, double angle_deg,
+                            double dx_um, double dy_um, CellWork& work) {
   const Level& r = ref.fine;
   const Level& t = tgt.fine;
   const int w = ref.window;
@@ -492,15 +615,14 @@ Canvas TargetInReferenceFrame(const CmcPrepared& ref, const CmcPrepared& tgt, do
   cv::Mat map = (cv::Mat_<double>(2, 3) << k * c, -k * s,
                  k * (c * ox - s * oy) + dx_um / t.px_um + t.cx,  //
                  k * s, k * c, k * (s * ox + c * oy) + dy_um / t.px_um + t.cy);
-  Canvas out;
+  Canvas& out = work.warped;
   const cv::Size size(r.z.cols + 2 * w, r.z.rows + 2 * w);
-  cv::Mat zm = t.z.mul(t.m);
-  cv::warpAffine(zm, out.z, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT,
-                 0);
+  cv::multiply(t.z, t.m, work.zm);
+  cv::warpAffine(work.zm, out.z, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
+                 cv::BORDER_CONSTANT, 0);
   cv::warpAffine(t.m, out.m, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
                  cv::BORDER_CONSTANT, 0);
   KeepFullyCovered(out);
-  return out;
 }
 
 struct CellHit {
@@ -513,19 +635,26 @@ struct CellHit {
 
 // Masked NCC of one reference cell over the +-window translations of the
 // warped target (pose angle, d); the hit's registration is in micrometres.
-CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, const Canvas& warped,
-                   double angle_deg, double dx_um, double dy_um, double min_overlap) {
+CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, double angle_deg, double dx_um,
+                   double dy_um, double min_overlap, CellWork& work) {
+  const Canvas& warped = work.warped;
   const int w = ref.window;
-  const int p = ref.cell_fft;
   const int side = ref.cell_side;
   const int region = side + 2 * w;
   // The region of the warped target around the cell's home position.
-  cv::Mat t = cv::Mat::zeros(region, region, CV_32F), n = cv::Mat::zeros(region, region, CV_32F);
+  cv::Mat& t = work.t;
+  cv::Mat& n = work.n;
+  t.create(region, region, CV_32F);
+  n.create(region, region, CV_32F);
   const cv::Rect want(cell.rect.x, cell.rect.y, region, region);  // canvas has a w margin
   const cv::Rect have = want & cv::Rect(0, 0, warped.z.cols, warped.z.rows);
   CellHit hit;
   hit.searched = true;
   if (have.area() == 0) return hit;
+  if (have != want) {  // zeros beyond the canvas
+    t.setTo(0);
+    n.setTo(0);
+  }
   const cv::Rect dst(have.x - want.x, have.y - want.y, have.width, have.height);
   warped.z(have).copyTo(t(dst));
   warped.m(have).copyTo(n(dst));
@@ -539,18 +668,25 @@ CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, const Canva
   const bool region_full = region_valid == static_cast<double>(region) * region;
   const int shifts = 2 * w + 1;
   const cv::Rect out(0, 0, shifts, shifts);
-  const cv::Mat ft = Spectrum(t, p);
-  const cv::Mat s_rt = Correlate(ft, cell.spec_a)(out);
+  Fft& fft = work.fft;
+  fft.Forward(t, work.ft);
+  fft.Correlate(work.ft, cell.spec_a, work.c_rt);
+  const cv::Mat s_rt = work.c_rt(out);
   cv::Mat s_r, s_rr, s_t, s_tt, s_n;
   if (region_full) {
     s_r = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_r));
     s_rr = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_rr));
     s_n = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.valid));
   } else {
-    const cv::Mat fn = Spectrum(n, p);
-    s_r = Correlate(fn, cell.spec_a)(out);
-    s_rr = Correlate(fn, cell.spec_a2)(out);
-    if (!cell_full) s_n = Correlate(fn, cell.spec_m)(out);
+    fft.Forward(n, work.fn);
+    fft.Correlate(work.fn, cell.spec_a, work.c_r);
+    s_r = work.c_r(out);
+    fft.Correlate(work.fn, cell.spec_a2, work.c_rr);
+    s_rr = work.c_rr(out);
+    if (!cell_full) {
+      fft.Correlate(work.fn, cell.spec_m, work.c_n);
+      s_n = work.c_n(out);
+    }
   }
   if (cell_full) {
     // Box sums of side x side windows from integral images.
@@ -576,8 +712,12 @@ CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, const Canva
       }
     }
   } else {
-    s_t = Correlate(ft, cell.spec_m)(out);
-    s_tt = Correlate(Spectrum(t.mul(t), p), cell.spec_m)(out);
+    fft.Correlate(work.ft, cell.spec_m, work.c_t);
+    s_t = work.c_t(out);
+    cv::multiply(t, t, work.tt);
+    fft.Forward(work.tt, work.ftt);
+    fft.Correlate(work.ftt, cell.spec_m, work.c_tt);
+    s_tt = work.c_tt(out);
   }
   int bx = -1, by = -1;
   for (int ky = 0; ky <= 2 * w; ++ky) {
@@ -693,9 +833,10 @@ std::vector<CellHit> SearchCells(const CmcPrepared& ref, const CmcPrepared& tgt,
       offsets.push_back(i * o.fine_step_deg);
     }
   }
+  CellWork work(ref);
   for (size_t a = 0; a < offsets.size(); ++a) {
     const double angle = WrapDeg(pose.angle_deg + offsets[a]);
-    Canvas warped;
+    bool warped = false;
     for (size_t i = 0; i < ref.cells.size(); ++i) {
       const PreparedCell& cell = ref.cells[i];
       if (!cell.info.used || (!take.empty() && !take[i])) continue;
@@ -704,10 +845,12 @@ std::vector<CellHit> SearchCells(const CmcPrepared& ref, const CmcPrepared& tgt,
         continue;
       }
       if (a > 0 && hits[i].ccf < o.prune_ccf) continue;
-      if (warped.z.empty())
-        warped = TargetInReferenceFrame(ref, tgt, angle, pose.dx_um, pose.dy_um);
+      if (!warped) {
+        TargetInReferenceFrame(ref, tgt, angle, pose.dx_um, pose.dy_um, work);
+        warped = true;
+      }
       const CellHit h =
-          SearchCell(ref, cell, warped, angle, pose.dx_um, pose.dy_um, o.min_overlap * cell.valid);
+          SearchCell(ref, cell, angle, pose.dx_um, pose.dy_um, o.min_overlap * cell.valid, work);
       if (h.ccf > hits[i].ccf || !hits[i].searched) hits[i] = h;
     }
   }
