@@ -505,7 +505,7 @@ cv::Mat Texture(const SynthDescriptorOptions& s, double px_um, int side, int64_t
   cv::Mat marks(side, side, CV_32F, cv::Scalar(0));
   // Each wave: sin(2 pi (x cos th + y sin th) / p + ph), along each row by a
   // rotation recurrence. One wave is the firearm's spacing, direction and
-  // phase exactly (the model before 2026-11-24); several waves scatter
+  // phase exactly (the first model, sbf-v1); several waves scatter
   // around them, with phases of their own.
   const bool single = s.mark_waves == 1;
   for (int w = 0; w < s.mark_waves; ++w) {

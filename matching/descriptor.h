@@ -118,7 +118,7 @@ struct SynthDescriptorOptions {
   // Machining marks: `mark_waves` parallel waves whose spacings scatter
   // log-normally (sd `mark_period_spread`) and directions normally (sd
   // `mark_direction_spread_rad`) around the firearm's. 1 wave = one exact
-  // sinusoid, the first model (sbf-v1, before 2026-11-24): two firearms of
+  // sinusoid, the first model (sbf-v1, until 2026-11-23): two firearms of
   // similar spacing then looked alike to the rotation-invariant descriptor
   // (non-mate cosines up to 0.8, p99 0.33; real consecutively made slides:
   // max 0.29, p99 0.25).

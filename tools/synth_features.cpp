@@ -28,7 +28,7 @@ static_assert(std::endian::native == std::endian::little,
 namespace {
 
 constexpr char kMagic[8] = {'B', 'I', 'E', 'N', 'F', 'E', 'A', 'T'};
-// 2 (2026-11-24): the synthetic model's key follows the descriptor key.
+// 2 (2026-11-23): the synthetic model's key follows the descriptor key.
 // Version 1 files hold vectors of the first model (sbf-v1) and are refused.
 constexpr uint32_t kVersion = 2;
 constexpr size_t kFixedHeader = 8 + 4 + 4 + 8 + 4 + 4 + 8;  // up to the key

@@ -164,7 +164,7 @@ TEST(Descriptor, VectorsOfTheKeyNeverChange) {
   weighted = 0;
   for (size_t i = 0; i < b.size(); ++i) weighted += b[i] * static_cast<double>(i % 7 + 1);
   EXPECT_NEAR(weighted, -0.46056889, 1e-5);
-  // ... and on a shot of the second synthetic model (sbf-v2, 2026-11-24:
+  // ... and on a shot of the second synthetic model (sbf-v2, 2026-11-23:
   // machining marks as six scattered waves, noise 0.33 x exp(0.5 N)).
   const std::vector<float> m = BreechFaceDescriptor(
       MakeSynthBreechFace(SynthDescriptorOptions{}, DescriptorOptions{}, 0, 0), "pinned");
