@@ -42,18 +42,22 @@
 //    Hamming distance, scanned exhaustively; stage 2: those R re-ranked by
 //    the inner product with their 8-bit scalar-quantised vectors (d bytes),
 //    which is the score returned. Build trains only the SQ8 ranges (a
-//    sample of 65 536). 10^5 synthetic bfd descriptors x 1024, 200 queries
-//    with one mate each, single queries on one thread (measured 2026-11-23,
-//    machine loaded, timings noisy):
-//                kind              mate in top 10 / 100   median ms   bytes/vec
-//                exact                 0.930 / 0.955          123       ~4100
-//                ivf_sq8 nprobe 16     0.675 / 0.685          2.7        1120
-//                ivf_sq8 nprobe 64     0.850 / 0.865          8.3        1120
-//                binary_sq8 R = 500    0.935 / 0.950          4.4       ~1250
-//    (R = 1000: 5.2 ms, same recall; real Fadul queries among the 10^5: the
-//    same ranks as exact.) `bien bench search --kind` compares the kinds on
-//    a features file; docs/PERFORMANCE.md has its numbers. A query scans
-//    every code (d / 8 bytes per vector), so its time grows linearly.
+//    sample of 65 536). `bien bench search --kind`, 10^5 sbf-v2 synthetic
+//    bfd-v2 descriptors x 1024, 200 queries with one mate each, single
+//    queries on one thread, k = 100 (2026-11-23, machine loaded, timings
+//    noisy; docs/PERFORMANCE.md "binary_sq8 vs ivf_sq8 at 10^5"):
+//                kind              build  bytes/vec  median ms  mate in top 10 / 100
+//                exact               -      ~4200      136        0.910 / 0.945
+//                ivf_sq8 nprobe 16  9.6 s    1120      3.0        0.710 / 0.730
+//                ivf_sq8 nprobe 64  9.4 s    1120      9.3        0.815 / 0.835
+//                binary_sq8 R = 500 1.1 s    1247      4.7        0.920 / 0.960
+//    (2 x 10^4: binary_sq8 1.5 ms and exact's recall, ivf_sq8 1.2 ms and 0.73 /
+//    0.735 against 0.925 / 0.955.) The prototype measured R = 1000 at 20 %
+//    more time for the same recall, and ranked real Fadul queries' mates
+//    among the 10^5 as exact search does. Overlap with the exact top 100 is
+//    lower (0.47 at 10^5): beyond the mates that list is noise-level
+//    non-mates. A query scans every code (d / 8 bytes per vector), so its
+//    time grows linearly with the index.
 // HNSW is not offered: FAISS cannot remove vectors from an HNSW graph, and at
 // 10^5 x 128 HNSW32 (efConstruction 40, efSearch 64) lost on every count:
 // build 12.4 s vs 1.1 s, 0.41 vs 0.22 ms per query, recall@10 0.973 vs 0.993,
@@ -140,7 +144,7 @@ struct SearchHit {
 
 // Per-call search settings (never stored in the shared index).
 struct SearchParams {
-  int nprobe = 0;  // 0: the index options' nprobe; ignored by an exact index
+  int nprobe = 0;  // 0: the index options' nprobe; ignored by exact and binary_sq8
 };
 
 // A SHA-256 (lower-case hex) over the sorted, de-duplicated ids, each as 8
