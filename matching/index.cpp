@@ -1020,7 +1020,7 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
                flat->d == static_cast<int>(dim) && flat->code_size == static_cast<int>(code_size) &&
                flat->ntotal == static_cast<faiss_idx>(count) &&
                flat->xb.size() == static_cast<size_t>(count) * code_size &&
-               position_ids.size() == count && trained_on <= (uint64_t{1} << 62);
+               position_ids.size() == count && trained_on >= 1 && trained_on <= (uint64_t{1} << 40);
     if (shape_ok) {
       binary.release();
       impl->binary.reset(flat);
