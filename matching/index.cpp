@@ -1,5 +1,6 @@
 #include "matching/index.h"
 
+#include <faiss/IndexBinaryFlat.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIDMap.h>
 #include <faiss/IndexIVF.h>
@@ -23,6 +24,7 @@
 #include <random>
 #include <shared_mutex>
 #include <typeinfo>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "core/error.h"
@@ -92,6 +94,58 @@ int ListsFor(int64_t n, const VectorIndexOptions& o) {
   return static_cast<int>(std::min<int64_t>(nlist, most));
 }
 
+// binary_sq8 stage 1: bit j of byte b of a vector's code is set when
+// v[8b + j] > 0 (dim a multiple of 8). n vectors into n * dim / 8 bytes.
+void SignCodes(const float* vectors, size_t n, int dim, uint8_t* out) {
+  const size_t bytes = static_cast<size_t>(dim) / 8;
+  for (size_t i = 0; i < n; ++i) {
+    const float* v = vectors + i * static_cast<size_t>(dim);
+    for (size_t b = 0; b < bytes; ++b) {
+      uint8_t x = 0;
+      for (int j = 0; j < 8; ++j) {
+        if (v[8 * b + j] > 0) x |= static_cast<uint8_t>(1u << j);
+      }
+      out[i * bytes + b] = x;
+    }
+  }
+}
+
+void CheckBinaryDim(int dim) {
+  if (dim % 8 != 0) {
+    throw Error("vector index: kind binary_sq8 needs a dimension that is a multiple of 8, got " +
+                std::to_string(dim) + " (choose another approximate_kind)");
+  }
+}
+
+// binary_sq8: vectors its SQ8 ranges are trained on (a sample; the ranges are
+// per-dimension minima and maxima, so more adds little).
+constexpr int64_t kSq8TrainVectors = int64_t{1} << 16;
+
+// A uniform sample of `want` of the n vectors (all when want >= n), in their
+// order, drawn with `seed`: the same data gives the same sample.
+std::vector<float> SampleVectors(std::span<const float> vectors, int64_t n, int64_t want, int dim,
+                                 uint64_t seed) {
+  std::vector<float> sample;
+  if (want >= n) {
+    sample.assign(vectors.begin(), vectors.end());
+    return sample;
+  }
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  // Partial Fisher-Yates: the first `want` entries are a uniform sample.
+  for (int64_t i = 0; i < want; ++i) {
+    std::uniform_int_distribution<int64_t> pick(i, n - 1);
+    std::swap(order[i], order[pick(rng)]);
+  }
+  std::sort(order.begin(), order.begin() + want);
+  sample.resize(static_cast<size_t>(want) * dim);
+  for (int64_t i = 0; i < want; ++i) {
+    std::copy_n(vectors.begin() + order[i] * dim, dim, sample.begin() + i * dim);
+  }
+  return sample;
+}
+
 // Unordered set footprint estimate (libstdc++: one node of value + next
 // pointer + cached hash per element, one pointer per bucket).
 size_t SetBytes(const std::unordered_set<int64_t>& s) {
@@ -147,7 +201,12 @@ struct SpanReader : faiss::IOReader {
 //   24  u64 count
 //   32  u64 payload length
 //   40  64 hex chars: id fingerprint
-//   104 key, payload (faiss::write_index), 64 hex chars: SHA-256 of all before.
+//   104 key, payload, 64 hex chars: SHA-256 of all before.
+// The payload is faiss::write_index of the index, except for binary_sq8:
+//   u64 vectors the SQ8 ranges were trained on
+//   u64 length, faiss::write_index_binary of the IndexBinaryFlat (sign codes)
+//   u64 length, faiss::write_index of the IndexScalarQuantizer
+//   count x i64: the id at each position.
 constexpr char kMagic[8] = {'B', 'I', 'E', 'N', 'V', 'I', 'D', 'X'};
 constexpr uint32_t kFormatVersion = 1;
 constexpr size_t kFixedHeader = 104;
@@ -169,17 +228,30 @@ std::string_view IndexKindName(IndexKind kind) {
       return "ivf_sq8";
     case IndexKind::kIvfPq:
       return "ivf_pq";
+    case IndexKind::kBinarySq8:
+      return "binary_sq8";
   }
   return "unknown";
+}
+
+std::optional<IndexKind> ParseIndexKind(std::string_view name) {
+  for (IndexKind kind : {IndexKind::kExact, IndexKind::kIvfFlat, IndexKind::kIvfSq8,
+                         IndexKind::kIvfPq, IndexKind::kBinarySq8}) {
+    if (IndexKindName(kind) == name) return kind;
+  }
+  return std::nullopt;
 }
 
 void VectorIndexOptions::Check() const {
   auto bad = [](const std::string& what) { throw Error("vector index options: " + what); };
   if (exact_below < 0) bad("exact_below must be >= 0");
-  if (approximate_kind == IndexKind::kExact) bad("approximate_kind must be an IVF kind");
+  if (approximate_kind == IndexKind::kExact) bad("approximate_kind must be an approximate kind");
+  if (IndexKindName(approximate_kind) == "unknown") bad("approximate_kind is not a kind");
   if (nlist < 0 || nlist > (1 << 20)) bad("nlist must be in [0, 2^20] (0: automatic)");
   if (nprobe < 1) bad("nprobe must be >= 1");
   if (pq_bytes < 1 || pq_bytes > 256) bad("pq_bytes must be in [1, 256]");
+  if (rerank_factor < 1 || rerank_factor > 1000) bad("rerank_factor must be in [1, 1000]");
+  if (rerank_min < 1 || rerank_min > (1 << 20)) bad("rerank_min must be in [1, 2^20]");
   if (train_points_per_list < 39 || train_points_per_list > 1000)
     bad("train_points_per_list must be in [39, 1000]");
   if (train_iterations < 1 || train_iterations > 1000) bad("train_iterations must be in [1, 1000]");
@@ -210,11 +282,26 @@ std::string IdFingerprint(std::span<const int64_t> ids) {
 struct VectorIndex::Impl {
   mutable std::shared_mutex mutex;
   IndexKind kind = IndexKind::kExact;
-  std::unique_ptr<faiss::Index> index;  // IndexIDMap2(IndexFlatIP) or an IndexIVF*
-  std::unordered_set<int64_t> ids;      // what the index holds
+  // IndexIDMap2(IndexFlatIP), an IndexIVF* or (binary_sq8, stage 2) an
+  // IndexScalarQuantizer.
+  std::unique_ptr<faiss::Index> index;
+  std::unordered_set<int64_t> ids;  // what the index holds
+
+  // binary_sq8 only. FAISS numbers the vectors of both flat indexes by
+  // position (0, 1, ... in the order added; a removal closes the gap keeping
+  // the order), the same in both: `binary` holds the sign codes (stage 1),
+  // `index` the SQ8 codes, position_ids[p] the id at position p.
+  std::unique_ptr<faiss::IndexBinaryFlat> binary;
+  std::vector<int64_t> position_ids;
+  std::unordered_map<int64_t, int64_t> position_of;  // id -> position
+  int64_t trained_on = 0;                            // vectors when the SQ8 ranges were trained
 
   faiss::IndexIVF* ivf() const { return dynamic_cast<faiss::IndexIVF*>(index.get()); }
   faiss::IndexIDMap2* idmap() const { return dynamic_cast<faiss::IndexIDMap2*>(index.get()); }
+  faiss::IndexScalarQuantizer* sq8() const {
+    return kind == IndexKind::kBinarySq8 ? dynamic_cast<faiss::IndexScalarQuantizer*>(index.get())
+                                         : nullptr;
+  }
 
   static std::unique_ptr<Impl> MakeExact(int dim) {
     auto impl = std::make_unique<Impl>();
@@ -222,6 +309,19 @@ struct VectorIndex::Impl {
     idmap->own_fields = true;
     impl->index.reset(idmap);
     impl->kind = IndexKind::kExact;
+    return impl;
+  }
+
+  // A binary_sq8 index with SQ8 ranges trained on the sample, empty.
+  static std::unique_ptr<Impl> MakeTrainedBinarySq8(int dim, std::span<const float> sample) {
+    CheckBinaryDim(dim);
+    auto impl = std::make_unique<Impl>();
+    impl->kind = IndexKind::kBinarySq8;
+    impl->binary = std::make_unique<faiss::IndexBinaryFlat>(dim);
+    auto sq = std::make_unique<faiss::IndexScalarQuantizer>(dim, faiss::ScalarQuantizer::QT_8bit,
+                                                            faiss::METRIC_INNER_PRODUCT);
+    sq->train(static_cast<faiss_idx>(sample.size() / dim), sample.data());
+    impl->index = std::move(sq);
     return impl;
   }
 
@@ -251,6 +351,7 @@ struct VectorIndex::Impl {
                                       faiss::METRIC_INNER_PRODUCT);
           break;
         case IndexKind::kExact:
+        case IndexKind::kBinarySq8:
           BIEN_CHECK(false);
       }
     } catch (...) {
@@ -276,6 +377,23 @@ struct VectorIndex::Impl {
   // ids and vectors already checked; ids new to the index.
   void AddChecked(std::span<const int64_t> add_ids, std::span<const float> vectors) {
     if (add_ids.empty()) return;
+    if (kind == IndexKind::kBinarySq8) {
+      const size_t n = add_ids.size();
+      std::vector<uint8_t> codes(n * binary->code_size);
+      SignCodes(vectors.data(), n, index->d, codes.data());
+      position_ids.reserve(position_ids.size() + n);
+      position_of.reserve(position_of.size() + n);
+      index->add(static_cast<faiss_idx>(n), vectors.data());
+      binary->add(static_cast<faiss_idx>(n), codes.data());
+      for (int64_t id : add_ids) {
+        position_of[id] = static_cast<int64_t>(position_ids.size());
+        position_ids.push_back(id);
+      }
+      ids.insert(add_ids.begin(), add_ids.end());
+      BIEN_CHECK(binary->ntotal == index->ntotal &&
+                 static_cast<size_t>(index->ntotal) == position_ids.size());
+      return;
+    }
     index->add_with_ids(static_cast<faiss_idx>(add_ids.size()), vectors.data(),
                         reinterpret_cast<const faiss_idx*>(add_ids.data()));
     ids.insert(add_ids.begin(), add_ids.end());
@@ -287,11 +405,45 @@ struct VectorIndex::Impl {
       if (ids.count(id)) present.push_back(id);
     }
     if (present.empty()) return 0;
+    if (kind == IndexKind::kBinarySq8) return RemoveBinaryChecked(present);
     faiss::IDSelectorBatch sel(static_cast<size_t>(present.size()), present.data());
     const size_t removed = index->remove_ids(sel);
     for (faiss_idx id : present) ids.erase(id);
     BIEN_CHECK(removed == present.size());
     BIEN_CHECK(static_cast<size_t>(index->ntotal) == ids.size());
+    return removed;
+  }
+
+  // binary_sq8: removes ids known to be present from both FAISS indexes (by
+  // position) and from the position maps.
+  size_t RemoveBinaryChecked(std::span<const faiss_idx> present) {
+    std::vector<faiss_idx> positions;
+    positions.reserve(present.size());
+    for (faiss_idx id : present) positions.push_back(position_of.at(id));
+    std::sort(positions.begin(), positions.end());
+    faiss::IDSelectorBatch sel(positions.size(), positions.data());
+    const size_t removed = index->remove_ids(sel);
+    const size_t removed_codes = binary->remove_ids(sel);
+    BIEN_CHECK(removed == positions.size() && removed_codes == positions.size());
+    for (faiss_idx id : present) {
+      ids.erase(id);
+      position_of.erase(id);
+    }
+    // Close the gaps as FAISS did (order kept); renumber what moved.
+    const size_t first = static_cast<size_t>(positions.front());
+    size_t write = first, next = 0;
+    for (size_t read = first; read < position_ids.size(); ++read) {
+      if (next < positions.size() && static_cast<size_t>(positions[next]) == read) {
+        ++next;
+        continue;
+      }
+      position_ids[write] = position_ids[read];
+      position_of[position_ids[write]] = static_cast<int64_t>(write);
+      ++write;
+    }
+    position_ids.resize(write);
+    BIEN_CHECK(static_cast<size_t>(index->ntotal) == ids.size() &&
+               binary->ntotal == index->ntotal && position_ids.size() == ids.size());
     return removed;
   }
 
@@ -307,6 +459,12 @@ struct VectorIndex::Impl {
       const float* xb = flat->get_xb();
       out_ids.assign(map->id_map.begin(), map->id_map.end());
       out_vectors.assign(xb, xb + static_cast<size_t>(flat->ntotal) * dim);
+      return;
+    }
+    if (auto* sq = sq8()) {  // decoded approximations, in position order
+      out_ids = position_ids;
+      out_vectors.resize(static_cast<size_t>(sq->ntotal) * dim);
+      if (sq->ntotal > 0) sq->reconstruct_n(0, sq->ntotal, out_vectors.data());
       return;
     }
     auto* iv = ivf();
@@ -330,6 +488,7 @@ struct VectorIndex::Impl {
       out.assign(map->id_map.begin(), map->id_map.end());
       return out;
     }
+    if (kind == IndexKind::kBinarySq8) return position_ids;
     auto* iv = ivf();
     BIEN_CHECK(iv != nullptr);
     for (size_t l = 0; l < iv->nlist; ++l) {
@@ -350,6 +509,12 @@ struct VectorIndex::Impl {
     if (auto* map = idmap()) {
       bytes += static_cast<size_t>(map->ntotal) * (static_cast<size_t>(dim) * 4 + 8);
       bytes += map->rev_map.size() * 32 + map->rev_map.bucket_count() * sizeof(void*);
+      return bytes;
+    }
+    if (auto* sq = sq8()) {
+      bytes += sq->codes.capacity() + binary->xb.capacity() + sq->sq.trained.size() * sizeof(float);
+      bytes += position_ids.capacity() * sizeof(int64_t);
+      bytes += position_of.size() * 32 + position_of.bucket_count() * sizeof(void*);
       return bytes;
     }
     auto* iv = ivf();
@@ -383,28 +548,17 @@ std::unique_ptr<VectorIndex::Impl> VectorIndex::BuildImpl(int dim, std::span<con
   std::unique_ptr<VectorIndex::Impl> impl;
   if (n < o.exact_below || n == 0) {
     impl = VectorIndex::Impl::MakeExact(dim);
+  } else if (o.approximate_kind == IndexKind::kBinarySq8) {
+    CheckBinaryDim(dim);
+    const std::vector<float> sample =
+        SampleVectors(vectors, n, std::min(n, kSq8TrainVectors), dim, o.train_seed);
+    impl = VectorIndex::Impl::MakeTrainedBinarySq8(dim, sample);
+    impl->trained_on = n;
   } else {
     const int nlist = ListsFor(n, o);
     const int64_t want =
         std::min<int64_t>(n, static_cast<int64_t>(nlist) * o.train_points_per_list);
-    std::vector<float> sample;
-    if (want == n) {
-      sample.assign(vectors.begin(), vectors.end());
-    } else {
-      std::vector<int64_t> order(n);
-      std::iota(order.begin(), order.end(), 0);
-      std::mt19937_64 rng(o.train_seed);
-      // Partial Fisher-Yates: the first `want` entries are a uniform sample.
-      for (int64_t i = 0; i < want; ++i) {
-        std::uniform_int_distribution<int64_t> pick(i, n - 1);
-        std::swap(order[i], order[pick(rng)]);
-      }
-      std::sort(order.begin(), order.begin() + want);
-      sample.resize(static_cast<size_t>(want) * dim);
-      for (int64_t i = 0; i < want; ++i) {
-        std::copy_n(vectors.begin() + order[i] * dim, dim, sample.begin() + i * dim);
-      }
-    }
+    const std::vector<float> sample = SampleVectors(vectors, n, want, dim, o.train_seed);
     impl = VectorIndex::Impl::MakeTrainedIvf(dim, o.approximate_kind, nlist, sample, o);
   }
   impl->AddChecked(ids, vectors);
@@ -440,6 +594,8 @@ VectorIndex::VectorIndex(int dim, std::string descriptor_key, const VectorIndexO
     throw Error("vector index: descriptor key longer than " + std::to_string(kMaxKey) +
                 " characters");
   }
+  // Fail now, not when the index reaches exact_below.
+  if (options_.approximate_kind == IndexKind::kBinarySq8) CheckBinaryDim(dim);
   impl_ = Impl::MakeExact(dim);
 }
 
@@ -502,6 +658,10 @@ std::vector<std::vector<SearchHit>> VectorIndex::SearchBatch(std::span<const flo
   std::vector<faiss_idx> labels(n * kk);
   // One query runs on one thread; a batch may use search_threads.
   OmpThreads threads(n >= 4 ? options_.search_threads : 1);
+  if (impl_->kind == IndexKind::kBinarySq8) {
+    SearchBinarySq8(queries, n, kk, out);
+    return out;
+  }
   if (auto* iv = impl_->ivf()) {
     faiss::SearchParametersIVF sp;
     sp.nprobe = std::min<size_t>(params.nprobe > 0 ? params.nprobe : options_.nprobe, iv->nlist);
@@ -521,6 +681,46 @@ std::vector<std::vector<SearchHit>> VectorIndex::SearchBatch(std::span<const flo
   return out;
 }
 
+// binary_sq8, under the caller's shared lock: the R nearest sign codes in
+// Hamming distance, re-ranked by the SQ8 inner product; the best kk.
+void VectorIndex::SearchBinarySq8(std::span<const float> queries, size_t n, int kk,
+                                  std::vector<std::vector<SearchHit>>& out) const {
+  const Impl& impl = *impl_;
+  const int64_t total = impl.index->ntotal;
+  const int64_t r = std::min<int64_t>(
+      total,
+      std::max<int64_t>(static_cast<int64_t>(kk) * options_.rerank_factor, options_.rerank_min));
+  const size_t code_size = impl.binary->code_size;
+  std::vector<uint8_t> codes(n * code_size);
+  SignCodes(queries.data(), n, dim_, codes.data());
+  std::vector<int32_t> hamming(n * r);
+  std::vector<faiss_idx> positions(n * r);
+  impl.binary->search(static_cast<faiss_idx>(n), codes.data(), r, hamming.data(), positions.data());
+  // A distance computer holds its query: one per call, not shared.
+  std::unique_ptr<faiss::DistanceComputer> dc(impl.index->get_distance_computer());
+  std::vector<std::pair<float, faiss_idx>> scored;
+  scored.reserve(r);
+  for (size_t q = 0; q < n; ++q) {
+    dc->set_query(queries.data() + q * dim_);
+    scored.clear();
+    for (int64_t j = 0; j < r; ++j) {
+      const faiss_idx p = positions[q * r + j];
+      if (p < 0 || p >= total) continue;
+      scored.emplace_back((*dc)(p), p);
+    }
+    const size_t keep = std::min<size_t>(kk, scored.size());
+    // Best first; ties by position so the order does not depend on the heap.
+    std::partial_sort(scored.begin(), scored.begin() + keep, scored.end(),
+                      [](const auto& a, const auto& b) {
+                        return a.first > b.first || (a.first == b.first && a.second < b.second);
+                      });
+    out[q].reserve(keep);
+    for (size_t j = 0; j < keep; ++j) {
+      out[q].push_back(SearchHit{impl.position_ids[scored[j].second], scored[j].first});
+    }
+  }
+}
+
 std::vector<SearchHit> VectorIndex::Search(std::span<const float> query, int k,
                                            const SearchParams& params) const {
   if (query.size() != static_cast<size_t>(dim_)) {
@@ -536,6 +736,13 @@ bool VectorIndex::ShouldOptimize() const {
   if (impl_->kind == IndexKind::kExact) return n >= options_.exact_below && n > 0;
   if (n < options_.exact_below / 2) return true;
   if (impl_->kind != options_.approximate_kind) return true;
+  if (impl_->kind == IndexKind::kBinarySq8) {
+    // Re-train the SQ8 ranges when the index grew or shrank fourfold, as an
+    // IVF index re-trains when its list count is off by a factor of two
+    // (lists grow with the square root of the size).
+    const int64_t was = impl_->trained_on;
+    return n >= 4 * was || 4 * n <= was;
+  }
   const int want = ListsFor(n, options_);
   const int have = impl_->nlist();
   return want >= 2 * have || have >= 2 * want;
@@ -556,10 +763,21 @@ bool VectorIndex::Optimize() {
   } catch (const faiss::FaissException& e) {
     throw Error("vector index \"" + descriptor_key_ + "\": FAISS failed to re-train: " + e.what());
   }
+  if (impl_->kind == IndexKind::kBinarySq8 && fresh->kind == IndexKind::kBinarySq8) {
+    // Only the SQ8 ranges were re-trained: keep the sign codes of the
+    // original vectors rather than those of their decoded approximations
+    // (same positions: Extract gave the vectors in position order).
+    BIEN_CHECK(fresh->binary->ntotal == impl_->binary->ntotal);
+    fresh->binary = std::move(impl_->binary);
+  }
   // Keep the mutex object (callers may be waiting on it): move the content.
   impl_->index = std::move(fresh->index);
   impl_->ids = std::move(fresh->ids);
   impl_->kind = fresh->kind;
+  impl_->binary = std::move(fresh->binary);
+  impl_->position_ids = std::move(fresh->position_ids);
+  impl_->position_of = std::move(fresh->position_of);
+  impl_->trained_on = fresh->trained_on;
   return true;
 }
 
@@ -622,7 +840,22 @@ void VectorIndex::Save(const std::filesystem::path& path) const {
     StringWriter writer;
     writer.out = &bytes;
     try {
-      faiss::write_index(impl_->index.get(), &writer);
+      if (impl_->kind == IndexKind::kBinarySq8) {
+        PutU64(bytes, static_cast<uint64_t>(impl_->trained_on));
+        auto write_part = [&](auto&& write) {
+          const size_t len_at = bytes.size();
+          PutU64(bytes, 0);
+          write();
+          std::string len;
+          PutU64(len, bytes.size() - len_at - 8);
+          bytes.replace(len_at, 8, len);
+        };
+        write_part([&] { faiss::write_index_binary(impl_->binary.get(), &writer); });
+        write_part([&] { faiss::write_index(impl_->index.get(), &writer); });
+        for (int64_t id : impl_->position_ids) PutU64(bytes, static_cast<uint64_t>(id));
+      } else {
+        faiss::write_index(impl_->index.get(), &writer);
+      }
     } catch (const faiss::FaissException& e) {
       throw Error(path.string() + ": cannot write the vector index (FAISS: " + e.what() + ")");
     }
@@ -706,18 +939,59 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
   }
   if (dim < 1 || dim > kMaxDim)
     return refuse("corrupt header (dimension " + std::to_string(dim) + ")");
-  if (kind_raw > static_cast<uint32_t>(IndexKind::kIvfPq)) {
+  if (kind_raw > static_cast<uint32_t>(IndexKind::kBinarySq8)) {
     return refuse("corrupt header (unknown index kind " + std::to_string(kind_raw) + ")");
   }
   const auto kind = static_cast<IndexKind>(kind_raw);
 
+  const size_t payload_at = kFixedHeader + key_len;
   std::unique_ptr<faiss::Index> index;
+  std::unique_ptr<faiss::IndexBinary> binary;
+  std::vector<int64_t> position_ids;
+  uint64_t trained_on = 0;
   try {
     SpanReader reader;
-    reader.data = bytes.data() + kFixedHeader + key_len;
+    reader.data = bytes.data() + payload_at;
     reader.size = payload_len;
-    index.reset(faiss::read_index(&reader));
-    if (reader.at != reader.size) return refuse("corrupt payload (trailing bytes after the index)");
+    if (kind == IndexKind::kBinarySq8) {
+      // Parts: trained_on, [len, binary], [len, sq8], count ids.
+      size_t at = 0;
+      auto u64 = [&](uint64_t& v) {
+        if (payload_len - at < 8) return false;
+        v = GetU64(bytes, payload_at + at);
+        at += 8;
+        return true;
+      };
+      auto part = [&](auto&& read) {
+        uint64_t len = 0;
+        if (!u64(len) || len > payload_len - at) return false;
+        SpanReader r;
+        r.data = bytes.data() + payload_at + at;
+        r.size = len;
+        read(r);
+        at += len;
+        return r.at == r.size;
+      };
+      if (!u64(trained_on)) return refuse("corrupt payload (truncated)");
+      if (!part([&](SpanReader& r) { binary.reset(faiss::read_index_binary(&r)); })) {
+        return refuse("corrupt payload (sign codes)");
+      }
+      if (!part([&](SpanReader& r) { index.reset(faiss::read_index(&r)); })) {
+        return refuse("corrupt payload (SQ8 codes)");
+      }
+      if (count > (payload_len - at) / 8 || payload_len - at != count * 8) {
+        return refuse("corrupt payload (position ids)");
+      }
+      position_ids.resize(count);
+      for (uint64_t i = 0; i < count; ++i) {
+        position_ids[i] = static_cast<int64_t>(GetU64(bytes, payload_at + at + 8 * i));
+      }
+    } else {
+      index.reset(faiss::read_index(&reader));
+      if (reader.at != reader.size) {
+        return refuse("corrupt payload (trailing bytes after the index)");
+      }
+    }
   } catch (const std::exception& e) {
     return refuse(std::string("FAISS cannot read the payload (") + e.what() + ")");
   }
@@ -733,7 +1007,31 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
     return refuse("payload does not match the header (dimension, count or metric)");
   }
   bool shape_ok = false;
-  if (kind == IndexKind::kExact) {
+  if (kind == IndexKind::kBinarySq8) {
+    auto* sq = impl->sq8();
+    auto* flat = dynamic_cast<faiss::IndexBinaryFlat*>(binary.get());
+    const size_t code_size = dim / 8;
+    shape_ok = sq && flat && dim % 8 == 0 && typeid(*raw) == typeid(faiss::IndexScalarQuantizer) &&
+               typeid(*binary) == typeid(faiss::IndexBinaryFlat) &&
+               sq->sq.qtype == faiss::ScalarQuantizer::QT_8bit && sq->sq.d == dim &&
+               sq->code_size == dim && sq->sq.code_size == dim &&
+               sq->sq.trained.size() == 2 * static_cast<size_t>(dim) &&
+               sq->codes.size() == static_cast<size_t>(count) * dim &&
+               flat->d == static_cast<int>(dim) && flat->code_size == static_cast<int>(code_size) &&
+               flat->ntotal == static_cast<faiss_idx>(count) &&
+               flat->xb.size() == static_cast<size_t>(count) * code_size &&
+               position_ids.size() == count && trained_on >= 1 && trained_on <= (uint64_t{1} << 40);
+    if (shape_ok) {
+      binary.release();
+      impl->binary.reset(flat);
+      impl->position_ids = std::move(position_ids);
+      impl->trained_on = static_cast<int64_t>(trained_on);
+      impl->position_of.reserve(impl->position_ids.size());
+      for (size_t p = 0; p < impl->position_ids.size(); ++p) {
+        impl->position_of.emplace(impl->position_ids[p], static_cast<int64_t>(p));
+      }
+    }
+  } else if (kind == IndexKind::kExact) {
     auto* map = impl->idmap();
     shape_ok = map && typeid(*raw) == typeid(faiss::IndexIDMap2) && map->index &&
                typeid(*map->index) == typeid(faiss::IndexFlatIP) &&

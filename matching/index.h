@@ -27,22 +27,46 @@
 //  - ivf_flat: k-means coarse quantiser with `nlist` lists, vectors stored
 //    uncompressed; a query scans `nprobe` lists. d * 4 + ~50 bytes per
 //    vector; the best recall at the same speed.
-//  - ivf_sq8 (default approximate kind since the descriptor has 1024 floats:
-//    ivf_flat would need 4 KB per exhibit, the budget is 2 KB): as ivf_flat
+//  - ivf_sq8 (the default approximate kind until binary_sq8): as ivf_flat
 //    with 8-bit scalar-quantised vectors (d + ~50 bytes), recall a little
-//    lower. At 10^6 x 1024 (docs/PERFORMANCE.md, "Search"): 1093 bytes per
-//    exhibit, 18 ms median per query at nprobe 16 (Debian's FAISS scans SQ8
-//    codes without AVX2).
+//    lower on clustered data. At 10^6 x 1024 (docs/PERFORMANCE.md, "Search"):
+//    1093 bytes per exhibit, 18 ms median per query at nprobe 16 (Debian's
+//    FAISS scans SQ8 codes without AVX2). The real descriptors have no
+//    cluster structure (mates at cosine 0.49 +- 0.16, non-mates 0.02 +-
+//    0.07), so the lists split them badly: see binary_sq8.
 //  - ivf_pq: product-quantised codes (`pq_bytes` + ~50 bytes); smallest, but
 //    recall@10 below 0.7 without re-ranking.
+//  - binary_sq8 (default approximate kind): two flat stages, no lists, no
+//    k-means. Stage 1: the sign bits of the d floats (d / 8 bytes; d must be
+//    a multiple of 8), the R = max(k * rerank_factor, rerank_min) nearest in
+//    Hamming distance, scanned exhaustively; stage 2: those R re-ranked by
+//    the inner product with their 8-bit scalar-quantised vectors (d bytes),
+//    which is the score returned. Build trains only the SQ8 ranges (a
+//    sample of 65 536). `bien bench search --kind`, 10^5 sbf-v2 synthetic
+//    bfd-v2 descriptors x 1024, 200 queries with one mate each, single
+//    queries on one thread, k = 100 (2026-11-23, machine loaded, timings
+//    noisy; docs/PERFORMANCE.md "binary_sq8 vs ivf_sq8 at 10^5"):
+//                kind              build  bytes/vec  median ms  mate in top 10 / 100
+//                exact               -      ~4200      136        0.910 / 0.945
+//                ivf_sq8 nprobe 16  9.6 s    1120      3.0        0.710 / 0.730
+//                ivf_sq8 nprobe 64  9.4 s    1120      9.3        0.815 / 0.835
+//                binary_sq8 R = 500 1.1 s    1247      4.7        0.920 / 0.960
+//    (2 x 10^4: binary_sq8 1.5 ms and exact's recall, ivf_sq8 1.2 ms and 0.73 /
+//    0.735 against 0.925 / 0.955.) The prototype measured R = 1000 at 20 %
+//    more time for the same recall, and ranked real Fadul queries' mates
+//    among the 10^5 as exact search does. Overlap with the exact top 100 is
+//    lower (0.47 at 10^5): beyond the mates that list is noise-level
+//    non-mates. A query scans every code (d / 8 bytes per vector), so its
+//    time grows linearly with the index.
 // HNSW is not offered: FAISS cannot remove vectors from an HNSW graph, and at
 // 10^5 x 128 HNSW32 (efConstruction 40, efSearch 64) lost on every count:
 // build 12.4 s vs 1.1 s, 0.41 vs 0.22 ms per query, recall@10 0.973 vs 0.993,
 // 784 vs 572 bytes per vector.
 //
-// Training (k-means for the lists, the quantiser's codebooks) happens only in
-// Build() and Optimize(), never in Add(): Add() to an approximate index only
-// assigns the new vectors to the existing lists.
+// Training (k-means for the lists, the quantiser's codebooks, binary_sq8's
+// SQ8 ranges) happens only in Build() and Optimize(), never in Add(): Add()
+// to an approximate index only assigns the new vectors to the existing lists
+// (binary_sq8: encodes them with the existing ranges).
 //
 // Threads: every method of VectorIndex may be called from any thread. Add,
 // Remove and Optimize take an exclusive lock; Search, SearchBatch, Save and
@@ -73,22 +97,33 @@
 
 namespace bien {
 
-enum class IndexKind { kExact, kIvfFlat, kIvfSq8, kIvfPq };
+// The numeric values are saved in index files: append, never renumber.
+enum class IndexKind { kExact, kIvfFlat, kIvfSq8, kIvfPq, kBinarySq8 };
 
-// "exact", "ivf_flat", "ivf_sq8", "ivf_pq".
+// "exact", "ivf_flat", "ivf_sq8", "ivf_pq", "binary_sq8".
 std::string_view IndexKindName(IndexKind kind);
+// The kind of that name; nullopt for an unknown name.
+std::optional<IndexKind> ParseIndexKind(std::string_view name);
 
 struct VectorIndexOptions {
   // Build() makes an exact index below this many vectors, an approximate one
   // from it on. Exact search at 2 * 10^4 vectors: 1.2 ms (d = 128), 2.4 ms
   // (d = 256) per query; 14 / 50 ms at 10^5.
   int64_t exact_below = 20000;
-  IndexKind approximate_kind = IndexKind::kIvfSq8;  // chosen by measurement
+  // Chosen by measurement (see the kinds above): binary_sq8 finds the true
+  // mates as exact search does; ivf_sq8 lost a third of them at nprobe 16.
+  IndexKind approximate_kind = IndexKind::kBinarySq8;
   // Lists of an approximate index; 0: automatic, 4 * sqrt(n) rounded to a
   // power of two, at most n / train_points_per_list.
   int nlist = 0;
   int nprobe = 16;    // lists a query visits (default for Search without override)
   int pq_bytes = 32;  // ivf_pq: bytes per vector code; must divide d
+  // binary_sq8: a query re-ranks the max(k * rerank_factor, rerank_min)
+  // nearest codes in Hamming distance (at most the index size) by their SQ8
+  // inner product. At 10^5 x 1024 R = 500 found the mates as exact search
+  // did; R = 1000 cost 20 % more time for the same recall.
+  int rerank_factor = 5;
+  int rerank_min = 500;
   // k-means training sample: nlist * train_points_per_list vectors drawn
   // from the data (>= 39, FAISS's minimum for a stable clustering).
   int train_points_per_list = 40;
@@ -109,7 +144,7 @@ struct SearchHit {
 
 // Per-call search settings (never stored in the shared index).
 struct SearchParams {
-  int nprobe = 0;  // 0: the index options' nprobe; ignored by an exact index
+  int nprobe = 0;  // 0: the index options' nprobe; ignored by exact and binary_sq8
 };
 
 // A SHA-256 (lower-case hex) over the sorted, de-duplicated ids, each as 8
@@ -119,7 +154,8 @@ std::string IdFingerprint(std::span<const int64_t> ids);
 
 class VectorIndex {
  public:
-  // An empty exact index.
+  // An empty exact index. Throws bien::Error on a bad option or dimension,
+  // e.g. one that is not a multiple of 8 when approximate_kind is binary_sq8.
   VectorIndex(int dim, std::string descriptor_key, const VectorIndexOptions& options = {});
   ~VectorIndex();
   VectorIndex(const VectorIndex&) = delete;
@@ -153,10 +189,13 @@ class VectorIndex {
 
   // Re-trains when the index no longer suits its size: an exact index that
   // reached exact_below becomes approximate, an approximate one that grew (or
-  // shrank) fourfold since training is re-trained. The vectors come from the
-  // index itself (exact and ivf_flat keep them losslessly; sq8/pq decode
-  // approximations, so rebuild those from the store when possible). Returns
-  // whether anything changed. Blocks Add and Search while it runs.
+  // shrank) fourfold since training is re-trained (binary_sq8: its SQ8 ranges;
+  // the sign codes are kept), one of another approximate kind than the
+  // options' is rebuilt as that kind, one below exact_below / 2 becomes exact.
+  // The vectors come from the index itself (exact and ivf_flat keep them
+  // losslessly; sq8/pq decode approximations, so rebuild those from the store
+  // when possible). Returns whether anything changed. Blocks Add and Search
+  // while it runs.
   bool Optimize();
   bool ShouldOptimize() const;
 
@@ -202,6 +241,8 @@ class VectorIndex {
   static std::unique_ptr<Impl> BuildImpl(int dim, std::span<const int64_t> ids,
                                          std::span<const float> vectors,
                                          const VectorIndexOptions& options);
+  void SearchBinarySq8(std::span<const float> queries, size_t n, int kk,
+                       std::vector<std::vector<SearchHit>>& out) const;
   int dim_;
   std::string descriptor_key_;
   VectorIndexOptions options_;

@@ -13,8 +13,10 @@
 #include <exception>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
+#include <optional>
 #include <ostream>
 #include <thread>
 
@@ -407,6 +409,16 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
 
   VectorIndexOptions options;
   options.nprobe = args.nprobe;
+  if (!args.kind.empty()) {
+    const std::optional<IndexKind> kind = ParseIndexKind(args.kind);
+    if (!kind) throw Error("--kind: unknown index kind \"" + args.kind + "\"");
+    if (*kind == IndexKind::kExact) {
+      options.exact_below = std::numeric_limits<int64_t>::max();
+    } else {
+      options.approximate_kind = *kind;
+      options.exact_below = 0;  // the named kind at every size
+    }
+  }
   options.build_threads = jobs;
   options.search_threads = 1;
   options.Check();

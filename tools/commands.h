@@ -129,6 +129,10 @@ struct BenchSearchArgs {
   int queries = 200;  // held-out shots searched for, one at a time
   int rerank = 100;   // candidates of the timed fine stage (CMC)
   int nprobe = 16;    // lists an approximate index visits per query
+  // Index kind measured: empty for the node's default (exact below
+  // exact_below vectors, else the default approximate kind); a named kind is
+  // used at every size ("exact", "ivf_flat", "ivf_sq8", "ivf_pq", "binary_sq8").
+  std::string kind;
   int shots = 2;      // shots per firearm when generating on the fly
   uint64_t seed = 1;  // synthetic descriptors' seed when generating on the fly
   int jobs = 0;       // threads of generation and of the fine stage; 0 = every core

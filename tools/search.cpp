@@ -120,6 +120,17 @@ std::shared_ptr<VectorIndex> Recall(const std::filesystem::path& path, const std
   return it->second.index;
 }
 
+// The node's index options for descriptors of `dim` floats: the library's
+// defaults (exact below exact_below, else binary_sq8), except for a dimension
+// binary_sq8 cannot pack 8 signs per byte of (the 132-float bullet
+// descriptor), which keeps ivf_sq8, the default before binary_sq8 (binary_sq8
+// was measured on breech-face descriptors only).
+VectorIndexOptions IndexOptionsFor(int dim) {
+  VectorIndexOptions options;
+  if (dim % 8 != 0) options.approximate_kind = IndexKind::kIvfSq8;
+  return options;
+}
+
 // The partition's index, brought up to date with the store: loaded when the
 // saved one holds exactly the store's scans, updated in place when it only
 // lacks or holds a few more, rebuilt otherwise (and always when the file is
@@ -145,8 +156,19 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
       return current;
     }
   } else {
-    VectorIndex::LoadResult loaded = VectorIndex::Load(path, key, dim);
+    VectorIndex::LoadResult loaded = VectorIndex::Load(path, key, dim, IndexOptionsFor(dim));
     why = loaded.reason;
+    if (loaded.index && loaded.index->ShouldOptimize()) {
+      // Another kind than the options give (e.g. ivf_sq8, the default
+      // before binary_sq8) or the wrong size for its kind: rebuilt from the
+      // store's vectors, not re-trained on the index's decoded ones.
+      const VectorIndexOptions& o = loaded.index->options();
+      why = "saved index of kind " + std::string(IndexKindName(loaded.index->kind())) +
+            " no longer suits its " + std::to_string(loaded.index->size()) +
+            " vectors (exact below " + std::to_string(o.exact_below) + ", else " +
+            std::string(IndexKindName(o.approximate_kind)) + ")";
+      loaded.index.reset();
+    }
     if (loaded.index) {
       current = std::shared_ptr<VectorIndex>(std::move(loaded.index));
       Remember(path, current);
@@ -193,7 +215,8 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
     row_ids.push_back(r.scan.value);
     vectors.insert(vectors.end(), r.vector.begin(), r.vector.end());
   }
-  std::shared_ptr<VectorIndex> index = VectorIndex::Build(dim, key, row_ids, vectors);
+  std::shared_ptr<VectorIndex> index =
+      VectorIndex::Build(dim, key, row_ids, vectors, IndexOptionsFor(dim));
   std::filesystem::create_directories(folder.folder());
   index->Save(path);
   Remember(path, index);

@@ -100,6 +100,28 @@ TEST(VectorIndexTest, OptionsCheckRejectsBadValues) {
   auto pq = Approximate(IndexKind::kIvfPq);
   EXPECT_TRUE(Contains(ErrorOf([&] { VectorIndex::Build(30, kKey, d.ids, d.vectors, pq); }),
                        "does not divide"));
+  o = {};
+  o.rerank_factor = 0;
+  EXPECT_TRUE(Contains(ErrorOf([&] { o.Check(); }), "rerank_factor"));
+  o = {};
+  o.rerank_min = 0;
+  EXPECT_TRUE(Contains(ErrorOf([&] { o.Check(); }), "rerank_min"));
+  // binary_sq8 (the default) packs 8 signs per byte: the dimension must be a
+  // multiple of 8, checked when the index is made, not when it grows.
+  EXPECT_EQ(VectorIndexOptions{}.approximate_kind, IndexKind::kBinarySq8);
+  EXPECT_TRUE(Contains(ErrorOf([&] { VectorIndex(30, kKey); }), "multiple of 8, got 30"));
+  EXPECT_TRUE(
+      Contains(ErrorOf([&] { VectorIndex::Build(30, kKey, d.ids, d.vectors); }), "multiple of 8"));
+  EXPECT_NO_THROW(VectorIndex(30, kKey, pq));
+}
+
+TEST(VectorIndexTest, KindNamesRoundTrip) {
+  for (IndexKind kind : {IndexKind::kExact, IndexKind::kIvfFlat, IndexKind::kIvfSq8,
+                         IndexKind::kIvfPq, IndexKind::kBinarySq8}) {
+    EXPECT_EQ(ParseIndexKind(IndexKindName(kind)), kind);
+  }
+  EXPECT_EQ(IndexKindName(IndexKind::kBinarySq8), "binary_sq8");
+  EXPECT_FALSE(ParseIndexKind("hnsw"));
 }
 
 TEST(VectorIndexTest, IdFingerprintIsASetFingerprint) {
@@ -173,8 +195,10 @@ TEST(VectorIndexTest, AddReplacesAnIdAndRejectsBadInput) {
 
 TEST(VectorIndexTest, RemoveDropsIdsFromExactAndIvf) {
   Data d = Clustered(1200, 16, 3, 4);
-  for (IndexKind kind : {IndexKind::kExact, IndexKind::kIvfFlat}) {
-    auto o = Approximate(IndexKind::kIvfFlat, kind == IndexKind::kExact ? 100000 : 500);
+  for (IndexKind kind : {IndexKind::kExact, IndexKind::kIvfFlat, IndexKind::kBinarySq8}) {
+    SCOPED_TRACE(std::string(IndexKindName(kind)));
+    auto o = Approximate(kind == IndexKind::kExact ? IndexKind::kIvfFlat : kind,
+                         kind == IndexKind::kExact ? 100000 : 500);
     auto index = VectorIndex::Build(16, kKey, d.ids, d.vectors, o);
     ASSERT_EQ(index->kind(), kind);
     EXPECT_TRUE(index->Remove(d.ids[10]));
@@ -192,7 +216,123 @@ TEST(VectorIndexTest, RemoveDropsIdsFromExactAndIvf) {
       EXPECT_NE(h.id, d.ids[11]);
     }
     EXPECT_EQ(hits[0].id, d.ids[9]);  // the surviving mate
+    // What is left is still found, wherever it was stored.
+    for (size_t i : {size_t{0}, size_t{13}, size_t{600}, size_t{1199}}) {
+      EXPECT_EQ(index->Search(d.vec(i), 1, all)[0].id, d.ids[i]) << i;
+    }
+    std::vector<int64_t> left = d.ids;
+    left.erase(left.begin() + 10, left.begin() + 13);
+    EXPECT_EQ(index->Ids(), left);
   }
+}
+
+TEST(VectorIndexTest, BinarySq8SearchesAddsAndReplaces) {
+  Data d = Clustered(1200, 32, 3, 21);
+  auto o = Approximate(IndexKind::kBinarySq8);
+  auto index = VectorIndex::Build(32, kKey, d.ids, d.vectors, o);
+  ASSERT_EQ(index->kind(), IndexKind::kBinarySq8);
+  EXPECT_EQ(index->nlist(), 0);
+  EXPECT_EQ(index->size(), 1200);
+  EXPECT_EQ(index->Ids(), d.ids);
+  EXPECT_EQ(index->IdFingerprint(), IdFingerprint(d.ids));
+  EXPECT_TRUE(index->Contains(d.ids[7]));
+  EXPECT_FALSE(index->Contains(7));
+  for (size_t i = 0; i < 1200; i += 97) {
+    auto hits = index->Search(d.vec(i), 5);
+    ASSERT_EQ(hits.size(), 5u);
+    EXPECT_EQ(hits[0].id, d.ids[i]);
+    EXPECT_NEAR(hits[0].score, 1.0f, 0.02);  // an SQ8 inner product
+    for (size_t j = 1; j < hits.size(); ++j) EXPECT_GE(hits[j - 1].score, hits[j].score);
+    std::set<int64_t> top3, mates;
+    for (int j = 0; j < 3; ++j) top3.insert(hits[j].id);
+    for (size_t m = (i / 3) * 3; m < (i / 3) * 3 + 3; ++m) mates.insert(d.ids[m]);
+    EXPECT_EQ(top3, mates);
+  }
+  EXPECT_EQ(index->Search(d.vec(0), 5000).size(), 1200u);  // k above the size
+  auto batch = index->SearchBatch(std::span<const float>(d.vectors.data(), 6 * 32), 7);
+  ASSERT_EQ(batch.size(), 6u);
+  for (size_t q = 0; q < 6; ++q) EXPECT_EQ(HitIds(batch[q]), HitIds(index->Search(d.vec(q), 7)));
+  // Bytes per vector: 32 SQ8 + 4 sign bytes + ids and maps.
+  EXPECT_LT(double(index->MemoryBytes()) / index->size(), 32 + 4 + 200);
+
+  // Re-adding ids[0] with the vector of ids[150] replaces it.
+  const std::vector<int64_t> one = {d.ids[0]};
+  index->Add(one, d.vec(150));
+  EXPECT_EQ(index->size(), 1200);
+  auto hits = index->Search(d.vec(150), 2);
+  EXPECT_EQ(std::set<int64_t>({hits[0].id, hits[1].id}), std::set<int64_t>({d.ids[0], d.ids[150]}));
+  EXPECT_LT(index->Search(d.vec(0), 1)[0].score, 0.98f);  // the old vector is gone
+  // New ids are added untrained-for (Add never trains) and found.
+  Data more = Clustered(30, 32, 3, 22, /*first_id=*/50000);
+  index->Add(more.ids, more.vectors);
+  EXPECT_EQ(index->size(), 1230);
+  EXPECT_EQ(index->kind(), IndexKind::kBinarySq8);
+  for (size_t i = 0; i < 30; i += 7) EXPECT_EQ(index->Search(more.vec(i), 1)[0].id, more.ids[i]);
+  // A bad batch leaves the index unchanged.
+  const std::vector<int64_t> twice = {7, 7};
+  std::vector<float> two(64, 0.25f);
+  EXPECT_TRUE(Contains(ErrorOf([&] { index->Add(twice, two); }), "appears twice"));
+  EXPECT_EQ(index->size(), 1230);
+}
+
+// Unit vectors without cluster structure (like the descriptors) and queries
+// planted at cosine ~0.5 (0.3..0.7) from one mate each: binary_sq8 must find
+// the mates about as often as exact search does.
+TEST(VectorIndexTest, BinarySq8RecallMatchesExactOnPlantedMates) {
+  const int dim = 128, n = 4000, queries = 300;
+  std::mt19937_64 rng(23);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::uniform_real_distribution<float> cosine(0.3f, 0.7f);
+  std::vector<int64_t> ids(n);
+  std::vector<float> vectors(size_t(n) * dim);
+  for (int i = 0; i < n; ++i) {
+    ids[i] = 10 * i + 3;
+    for (int j = 0; j < dim; ++j) vectors[size_t(i) * dim + j] = g(rng);
+    Normalise(&vectors[size_t(i) * dim], dim);
+  }
+  std::vector<float> qv(size_t(queries) * dim);
+  std::vector<int64_t> mate(queries);
+  for (int q = 0; q < queries; ++q) {
+    const int m = int(rng() % n);
+    mate[q] = ids[m];
+    std::vector<float> noise(dim);
+    for (float& x : noise) x = g(rng);
+    Normalise(noise.data(), dim);
+    const float c = cosine(rng);
+    for (int j = 0; j < dim; ++j) {
+      qv[size_t(q) * dim + j] = c * vectors[size_t(m) * dim + j] + std::sqrt(1 - c * c) * noise[j];
+    }
+    Normalise(&qv[size_t(q) * dim], dim);
+  }
+  auto exact = VectorIndex::Build(dim, kKey, ids, vectors);
+  auto binary = VectorIndex::Build(dim, kKey, ids, vectors, Approximate(IndexKind::kBinarySq8));
+  ASSERT_EQ(exact->kind(), IndexKind::kExact);
+  ASSERT_EQ(binary->kind(), IndexKind::kBinarySq8);
+  auto found = [&](const VectorIndex& index, int k) {
+    int hits = 0;
+    for (int q = 0; q < queries; ++q) {
+      auto h = HitIds(index.Search(std::span<const float>(&qv[size_t(q) * dim], dim), k));
+      hits += std::count(h.begin(), h.end(), mate[q]) > 0;
+    }
+    return double(hits) / queries;
+  };
+  const double exact1 = found(*exact, 1), exact10 = found(*exact, 10);
+  const double binary1 = found(*binary, 1), binary10 = found(*binary, 10);
+  RecordProperty("exact_top1_top10", std::to_string(exact1) + " " + std::to_string(exact10));
+  RecordProperty("binary_top1_top10", std::to_string(binary1) + " " + std::to_string(binary10));
+  EXPECT_GT(exact10, 0.7);  // the test is not trivial for exact search either...
+  EXPECT_LT(exact1, 1.0);   // ...and not hopeless
+  EXPECT_GE(binary10, exact10 - 0.03);
+  EXPECT_GE(binary1, exact1 - 0.05);
+  // Re-ranking only the rerank_min nearest codes of 4000 costs recall when
+  // rerank_min is tiny: the second stage matters.
+  auto narrow_options = Approximate(IndexKind::kBinarySq8);
+  narrow_options.rerank_min = 10;
+  narrow_options.rerank_factor = 1;
+  auto narrow = VectorIndex::Build(dim, kKey, ids, vectors, narrow_options);
+  const double narrow10 = found(*narrow, 10);
+  RecordProperty("narrow_top10", std::to_string(narrow10));
+  EXPECT_LT(narrow10, binary10);
 }
 
 TEST(VectorIndexTest, ApproximateKindsReachHighRecall) {
@@ -285,12 +425,63 @@ TEST(VectorIndexTest, OptimizeTurnsAGrownExactIndexIntoIvf) {
   EXPECT_EQ(index.Search(d.vec(100), 1)[0].id, d.ids[100]);
 }
 
+TEST(VectorIndexTest, OptimizeMakesAndRetrainsBinarySq8) {
+  Data d = Clustered(4800, 32, 3, 24);
+  auto o = Approximate(IndexKind::kBinarySq8, 1000);
+  VectorIndex index(32, kKey, o);
+  index.Add(std::span<const int64_t>(d.ids.data(), 1200),
+            std::span<const float>(d.vectors.data(), 1200 * 32));
+  EXPECT_EQ(index.kind(), IndexKind::kExact);
+  EXPECT_TRUE(index.Optimize());  // exact reached exact_below
+  EXPECT_EQ(index.kind(), IndexKind::kBinarySq8);
+  EXPECT_FALSE(index.ShouldOptimize());
+  EXPECT_EQ(index.Search(d.vec(100), 1)[0].id, d.ids[100]);
+  // Grown fourfold since training (1200 -> 4800): the SQ8 ranges re-trained.
+  index.Add(std::span<const int64_t>(d.ids.data() + 1200, 2400),
+            std::span<const float>(d.vectors.data() + 1200 * 32, 2400 * 32));
+  EXPECT_FALSE(index.ShouldOptimize());  // 3600 < 4 x 1200
+  index.Add(std::span<const int64_t>(d.ids.data() + 3600, 1200),
+            std::span<const float>(d.vectors.data() + 3600 * 32, 1200 * 32));
+  EXPECT_TRUE(index.ShouldOptimize());
+  EXPECT_TRUE(index.Optimize());
+  EXPECT_EQ(index.kind(), IndexKind::kBinarySq8);
+  EXPECT_FALSE(index.ShouldOptimize());
+  EXPECT_EQ(index.Ids(), d.ids);
+  for (size_t i : {size_t{5}, size_t{2000}, size_t{4799}}) {
+    EXPECT_EQ(index.Search(d.vec(i), 1)[0].id, d.ids[i]) << i;
+  }
+  // Shrunk below exact_below / 2: exact again.
+  std::vector<int64_t> drop(d.ids.begin() + 400, d.ids.end());
+  EXPECT_EQ(index.Remove(drop), drop.size());
+  EXPECT_TRUE(index.ShouldOptimize());
+  EXPECT_TRUE(index.Optimize());
+  EXPECT_EQ(index.kind(), IndexKind::kExact);
+  EXPECT_EQ(index.size(), 400);
+  EXPECT_EQ(index.Search(d.vec(399), 1)[0].id, d.ids[399]);
+  // An index of another approximate kind should become the options' kind.
+  auto ivf = VectorIndex::Build(32, kKey, d.ids, d.vectors, Approximate(IndexKind::kIvfSq8));
+  EXPECT_FALSE(ivf->ShouldOptimize());
+  auto as_binary = Approximate(IndexKind::kBinarySq8);
+  TempDir dir;
+  ivf->Save(dir / "ivf.bidx");
+  auto loaded = VectorIndex::Load(dir / "ivf.bidx", kKey, 32, as_binary);
+  ASSERT_TRUE(loaded.index) << loaded.reason;  // loaded as it is...
+  EXPECT_EQ(loaded.index->kind(), IndexKind::kIvfSq8);
+  EXPECT_TRUE(loaded.index->ShouldOptimize());  // ...but due for re-building
+  EXPECT_TRUE(loaded.index->Optimize());
+  EXPECT_EQ(loaded.index->kind(), IndexKind::kBinarySq8);
+  EXPECT_EQ(loaded.index->Ids(), d.ids);
+}
+
 TEST(VectorIndexTest, ConcurrentAddRemoveAndSearch) {
   Data base = Clustered(1500, 32, 3, 9);
   Data extra = Clustered(1200, 32, 3, 10, /*first_id=*/100000);
-  for (int64_t exact_below : {100000, 1000}) {
-    auto index = VectorIndex::Build(32, kKey, base.ids, base.vectors,
-                                    Approximate(IndexKind::kIvfFlat, exact_below));
+  for (auto [kind, exact_below] : {std::pair{IndexKind::kIvfFlat, int64_t{100000}},
+                                   std::pair{IndexKind::kIvfFlat, int64_t{1000}},
+                                   std::pair{IndexKind::kBinarySq8, int64_t{1000}}}) {
+    SCOPED_TRACE(std::string(IndexKindName(kind)) + " " + std::to_string(exact_below));
+    auto index =
+        VectorIndex::Build(32, kKey, base.ids, base.vectors, Approximate(kind, exact_below));
     std::atomic<bool> failed{false};
     std::atomic<int> searches{0};
     auto writer = [&](int part) {
@@ -334,8 +525,8 @@ TEST(VectorIndexTest, ConcurrentAddRemoveAndSearch) {
 TEST(VectorIndexTest, SaveLoadRoundTripsEveryKind) {
   TempDir dir;
   Data d = Clustered(1500, 32, 3, 11);
-  for (IndexKind kind :
-       {IndexKind::kExact, IndexKind::kIvfFlat, IndexKind::kIvfSq8, IndexKind::kIvfPq}) {
+  for (IndexKind kind : {IndexKind::kExact, IndexKind::kIvfFlat, IndexKind::kIvfSq8,
+                         IndexKind::kIvfPq, IndexKind::kBinarySq8}) {
     SCOPED_TRACE(std::string(IndexKindName(kind)));
     auto o = Approximate(kind == IndexKind::kExact ? IndexKind::kIvfFlat : kind,
                          kind == IndexKind::kExact ? 100000 : 500);
@@ -358,6 +549,14 @@ TEST(VectorIndexTest, SaveLoadRoundTripsEveryKind) {
     const std::vector<int64_t> id = {424242};
     loaded.index->Add(id, d.vec(3));
     EXPECT_TRUE(loaded.index->Contains(424242));
+    EXPECT_TRUE(loaded.index->Remove(d.ids[3]));
+    EXPECT_FALSE(loaded.index->Contains(d.ids[3]));
+    if (kind != IndexKind::kIvfPq) {  // PQ codes of 8 bytes are too coarse for top-1
+      SearchParams all;
+      all.nprobe = 100000;
+      EXPECT_EQ(loaded.index->Search(d.vec(3), 1, all)[0].id, 424242);
+      EXPECT_EQ(loaded.index->Search(d.vec(1400), 1, all)[0].id, d.ids[1400]);
+    }
   }
 }
 
@@ -378,17 +577,20 @@ void ForgePayload(const std::filesystem::path& path, size_t keep_payload) {
   WriteBytes(path, bytes);
 }
 
-TEST(VectorIndexTest, LoadRefusesDamagedOrForeignFiles) {
+class VectorIndexLoad : public ::testing::TestWithParam<IndexKind> {};
+
+TEST_P(VectorIndexLoad, RefusesDamagedOrForeignFiles) {
+  const IndexKind kind = GetParam();
   TempDir dir;
   Data d = Clustered(900, 16, 3, 12);
-  auto index = VectorIndex::Build(16, kKey, d.ids, d.vectors, Approximate(IndexKind::kIvfFlat));
-  ASSERT_EQ(index->kind(), IndexKind::kIvfFlat);
+  auto index = VectorIndex::Build(16, kKey, d.ids, d.vectors, Approximate(kind));
+  ASSERT_EQ(index->kind(), kind);
   const auto good = dir / "good.bidx";
   index->Save(good);
   const auto original = ReadBytes(good);
   const auto path = dir / "x.bidx";
   auto reason = [&](const std::string& key = kKey, int dim = 16) {
-    auto r = VectorIndex::Load(path, key, dim);
+    auto r = VectorIndex::Load(path, key, dim, Approximate(kind));
     EXPECT_FALSE(r.index);
     return r.reason;
   };
@@ -411,7 +613,7 @@ TEST(VectorIndexTest, LoadRefusesDamagedOrForeignFiles) {
   WriteBytes(path, original);
   EXPECT_TRUE(Contains(reason("bfd-v2 r32 a64 pca128"), "descriptor key differs"));
   EXPECT_TRUE(Contains(reason(kKey, 32), "dimension differs (file: 16, expected: 32)"));
-  ASSERT_TRUE(VectorIndex::Load(path, kKey, 16).index);  // the untouched copy loads
+  ASSERT_TRUE(VectorIndex::Load(path, kKey, 16, Approximate(kind)).index);  // the untouched copy
 
   // Any single damaged byte is refused, never crashes.
   for (size_t at = 0; at < original.size(); at += std::max<size_t>(1, original.size() / 97)) {
@@ -433,13 +635,59 @@ TEST(VectorIndexTest, LoadRefusesDamagedOrForeignFiles) {
 
   // A correctly signed file whose payload FAISS cannot decode (cut short or
   // random) is refused with FAISS's reason, not a crash.
+  // (binary_sq8: its payload's own lengths are checked before FAISS's.)
+  const std::string cut =
+      kind == IndexKind::kBinarySq8 ? "corrupt payload" : "FAISS cannot read the payload";
   WriteBytes(path, original);
   ForgePayload(path, 100);
-  EXPECT_TRUE(Contains(reason(), "FAISS cannot read the payload"));
+  EXPECT_TRUE(Contains(reason(), cut)) << reason();
   WriteBytes(path, original);
   ForgePayload(path, 0);
-  EXPECT_TRUE(Contains(reason(), "FAISS cannot read the payload"));
+  EXPECT_TRUE(Contains(reason(), cut)) << reason();
+  if (kind != IndexKind::kBinarySq8) return;
+
+  // binary_sq8: a signed file whose parts disagree is refused as corrupt.
+  const size_t payload_at = 104 + std::strlen(kKey);
+  const size_t payload_len = original.size() - payload_at - 64;
+  auto resign = [&](std::vector<std::byte> b) {
+    b.resize(b.size() - 64);
+    const std::string hex = Sha256Hex(std::span<const std::byte>(b));
+    for (char c : hex) b.push_back(std::byte(c));
+    WriteBytes(path, b);
+  };
+  // The last two position ids made equal: repeated ids.
+  bytes = original;
+  const size_t last_id = payload_at + payload_len - 8;
+  std::copy_n(bytes.begin() + last_id - 8, 8, bytes.begin() + last_id);
+  resign(bytes);
+  EXPECT_TRUE(Contains(reason(), "repeated ids")) << reason();
+  // Another id set than the header's fingerprint.
+  bytes = original;
+  bytes[last_id + 6] ^= std::byte{0x40};  // a large id, not another of the set
+  resign(bytes);
+  EXPECT_TRUE(Contains(reason(), "id fingerprint")) << reason();
+  // One position id fewer (the header's count no longer matches).
+  bytes = original;
+  bytes.erase(bytes.begin() + last_id, bytes.begin() + last_id + 8);
+  for (int i = 0; i < 8; ++i)
+    bytes[32 + i] = std::byte((uint64_t(payload_len - 8) >> (8 * i)) & 0xff);
+  resign(bytes);
+  EXPECT_TRUE(Contains(reason(), "position ids")) << reason();
+  // The sign-code part's length off by one.
+  bytes = original;
+  bytes[payload_at + 8] = std::byte(std::to_integer<uint8_t>(bytes[payload_at + 8]) + 1);
+  resign(bytes);
+  EXPECT_TRUE(Contains(reason(), "payload")) << reason();
+  // A header that says ivf_flat over a binary_sq8 payload.
+  bytes = original;
+  bytes[12] = std::byte{1};
+  resign(bytes);
+  EXPECT_FALSE(reason().empty());
 }
+
+INSTANTIATE_TEST_SUITE_P(Kinds, VectorIndexLoad,
+                         ::testing::Values(IndexKind::kIvfFlat, IndexKind::kBinarySq8),
+                         [](const auto& info) { return std::string(IndexKindName(info.param)); });
 
 TEST(PartitionIndexesTest, LoadOrRebuildSaysWhatHappened) {
   TempDir dir;

@@ -206,6 +206,22 @@ TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
   EXPECT_TRUE(Contains(t.out, "fine stage (2 candidates")) << t.out;
 }
 
+TEST_F(BenchSearchCli, BenchSearchKindIsChosenAndReported) {
+  // 500 exhibits are far below exact_below: --kind forces the kind anyway.
+  for (const std::string kind : {"binary_sq8", "ivf_sq8", "exact"}) {
+    const auto r = RunBien({"bench", "search", "--exhibits", "500", "--features", file_.string(),
+                            "--queries", "20", "--rerank", "2", "--kind", kind, "--json"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto run = nlohmann::json::parse(r.out)["runs"][0];
+    EXPECT_EQ(run["kind"], kind);
+    EXPECT_GE(run["mate_recall_at_100"].get<double>(), 0.0);
+  }
+  const auto r = RunBien(
+      {"bench", "search", "--exhibits", "500", "--features", file_.string(), "--kind", "hnsw"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(Contains(r.err, "--kind")) << r.err;
+}
+
 TEST(BenchSearchCliArgs, BadArgumentsAreRefused) {
   TempDir dir;
   auto r = RunBien({"bench", "search", "--exhibits", "3", "--shots", "2", "--queries", "1"});
