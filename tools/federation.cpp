@@ -102,17 +102,35 @@ nlohmann::json AlertJson(const AlertRecord& a) {
           {"payload", payload.is_discarded() ? nlohmann::json(a.payload_json) : payload}};
 }
 
+volatile std::sig_atomic_t g_stop_requested = 0;
+extern "C" void OnStopSignal(int) { g_stop_requested = 1; }
+
 // Blocks SIGINT and SIGTERM in this thread (and the threads it starts) while
-// it lives, so sigtimedwait can take them; restores the mask after.
+// it lives, so sigtimedwait can take them, and catches them everywhere else:
+// threads that exist already (a library's pool, e.g. OpenBLAS's, started when
+// it loads) do not block them, and a SIGTERM delivered to one of those used
+// to end the process at once, without its clean shutdown (seen when a node
+// got a second SIGTERM while stopping). With the handler such a signal only
+// raises the flag StopSignal reads. Restores the mask and handlers after.
 class StopSignals {
  public:
   StopSignals() {
+    g_stop_requested = 0;
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
     sigemptyset(&set_);
     sigaddset(&set_, SIGINT);
     sigaddset(&set_, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set_, &old_);
   }
-  ~StopSignals() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  ~StopSignals() {
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
   StopSignals(const StopSignals&) = delete;
   StopSignals& operator=(const StopSignals&) = delete;
   const sigset_t& set() const { return set_; }
@@ -120,12 +138,16 @@ class StopSignals {
  private:
   sigset_t set_{};
   sigset_t old_{};
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
 };
 
-// Waits up to `ms` for SIGINT/SIGTERM; true when one came.
+// Waits up to `ms` for SIGINT/SIGTERM; true when one came (to this thread or,
+// through the handler, to any other).
 bool StopSignal(const sigset_t& set, int ms) {
+  if (g_stop_requested != 0) return true;
   timespec ts{ms / 1000, static_cast<long>(ms % 1000) * 1000000L};
-  return sigtimedwait(&set, nullptr, &ts) > 0;
+  return sigtimedwait(&set, nullptr, &ts) > 0 || g_stop_requested != 0;
 }
 
 }  // namespace
