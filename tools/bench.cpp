@@ -375,11 +375,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
   if (args.features) {
     log("reading " + std::to_string(max_n) + " descriptors from " + args.features->string() +
         "...\n");
-    FeatureFile f = ReadSynthFeatureFile(*args.features, max_n, key, SynthDescriptorKey());
-    if (f.dim != dim) {
-      throw Error(args.features->string() + ": vectors of " + std::to_string(f.dim) +
-                  " floats, the descriptor has " + std::to_string(dim));
-    }
+    FeatureFile f = ReadBenchFeatures(*args.features, max_n);
     vectors = std::move(f.vectors);
     shots = f.shots;
     seed = f.seed;

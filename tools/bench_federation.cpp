@@ -300,11 +300,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
   if (args.features) {
     log("  reading " + std::to_string(total) + " descriptors from " + args.features->string() +
         " (checks the whole file's SHA-256)...\n");
-    FeatureFile f = ReadSynthFeatureFile(*args.features, total, key, SynthDescriptorKey());
-    if (f.dim != dim) {
-      throw Error(args.features->string() + ": vectors of " + std::to_string(f.dim) +
-                  " floats, the descriptor has " + std::to_string(dim));
-    }
+    FeatureFile f = ReadBenchFeatures(*args.features, total);
     vectors = std::move(f.vectors);
     vector_source = args.features->string();
   } else {

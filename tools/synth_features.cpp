@@ -336,4 +336,14 @@ FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limi
   return f;
 }
 
+FeatureFile ReadBenchFeatures(const std::filesystem::path& path, int64_t limit) {
+  FeatureFile f = ReadSynthFeatureFile(path, limit, DescriptorKey(), SynthDescriptorKey());
+  const int dim = DescriptorDim();
+  if (f.dim != dim) {
+    throw Error(path.string() + ": vectors of " + std::to_string(f.dim) +
+                " floats, the descriptor has " + std::to_string(dim));
+  }
+  return f;
+}
+
 }  // namespace bien::cli

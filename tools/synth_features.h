@@ -85,4 +85,9 @@ FeatureFile ReadSynthFeatureFile(const std::filesystem::path& path, int64_t limi
                                  const std::string& expected_key = "",
                                  const std::string& expected_model = "");
 
+// For the benchmarks: the first `limit` vectors of a file made by this bien's
+// default descriptor and synthetic model (both keys must match) whose vectors
+// have the descriptor's dimension; bien::Error naming the path otherwise.
+FeatureFile ReadBenchFeatures(const std::filesystem::path& path, int64_t limit);
+
 }  // namespace bien::cli
