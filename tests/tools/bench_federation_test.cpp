@@ -2,9 +2,7 @@
 // whose output is checked (no timing is asserted), refused arguments, and
 // the nodes stopping by themselves when the bench is killed. The nodes
 // listen on 127.0.0.1 only; every process is stopped by the test.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,52 +14,12 @@
 #include <thread>
 
 #include "tests/test_util.h"
-
-extern char** environ;
+#include "tests/tools/process_util.h"
 
 namespace bien::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-// Starts `bien ARGS...` with stdout to `out` and stderr to `err`.
-pid_t Spawn(const std::vector<std::string>& args, const fs::path& out, const fs::path& err) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  std::vector<std::string> all{BIEN_EXE};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, BIEN_EXE, &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
-// Waits for the process; SIGKILL after `ms`. Returns the exit code (128+signal).
-int Reap(pid_t pid, int ms) {
-  for (int i = 0; i < ms / 20; ++i) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return 128 + SIGKILL;
-}
-
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 struct Ran {
   int code = 0;
@@ -69,7 +27,7 @@ struct Ran {
 };
 
 Ran RunProcess(const std::vector<std::string>& args, const TempDir& tmp, int timeout_ms) {
-  const pid_t pid = Spawn(args, tmp / "out.txt", tmp / "err.txt");
+  const pid_t pid = SpawnBien(args, tmp / "out.txt", tmp / "err.txt");
   Ran r;
   r.code = Reap(pid, timeout_ms);
   r.out = ReadFile(tmp / "out.txt");
@@ -165,9 +123,9 @@ TEST(BenchFederation, RefusesBadArguments) {
 TEST(BenchFederation, NodesStopWhenTheBenchIsKilled) {
   TempDir tmp;
   const fs::path work = tmp / "work";
-  const pid_t pid =
-      Spawn({"bench", "federation", "--exhibits", "300", "--queries", "1", "--work", work.string()},
-            tmp / "out.txt", tmp / "err.txt");
+  const pid_t pid = SpawnBien(
+      {"bench", "federation", "--exhibits", "300", "--queries", "1", "--work", work.string()},
+      tmp / "out.txt", tmp / "err.txt");
   auto serving = [&] {
     int n = 0;
     for (const char* d : {"rs", "ba", "mk"}) n += fs::exists(work / d / "serve.endpoint");

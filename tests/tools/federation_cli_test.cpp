@@ -4,9 +4,7 @@
 // for a while, 3 nodes x 1,000 messages — each checking that every message
 // took effect exactly once. Bounded in time; the processes are stopped by
 // the test.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,8 +21,7 @@
 #include "exchange/keys.h"
 #include "storage/exchange_store.h"
 #include "tests/test_util.h"
-
-extern char** environ;
+#include "tests/tools/process_util.h"
 
 namespace bien::testing {
 namespace {
@@ -39,43 +36,6 @@ bool WaitFor(F done, int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return done();
-}
-
-pid_t Spawn(const std::vector<std::string>& args, const fs::path& log) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0644);
-  posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<std::string> all{BIEN_EXE};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  EXPECT_EQ(posix_spawn(&pid, BIEN_EXE, &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
-// Waits for the process; SIGKILL after `ms`. Returns the exit code (128+signal).
-int Reap(pid_t pid, int ms) {
-  for (int i = 0; i < ms / 20; ++i) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  kill(pid, SIGKILL);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return 128 + SIGKILL;
-}
-
-std::string ReadFile(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 struct ProcNode {
@@ -106,7 +66,8 @@ class FederationProcessTest : public ::testing::Test {
   // for its endpoint file.
   void Start(ProcNode& n) {
     fs::remove(n.dir / "serve.endpoint");
-    n.pid = Spawn({"serve", "--node", n.dir.string(), "--listen",
+    n.pid =
+        SpawnBien({"serve", "--node", n.dir.string(), "--listen",
                    n.endpoint.empty() ? "tcp://127.0.0.1:*" : n.endpoint, "--heartbeat-ms", "200"},
                   tmp_ / (n.name + ".log"));
     std::string endpoint;
@@ -289,22 +250,9 @@ TEST_F(FederationProcessTest, AScanIngestedWhileServingIsFoundByTheNextRequest) 
   // Runs `bien ARGS` as a process; its stdout (stderr apart).
   auto bien = [&](const std::vector<std::string>& args) {
     const fs::path out = tmp_ / ("command-" + std::to_string(++command) + ".out");
-    std::vector<std::string> all = args;
     std::string line = "bien";
     for (const std::string& x : args) line += " " + x;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, (out.string() + ".err").c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    all.insert(all.begin(), BIEN_EXE);
-    std::vector<char*> argv;
-    for (auto& x : all) argv.push_back(x.data());
-    argv.push_back(nullptr);
-    pid_t child = -1;
-    EXPECT_EQ(posix_spawn(&child, BIEN_EXE, &fa, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    const pid_t child = SpawnBien(args, out, out.string() + ".err");
     const int code = Reap(child, 120000);
     EXPECT_EQ(code, 0) << line << "\n" << ReadFile(out) << ReadFile(out.string() + ".err");
     return ReadFile(out);
@@ -376,7 +324,7 @@ TEST_F(FederationProcessTest, AScanIngestedWhileServingIsFoundByTheNextRequest) 
 TEST(FederationDemo, RunsThreeNodeProcessesAndTheAlertArrives) {
   TempDir tmp;
   const fs::path log = tmp / "demo.txt";
-  const pid_t pid = Spawn({"demo", "--dir", (tmp / "demo").string()}, log);
+  const pid_t pid = SpawnBien({"demo", "--dir", (tmp / "demo").string()}, log);
   EXPECT_EQ(Reap(pid, 240000), 0) << ReadFile(log);
   const std::string out = ReadFile(log);
   EXPECT_TRUE(Contains(out, "asked 2 peers (coarse + fine re-rank); 2 answered"));
