@@ -62,6 +62,18 @@ class SearchCli : public ::testing::Test {
     m << "other calibre.x3p,CASE-X,X1,cartridge_case,evidence,.40 S&W,\n";
   }
 
+  // A third shot of firearm 1 of the set (not ingested), its path.
+  std::filesystem::path WriteThirdShotOfFirearmOne() const {
+    SynthOptions o;
+    o.seed = 21;
+    o.size_px = 560;
+    o.firearms = 3;
+    o.shots = 2;
+    const auto extra = dir_.path() / "extra.x3p";
+    WriteX3p(MakeSynthShot(o, 1, 3), extra);
+    return extra;
+  }
+
   TempDir dir_;
   std::vector<SynthFile> files_;
   std::string node_;
@@ -143,13 +155,7 @@ TEST_F(SearchCli, TheIndexIsRebuiltWhenMissingOrDamagedAndUpdatedAfterIngest) {
   EXPECT_TRUE(Json(RunBien({"leads", "--node", node_, "--json"})).empty());
 
   // A new exhibit joins the saved index without a rebuild.
-  SynthOptions o;
-  o.seed = 21;
-  o.size_px = 560;
-  o.firearms = 3;
-  o.shots = 2;
-  const auto extra = dir_.path() / "extra.x3p";
-  WriteX3p(MakeSynthShot(o, 1, 3), extra);
+  const auto extra = WriteThirdShotOfFirearmOne();
   ASSERT_EQ(RunBien({"ingest", "--node", node_, "--case", "CASE-1", "--exhibit", "E1-3", "--kind",
                      "cartridge_case", "--role", "evidence", "--calibre", "9mm Luger",
                      "--no-search", extra.string()})
@@ -266,13 +272,7 @@ TEST_F(SearchCli, AScanIngestedByAnotherProcessIsFoundByTheNextRequest) {
   EXPECT_EQ(again.scans, 6);
 
   // Another process ingests a third shot of firearm 1.
-  SynthOptions o;
-  o.seed = 21;
-  o.size_px = 560;
-  o.firearms = 3;
-  o.shots = 2;
-  const auto extra = dir_.path() / "extra.x3p";
-  WriteX3p(MakeSynthShot(o, 1, 3), extra);
+  const auto extra = WriteThirdShotOfFirearmOne();
   {
     const std::string command = std::string("'") + BIEN_EXE + "' ingest --node '" + node_ +
                                 "' --case CASE-1 --exhibit E1-3 --kind cartridge_case --role "
