@@ -416,7 +416,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
     }
   }
   options.build_threads = jobs;
-  options.search_threads = 1;
+  options.search_threads = jobs;  // a single query's binary_sq8 scan may split
   options.Check();
   nlohmann::json runs = nlohmann::json::array();
   for (int64_t n : args.exhibits) {

@@ -122,12 +122,15 @@ std::shared_ptr<VectorIndex> Recall(const std::filesystem::path& path, const std
 
 // The node's index options for descriptors of `dim` floats: the library's
 // defaults (exact below exact_below, else binary_sq8), except for a dimension
-// binary_sq8 cannot pack 8 signs per byte of (the 132-float bullet
-// descriptor), which keeps ivf_sq8, the default before binary_sq8 (binary_sq8
+// binary_sq8 cannot split into two halves of whole bytes of sign bits (the
+// 132-float bullet descriptor), which keeps ivf_sq8, the default before binary_sq8 (binary_sq8
 // was measured on breech-face descriptors only).
 VectorIndexOptions IndexOptionsFor(int dim) {
   VectorIndexOptions options;
-  if (dim % 8 != 0) options.approximate_kind = IndexKind::kIvfSq8;
+  if (dim % kBinarySq8DimMultiple != 0) options.approximate_kind = IndexKind::kIvfSq8;
+  // One query at a time: its Hamming scan may use both cores.
+  options.search_threads =
+      static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 1024u));
   return options;
 }
 

@@ -106,12 +106,18 @@ TEST(VectorIndexTest, OptionsCheckRejectsBadValues) {
   o = {};
   o.rerank_min = 0;
   EXPECT_TRUE(Contains(ErrorOf([&] { o.Check(); }), "rerank_min"));
-  // binary_sq8 (the default) packs 8 signs per byte: the dimension must be a
-  // multiple of 8, checked when the index is made, not when it grows.
+  o = {};
+  o.prefilter_factor = 1;
+  EXPECT_TRUE(Contains(ErrorOf([&] { o.Check(); }), "prefilter_factor"));
+  o.prefilter_factor = 0;
+  EXPECT_NO_THROW(o.Check());
+  // binary_sq8 (the default) packs 8 signs per byte in two halves: the
+  // dimension must be a multiple of 16, checked when the index is made, not
+  // when it grows.
   EXPECT_EQ(VectorIndexOptions{}.approximate_kind, IndexKind::kBinarySq8);
-  EXPECT_TRUE(Contains(ErrorOf([&] { VectorIndex(30, kKey); }), "multiple of 8, got 30"));
+  EXPECT_TRUE(Contains(ErrorOf([&] { VectorIndex(30, kKey); }), "multiple of 16, got 30"));
   EXPECT_TRUE(
-      Contains(ErrorOf([&] { VectorIndex::Build(30, kKey, d.ids, d.vectors); }), "multiple of 8"));
+      Contains(ErrorOf([&] { VectorIndex::Build(30, kKey, d.ids, d.vectors); }), "multiple of 16"));
   EXPECT_NO_THROW(VectorIndex(30, kKey, pq));
 }
 
@@ -333,6 +339,93 @@ TEST(VectorIndexTest, BinarySq8RecallMatchesExactOnPlantedMates) {
   const double narrow10 = found(*narrow, 10);
   RecordProperty("narrow_top10", std::to_string(narrow10));
   EXPECT_LT(narrow10, binary10);
+}
+
+// binary_sq8's prefilter (heads first, tails of the nearest only) on the
+// planted mates: it keeps about exact's recall with a narrow prefilter too,
+// and a prefilter wider than the index changes nothing.
+TEST(VectorIndexTest, BinarySq8PrefilterKeepsTheMates) {
+  const int dim = 128, n = 6000, queries = 200;
+  std::mt19937_64 rng(29);
+  std::normal_distribution<float> g(0.f, 1.f);
+  std::vector<int64_t> ids(n);
+  std::vector<float> vectors(size_t(n) * dim);
+  for (int i = 0; i < n; ++i) {
+    ids[i] = i;
+    for (int j = 0; j < dim; ++j) vectors[size_t(i) * dim + j] = g(rng);
+    Normalise(&vectors[size_t(i) * dim], dim);
+  }
+  std::vector<float> qv(size_t(queries) * dim);
+  for (int q = 0; q < queries; ++q) {  // mate: vector q * 29, at cosine ~0.6
+    std::vector<float> noise(dim);
+    for (float& x : noise) x = g(rng);
+    Normalise(noise.data(), dim);
+    for (int j = 0; j < dim; ++j) {
+      qv[size_t(q) * dim + j] = 0.6f * vectors[size_t(q) * 29 * dim + j] + 0.8f * noise[j];
+    }
+  }
+  auto recall = [&](const VectorIndex& index) {
+    int found = 0;
+    for (int q = 0; q < queries; ++q) {
+      auto h = HitIds(index.Search(std::span<const float>(&qv[size_t(q) * dim], dim), 10));
+      found += std::count(h.begin(), h.end(), int64_t{q} * 29) > 0;
+    }
+    return double(found) / queries;
+  };
+  auto o = Approximate(IndexKind::kBinarySq8);
+  o.rerank_min = 100;
+  o.prefilter_factor = 0;  // every whole code
+  auto whole = VectorIndex::Build(dim, kKey, ids, vectors, o);
+  o.prefilter_factor = 10;  // the nearest 1000 heads of 6000
+  auto narrow = VectorIndex::Build(dim, kKey, ids, vectors, o);
+  o.prefilter_factor = 60;  // 6000: no prefilter
+  auto wide = VectorIndex::Build(dim, kKey, ids, vectors, o);
+  o.prefilter_factor = 2;  // 200 heads for 100 re-ranked: too few
+  auto starved = VectorIndex::Build(dim, kKey, ids, vectors, o);
+  const double r_whole = recall(*whole), r_narrow = recall(*narrow), r_starved = recall(*starved);
+  RecordProperty("whole_narrow_starved", std::to_string(r_whole) + " " + std::to_string(r_narrow) +
+                                             " " + std::to_string(r_starved));
+  EXPECT_GT(r_whole, 0.8);
+  EXPECT_GE(r_narrow, r_whole - 0.03);
+  EXPECT_LT(r_starved, r_narrow);
+  EXPECT_EQ(recall(*wide), r_whole);
+  for (int q = 0; q < queries; q += 17) {
+    const std::span<const float> query(&qv[size_t(q) * dim], dim);
+    auto a = whole->Search(query, 10), b = wide->Search(query, 10);
+    ASSERT_EQ(HitIds(a), HitIds(b));
+    for (size_t j = 0; j < a.size(); ++j) EXPECT_EQ(a[j].score, b[j].score);
+  }
+}
+
+// From 2^16 codes on a single binary_sq8 query splits its scan over
+// search_threads, and a batch spreads its queries: the hits are the same as
+// on one thread, ties and all.
+TEST(VectorIndexTest, BinarySq8GivesTheSameHitsOnAnyThreads) {
+  const int dim = 32;
+  Data d = Clustered(70000, dim, 2, 31);
+  // Repeated vectors: equal distances and scores, broken by position.
+  for (int i = 0; i < 40; ++i) {
+    std::copy_n(&d.vectors[size_t(i) * dim], dim, &d.vectors[size_t(40000 + i) * dim]);
+  }
+  for (int prefilter : {0, 8}) {
+    SCOPED_TRACE("prefilter_factor " + std::to_string(prefilter));
+    auto o = Approximate(IndexKind::kBinarySq8);
+    o.prefilter_factor = prefilter;
+    o.search_threads = 1;
+    auto single = VectorIndex::Build(dim, kKey, d.ids, d.vectors, o);
+    o.search_threads = 2;
+    auto split = VectorIndex::Build(dim, kKey, d.ids, d.vectors, o);
+    const std::span<const float> batch(d.vectors.data(), size_t(8) * dim);
+    const auto batched = split->SearchBatch(batch, 20);
+    for (size_t q = 0; q < 8; ++q) {
+      const auto a = single->Search(d.vec(q), 20), b = split->Search(d.vec(q), 20);
+      ASSERT_EQ(HitIds(a), HitIds(b));
+      ASSERT_EQ(HitIds(a), HitIds(batched[q]));
+      for (size_t j = 0; j < a.size(); ++j) EXPECT_EQ(a[j].score, b[j].score);
+      EXPECT_EQ(a[0].id, d.ids[q]);
+      EXPECT_EQ(a[1].id, d.ids[40000 + q]);  // the copy, after the original
+    }
+  }
 }
 
 TEST(VectorIndexTest, ApproximateKindsReachHighRecall) {
@@ -678,6 +771,11 @@ TEST_P(VectorIndexLoad, RefusesDamagedOrForeignFiles) {
   bytes[payload_at + 8] = std::byte(std::to_integer<uint8_t>(bytes[payload_at + 8]) + 1);
   resign(bytes);
   EXPECT_TRUE(Contains(reason(), "payload")) << reason();
+  // Format 1 held the sign codes in one block: refused (the caller rebuilds).
+  bytes = original;
+  bytes[8] = std::byte{1};
+  resign(bytes);
+  EXPECT_TRUE(Contains(reason(), "format version 1 not supported")) << reason();
   // A header that says ivf_flat over a binary_sq8 payload.
   bytes = original;
   bytes[12] = std::byte{1};
