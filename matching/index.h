@@ -37,15 +37,19 @@
 //  - ivf_pq: product-quantised codes (`pq_bytes` + ~50 bytes); smallest, but
 //    recall@10 below 0.7 without re-ranking.
 //  - binary_sq8 (default approximate kind): two flat stages, no lists, no
-//    k-means. Stage 1: the sign bits of the d floats (d / 8 bytes; d must be
-//    a multiple of 8), the R = max(k * rerank_factor, rerank_min) nearest in
-//    Hamming distance, scanned exhaustively; stage 2: those R re-ranked by
-//    the inner product with their 8-bit scalar-quantised vectors (d bytes),
-//    which is the score returned. Build trains only the SQ8 ranges (a
-//    sample of 65 536). `bien bench search --kind`, 10^5 sbf-v2 synthetic
-//    bfd-v2 descriptors x 1024, 200 queries with one mate each, single
-//    queries on one thread, k = 100 (2026-11-23, machine loaded, timings
-//    noisy; docs/PERFORMANCE.md "binary_sq8 vs ivf_sq8 at 10^5"):
+//    k-means. Stage 1: the sign bits of the d floats (d / 8 bytes in two
+//    halves, the first and the second d / 2 dimensions; d must be a
+//    multiple of 16), the R = max(k * rerank_factor, rerank_min) nearest in
+//    Hamming distance, scanned exhaustively (the first halves of all, the
+//    second halves of the R * prefilter_factor nearest by the first; the
+//    bits counted by matching/hamming.h with AVX-512 or POPCNT where the CPU
+//    has them); stage 2: those R re-ranked by the inner product with their
+//    8-bit scalar-quantised vectors (d bytes), which is the score
+//    returned. Build trains only the SQ8 ranges (a sample of 65 536).
+//    `bien bench search --kind`, 10^5 sbf-v2 synthetic bfd-v2 descriptors x
+//    1024, 200 queries with one mate each, single queries on one thread,
+//    k = 100, before the own Hamming scan (2026-11-23, machine loaded,
+//    timings noisy; docs/PERFORMANCE.md "binary_sq8 vs ivf_sq8 at 10^5"):
 //                kind              build  bytes/vec  median ms  mate in top 10 / 100
 //                exact               -      ~4200      136        0.910 / 0.945
 //                ivf_sq8 nprobe 16  9.6 s    1120      3.0        0.710 / 0.730
@@ -56,10 +60,12 @@
 //    more time for the same recall, and ranked real Fadul queries' mates
 //    among the 10^5 as exact search does. Overlap with the exact top 100 is
 //    lower (0.47 at 10^5): beyond the mates that list is noise-level
-//    non-mates. A query scans every code (d / 8 bytes per vector), so its
-//    time grows linearly with the index: at 10^6 x 1024 (quiet machine) 37 ms
-//    median, build 7.3 s, 1244 bytes per vector, mate in top 10 / 100 0.810
-//    / 0.855 against exact's 0.795 / 0.855 at 1.34 s per query.
+//    non-mates. A query scans every first half (d / 16 bytes per vector), so
+//    its time grows linearly with the index: at 10^6 x 1024 (quiet machine,
+//    the scan on 2 threads) 4.1 ms median (37 ms with FAISS's own binary
+//    index, which counts bits without POPCNT), build 7.3 s, 1244 bytes per
+//    vector, mate in top 10 / 100 0.810 / 0.855 against exact's 0.795 /
+//    0.855 at 1.36 s per query; 1.0 ms at 10^5.
 // HNSW is not offered: FAISS cannot remove vectors from an HNSW graph, and at
 // 10^5 x 128 HNSW32 (efConstruction 40, efSearch 64) lost on every count:
 // build 12.4 s vs 1.1 s, 0.41 vs 0.22 ms per query, recall@10 0.973 vs 0.993,
@@ -114,8 +120,12 @@ std::optional<IndexKind> ParseIndexKind(std::string_view name);
 struct VectorIndexOptions {
   // Build() makes an exact index below this many vectors, an approximate one
   // from it on. Exact search at 2 * 10^4 vectors: 1.2 ms (d = 128), 2.4 ms
-  // (d = 256) per query; 14 / 50 ms at 10^5.
-  int64_t exact_below = 20000;
+  // (d = 256) per query; 14 / 50 ms at 10^5. With d = 1024 (bfd-v2) exact
+  // took 7.5 ms at 10^4 where binary_sq8 took 0.13 ms and found the same
+  // mates (0.95 / 0.98 in the top 10 / 100; 0.23 ms and 0.93 / 0.955
+  // against exact's 27 ms and 0.925 / 0.955 at 2 * 10^4): below 5000 the
+  // SQ8 ranges would be trained on few vectors for little gain.
+  int64_t exact_below = 5000;
   // Chosen by measurement (see the kinds above): binary_sq8 finds the true
   // mates as exact search does; ivf_sq8 lost a third of them at nprobe 16.
   IndexKind approximate_kind = IndexKind::kBinarySq8;

@@ -248,7 +248,7 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_search
       ->add_option("--kind", bench_search.kind,
                    "Index kind at every size: exact | ivf_flat | ivf_sq8 | ivf_pq | binary_sq8 "
-                   "(default: as a node builds it, exact below 20000 vectors, else binary_sq8)")
+                   "(default: as a node builds it, exact below 5000 vectors, else binary_sq8)")
       ->check(CLI::IsMember({"exact", "ivf_flat", "ivf_sq8", "ivf_pq", "binary_sq8"}));
   c_bench_search->add_option("--shots", bench_search.shots, "Shots per firearm when generating")
       ->capture_default_str();
