@@ -5,8 +5,10 @@
 #include <emmintrin.h>
 #endif
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <numbers>
@@ -328,6 +330,12 @@ class CmcPrepared {
   int window = 0;       // search radius in fine pixels
   int cell_fft = 0;     // FFT size of a cell search
   std::vector<PreparedCell> cells;
+  // Tells prepared surfaces apart for the per-thread cache of the coarse
+  // reference spectra (an address may be reused after a surface is freed).
+  const uint64_t serial = next_serial_.fetch_add(1, std::memory_order_relaxed);
+
+ private:
+  static inline std::atomic<uint64_t> next_serial_{1};
 };
 
 void CmcOptions::Check() const {
@@ -481,6 +489,35 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
 
 namespace {
 
+// Spectra of one reference rotated to each angle of the coarse grid, on a
+// canvas of one side (empty until computed).
+struct CoarseSpectra {
+  uint64_t serial = 0;  // CmcPrepared::serial of the reference
+  int side = 0;
+  int p = 0;  // DFT size
+  int steps = 0;
+  std::vector<cv::Mat> spec;
+};
+
+// This thread's cache entry for (reference, side, p, steps), made the most
+// recent; the least recent of kCoarseCacheEntries is dropped for a new one
+// (each about 5 MB for a Fadul scan). Canvas sides differ by a few pixels
+// between scans, so a few entries serve one reference against many targets.
+CoarseSpectra& CoarseSpectraFor(uint64_t serial, int side, int p, int steps) {
+  constexpr size_t kCoarseCacheEntries = 4;
+  thread_local std::vector<CoarseSpectra> cache;
+  auto it = std::find_if(cache.begin(), cache.end(), [&](const CoarseSpectra& e) {
+    return e.serial == serial && e.side == side && e.p == p && e.steps == steps;
+  });
+  if (it == cache.end()) {
+    if (cache.size() < kCoarseCacheEntries) cache.emplace_back();
+    it = cache.end() - 1;
+    *it = CoarseSpectra{serial, side, p, steps, std::vector<cv::Mat>(steps)};
+  }
+  std::rotate(cache.begin(), it, it + 1);
+  return cache.front();
+}
+
 // Full-circle search at the coarse level: the reference rotated in steps over
 // 360 degrees, each angle correlated with the target over translations within
 // max_shift_um. The score is the sum of products of the standardised heights
@@ -510,7 +547,16 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     return cv::Mat((cv::Mat_<double>(2, 3) << c, s, -c * half - s * half + r.cx,  //
                     -s, c, s * half - c * half + r.cy));
   };
-  auto evaluate = [&](double angle) {
+  const int steps = std::max(1, static_cast<int>(std::lround(360.0 / o.coarse_step_deg)));
+  const double step = 360.0 / steps;
+  // The spectra of the rotated reference depend only on the reference, the
+  // canvas side and the angle step: kept per thread for the next comparison
+  // of the same reference (a query compared with many candidates).
+  CoarseSpectra& cache = CoarseSpectraFor(ref.serial, side, p, steps);
+  // The spectrum of the reference rotated by `angle`; `grid` >= 0 for the
+  // angle grid[i] (cached).
+  auto reference_spectrum = [&](double angle, int grid) -> const cv::Mat& {
+    if (grid >= 0 && !cache.spec[grid].empty()) return cache.spec[grid];
     // Heights are 0 where invalid, so a bilinear warp of the heights alone
     // is enough here: edge pixels mix in zeros, which only lowers them.
     // Warped straight into the zero frame of the DFT.
@@ -518,8 +564,15 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     cv::warpAffine(r.z, rz, rotation(angle), cv::Size(side, side),
                    cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT, 0);
     CV_Assert(rz.data == fft.frame().data);
-    fft.Forward(fft.frame(), side, r_spec);
-    fft.Correlate(t_spec, r_spec, c_rt);
+    if (grid < 0) {
+      fft.Forward(fft.frame(), side, r_spec);
+      return r_spec;
+    }
+    fft.Forward(fft.frame(), side, cache.spec[grid]);
+    return cache.spec[grid];
+  };
+  auto evaluate = [&](double angle, int grid) {
+    fft.Correlate(t_spec, reference_spectrum(angle, grid), c_rt);
     Pose pose;
     pose.angle_deg = angle;
     for (int ky = 0; ky <= 2 * dm; ++ky) {
@@ -535,10 +588,8 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     }
     return pose;
   };
-  const int steps = std::max(1, static_cast<int>(std::lround(360.0 / o.coarse_step_deg)));
-  const double step = 360.0 / steps;
   std::vector<Pose> best(steps);
-  for (int i = 0; i < steps; ++i) best[i] = evaluate(WrapDeg(i * step));
+  for (int i = 0; i < steps; ++i) best[i] = evaluate(WrapDeg(i * step), i);
   std::vector<Pose> order = best;
   std::sort(order.begin(), order.end(), [](const Pose& a, const Pose& b) {
     return a.score != b.score ? a.score > b.score : a.angle_deg < b.angle_deg;
@@ -582,7 +633,7 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     if (sm <= -2 || sp <= -2 || curvature >= 0) continue;
     const double delta = std::clamp(0.5 * (sm - sp) / curvature, -0.5, 0.5);
     if (std::abs(delta) < 0.05) continue;
-    const Pose refined = evaluate(WrapDeg(c.angle_deg + delta * step));
+    const Pose refined = evaluate(WrapDeg(c.angle_deg + delta * step), -1);
     if (refined.score >= c.score) c = refined;
   }
   return out;
