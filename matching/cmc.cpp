@@ -3,6 +3,7 @@
 #include <zlib.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <xmmintrin.h>
 #endif
 #include <algorithm>
 #include <atomic>
@@ -293,6 +294,134 @@ class Fft {
   cv::Mat prod_;
 };
 
+// Complex DFTs of one power-of-two size p x p on split real / imaginary
+// planes (row-major p x p floats each), for the cell searches: radix-2
+// passes along the columns, where each butterfly combines two whole rows (a
+// loop the compiler vectorises), with a transpose between the two passes.
+// The forward transform takes natural order and leaves the spectrum
+// transposed and in bit-reversed order; the inverse takes that layout back
+// to natural order. Products of two spectra are element-wise, so the layout
+// never needs sorting. About five times faster than the real DFTs of OpenCV
+// at 64 x 64, and one complex transform carries two real signals (re, im).
+class Fft2 {
+ public:
+  explicit Fft2(int p) : p_(p), wr_(p / 2), wi_(p / 2) {
+    CV_Assert(p >= 4 && (p & (p - 1)) == 0);
+    for (int k = 0; k < p / 2; ++k) {
+      const double a = -2.0 * std::numbers::pi * k / p;
+      wr_[k] = static_cast<float>(std::cos(a));
+      wi_[k] = static_cast<float>(std::sin(a));
+    }
+  }
+  int size() const { return p_; }
+  // In place: spectrum (transposed, bit-reversed) of re + i im.
+  void Forward(float* re, float* im) const {
+    Dif(re, im, p_);
+    Transpose(re);
+    Transpose(im);
+    Dif(re, im, p_);
+  }
+  // In place, unscaled: the natural-order signal of a spectrum in the
+  // forward's layout; only the first `cols` columns (rounded up to a
+  // multiple of 4) of the output are computed, the rest is garbage.
+  void Inverse(float* re, float* im, int cols) const {
+    Dit(re, im, p_);
+    Transpose(re);
+    Transpose(im);
+    Dit(re, im, std::min(p_, (cols + 3) / 4 * 4));
+  }
+
+ private:
+  // Decimation in frequency along the columns (forward, natural -> bit
+  // reversed), on the first `width` floats of each row.
+  void Dif(float* re, float* im, int width) const {
+    const int p = p_;
+    for (int len = p; len >= 2; len /= 2) {
+      const int half = len / 2, stride = p / len;
+      for (int s = 0; s < p; s += len) {
+        for (int k = 0; k < half; ++k) {
+          const float c = wr_[k * stride], d = wi_[k * stride];
+          float* __restrict ar = re + static_cast<size_t>(s + k) * p;
+          float* __restrict ai = im + static_cast<size_t>(s + k) * p;
+          float* __restrict br = re + static_cast<size_t>(s + k + half) * p;
+          float* __restrict bi = im + static_cast<size_t>(s + k + half) * p;
+          for (int x = 0; x < width; ++x) {
+            const float xr = ar[x] - br[x], xi = ai[x] - bi[x];
+            ar[x] += br[x];
+            ai[x] += bi[x];
+            br[x] = xr * c - xi * d;
+            bi[x] = xr * d + xi * c;
+          }
+        }
+      }
+    }
+  }
+  // Decimation in time along the columns with conjugate twiddles (inverse,
+  // bit reversed -> natural), on the first `width` floats of each row.
+  void Dit(float* re, float* im, int width) const {
+    const int p = p_;
+    for (int len = 2; len <= p; len *= 2) {
+      const int half = len / 2, stride = p / len;
+      for (int s = 0; s < p; s += len) {
+        for (int k = 0; k < half; ++k) {
+          const float c = wr_[k * stride], d = -wi_[k * stride];
+          float* __restrict ar = re + static_cast<size_t>(s + k) * p;
+          float* __restrict ai = im + static_cast<size_t>(s + k) * p;
+          float* __restrict br = re + static_cast<size_t>(s + k + half) * p;
+          float* __restrict bi = im + static_cast<size_t>(s + k + half) * p;
+          for (int x = 0; x < width; ++x) {
+            const float tr = br[x] * c - bi[x] * d, ti = br[x] * d + bi[x] * c;
+            br[x] = ar[x] - tr;
+            bi[x] = ai[x] - ti;
+            ar[x] += tr;
+            ai[x] += ti;
+          }
+        }
+      }
+    }
+  }
+  // In place, in 4 x 4 blocks (p is a multiple of 4).
+  void Transpose(float* a) const {
+    const size_t p = static_cast<size_t>(p_);
+    for (size_t by = 0; by < p; by += 4) {
+      for (size_t bx = by; bx < p; bx += 4) {
+        float* u = a + by * p + bx;
+        float* v = a + bx * p + by;
+#if defined(__SSE2__)
+        __m128 u0 = _mm_loadu_ps(u), u1 = _mm_loadu_ps(u + p), u2 = _mm_loadu_ps(u + 2 * p),
+               u3 = _mm_loadu_ps(u + 3 * p);
+        _MM_TRANSPOSE4_PS(u0, u1, u2, u3);
+        if (bx == by) {
+          _mm_storeu_ps(u, u0);
+          _mm_storeu_ps(u + p, u1);
+          _mm_storeu_ps(u + 2 * p, u2);
+          _mm_storeu_ps(u + 3 * p, u3);
+          continue;
+        }
+        __m128 v0 = _mm_loadu_ps(v), v1 = _mm_loadu_ps(v + p), v2 = _mm_loadu_ps(v + 2 * p),
+               v3 = _mm_loadu_ps(v + 3 * p);
+        _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
+        _mm_storeu_ps(v, u0);
+        _mm_storeu_ps(v + p, u1);
+        _mm_storeu_ps(v + 2 * p, u2);
+        _mm_storeu_ps(v + 3 * p, u3);
+        _mm_storeu_ps(u, v0);
+        _mm_storeu_ps(u + p, v1);
+        _mm_storeu_ps(u + 2 * p, v2);
+        _mm_storeu_ps(u + 3 * p, v3);
+#else
+        for (size_t y = 0; y < 4; ++y) {
+          for (size_t x = bx == by ? y + 1 : 0; x < 4; ++x) std::swap(u[y * p + x], v[x * p + y]);
+        }
+#endif
+      }
+    }
+  }
+
+  int p_;
+  std::vector<float> wr_, wi_;  // exp(-2 pi i k / p), k < p / 2
+};
+
 struct Pose {
   double angle_deg = 0;
   double dx_um = 0;
@@ -309,9 +438,13 @@ struct PreparedCell {
   cv::Rect rect;     // in fine-level pixels
   double cx_um = 0;  // cell centre relative to the surface centre
   double cy_um = 0;
-  cv::Mat spec_a;  // spectra of r*m, r^2*m and m at the cell FFT size
+  // Spectra of r*m, r^2*m and m at the cell FFT size: OpenCV's packed real
+  // DFTs, or when that size is a power of two (fast) Fft2 spectra, scaled by
+  // 1 / size^2, in `spec` as six planes (re and im of each).
+  cv::Mat spec_a;
   cv::Mat spec_a2;
   cv::Mat spec_m;
+  std::vector<float> spec;
   int valid = 0;
   double sum_r = 0;   // of the standardised cell over its valid points (about 0)
   double sum_rr = 0;  // (about the valid count)
@@ -437,7 +570,10 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
   p->cell_fft = fft;
   p->window = (fft - p->cell_side) / 2;
   const double f_in = cell_px / p->in_px_um;  // input pixels per fine pixel
+  const bool fast = (p->cell_fft & (p->cell_fft - 1)) == 0;
   Fft cell_dft(p->cell_fft, p->cell_fft);
+  std::unique_ptr<Fft2> cell_fft2;
+  if (fast) cell_fft2 = std::make_unique<Fft2>(p->cell_fft);
   for (int row = 0; row < n; ++row) {
     for (int col = 0; col < n; ++col) {
       PreparedCell cell;
@@ -470,9 +606,25 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
         c /= sd;
         cell.sum_r = cv::sum(c)[0];
         cell.sum_rr = cv::sum(c.mul(c))[0];
-        cell_dft.Forward(c, cell.spec_a);
-        cell_dft.Forward(c.mul(c), cell.spec_a2);
-        cell_dft.Forward(m, cell.spec_m);
+        if (fast) {
+          const int q = p->cell_fft;
+          const size_t plane = static_cast<size_t>(q) * q;
+          cell.spec.assign(6 * plane, 0.f);
+          const cv::Mat planes[3] = {c, c.mul(c), m};
+          for (int k = 0; k < 3; ++k) {
+            float* re = cell.spec.data() + 2 * k * plane;
+            for (int y = 0; y < p->cell_side; ++y) {
+              std::copy_n(planes[k].ptr<float>(y), p->cell_side, re + static_cast<size_t>(y) * q);
+            }
+            cell_fft2->Forward(re, re + plane);
+            const float scale = 1.f / static_cast<float>(plane);  // a power of two: exact
+            for (size_t i = 0; i < 2 * plane; ++i) re[i] *= scale;
+          }
+        } else {
+          cell_dft.Forward(c, cell.spec_a);
+          cell_dft.Forward(c.mul(c), cell.spec_a2);
+          cell_dft.Forward(m, cell.spec_m);
+        }
       }
       p->cells.push_back(std::move(cell));
     }
@@ -642,12 +794,19 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
 // Buffers of the cell searches of one reference against one target, reused
 // from cell to cell and angle to angle (allocation-free after the first).
 struct CellWork {
-  explicit CellWork(const CmcPrepared& ref) : fft(ref.cell_fft, 2 * ref.window + 1) {}
-  Fft fft;              // at the cell FFT size; inverses keep the 2w + 1 shift rows
-  Canvas warped;        // the target in the reference frame at the current angle
-  cv::Mat zm;           // target heights times mask (warp input)
-  cv::Mat t, n, tt;     // region around a cell: heights, mask, squared heights
-  cv::Mat ft, fn, ftt;  // their spectra
+  explicit CellWork(const CmcPrepared& ref) : fft(ref.cell_fft, 2 * ref.window + 1) {
+    if (!ref.cells.empty() && ref.cell_fft > 0 && (ref.cell_fft & (ref.cell_fft - 1)) == 0) {
+      fft2 = std::make_unique<Fft2>(ref.cell_fft);
+      buf.resize(12 * static_cast<size_t>(ref.cell_fft) * ref.cell_fft);
+    }
+  }
+  Fft fft;                     // at the cell FFT size; inverses keep the 2w + 1 shift rows
+  std::unique_ptr<Fft2> fft2;  // when the cell FFT size is a power of two
+  std::vector<float> buf;      // its planes: two spectra, four products
+  Canvas warped;               // the target in the reference frame at the current angle
+  cv::Mat zm;                  // target heights times mask (warp input)
+  cv::Mat t, n, tt;            // region around a cell: heights, mask, squared heights
+  cv::Mat ft, fn, ftt;         // their spectra
   cv::Mat c_rt, c_r, c_rr, c_n, c_t, c_tt;  // correlations (full frames)
 };
 
@@ -713,62 +872,117 @@ CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, double angl
   if (region_valid < min_overlap) return hit;
   // Sums over the overlap of the cell at each shift k (0..2w per axis):
   // s_rt = sum r t, s_r = sum r, s_rr = sum r^2, s_t = sum t, s_tt = sum t^2,
-  // s_n = count. Where the cell or the region is fully valid, some of them are
-  // box sums or constants, which saves FFTs; the result is the same.
-  const bool cell_full = cell.valid == side * side;
-  const bool region_full = region_valid == static_cast<double>(region) * region;
+  // s_n = count.
   const int shifts = 2 * w + 1;
   const cv::Rect out(0, 0, shifts, shifts);
-  Fft& fft = work.fft;
-  fft.Forward(t, work.ft);
-  fft.Correlate(work.ft, cell.spec_a, work.c_rt);
-  const cv::Mat s_rt = work.c_rt(out);
-  cv::Mat s_r, s_rr, s_t, s_tt, s_n;
-  if (region_full) {
-    s_r = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_r));
-    s_rr = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_rr));
-    s_n = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.valid));
-  } else {
-    fft.Forward(n, work.fn);
-    fft.Correlate(work.fn, cell.spec_a, work.c_r);
-    s_r = work.c_r(out);
-    fft.Correlate(work.fn, cell.spec_a2, work.c_rr);
-    s_rr = work.c_rr(out);
-    if (!cell_full) {
-      fft.Correlate(work.fn, cell.spec_m, work.c_n);
-      s_n = work.c_n(out);
-    }
-  }
-  if (cell_full) {
-    // Box sums of side x side windows from integral images.
-    cv::Mat it, itt, in;
-    cv::integral(t, it, itt, CV_64F, CV_64F);
-    auto box = [&](const cv::Mat& ii, int x, int y) {
-      return ii.at<double>(y + side, x + side) - ii.at<double>(y, x + side) -
-             ii.at<double>(y + side, x) + ii.at<double>(y, x);
-    };
-    s_t.create(out.size(), CV_32F);
-    s_tt.create(out.size(), CV_32F);
-    for (int y = 0; y < shifts; ++y) {
-      for (int x = 0; x < shifts; ++x) {
-        s_t.at<float>(y, x) = static_cast<float>(box(it, x, y));
-        s_tt.at<float>(y, x) = static_cast<float>(box(itt, x, y));
+  cv::Mat s_rt, s_r, s_rr, s_t, s_tt, s_n;
+  if (work.fft2) {
+    // Two complex transforms carry the four real inputs, four inverses the
+    // six correlations: F1 = DFT(t + i n), F2 = DFT(t^2 + i n), and
+    // F1 conj(A) -> s_rt + i s_r, F1 conj(M) -> s_t + i s_n,
+    // F2 conj(M) -> s_tt + i (unused), F2 conj(A2) -> (unused) + i s_rr.
+    const Fft2& fft2 = *work.fft2;
+    const int q = fft2.size();
+    const size_t plane = static_cast<size_t>(q) * q;
+    float* f1r = work.buf.data();
+    float* f1i = f1r + plane;
+    float* f2r = f1r + 2 * plane;
+    float* f2i = f1r + 3 * plane;
+    std::fill(f1r, f1r + 4 * plane, 0.f);
+    for (int y = 0; y < region; ++y) {
+      const float* tr = t.ptr<float>(y);
+      const float* nr = n.ptr<float>(y);
+      const size_t o = static_cast<size_t>(y) * q;
+      for (int x = 0; x < region; ++x) {
+        f1r[o + x] = tr[x];
+        f1i[o + x] = nr[x];
+        f2r[o + x] = tr[x] * tr[x];
+        f2i[o + x] = nr[x];
       }
     }
-    if (!region_full) {
-      cv::integral(n, in, CV_64F);
-      s_n.create(out.size(), CV_32F);
+    fft2.Forward(f1r, f1i);
+    fft2.Forward(f2r, f2i);
+    const float* __restrict ar = cell.spec.data();
+    const float* __restrict ai = ar + plane;
+    const float* __restrict a2r = ar + 2 * plane;
+    const float* __restrict a2i = ar + 3 * plane;
+    const float* __restrict mr = ar + 4 * plane;
+    const float* __restrict mi = ar + 5 * plane;
+    float* __restrict g[8];
+    for (int k = 0; k < 8; ++k) g[k] = f1r + (4 + k) * plane;
+    for (size_t i = 0; i < plane; ++i) {  // x conj(y)
+      g[0][i] = f1r[i] * ar[i] + f1i[i] * ai[i];
+      g[1][i] = f1i[i] * ar[i] - f1r[i] * ai[i];
+      g[2][i] = f1r[i] * mr[i] + f1i[i] * mi[i];
+      g[3][i] = f1i[i] * mr[i] - f1r[i] * mi[i];
+      g[4][i] = f2r[i] * mr[i] + f2i[i] * mi[i];
+      g[5][i] = f2i[i] * mr[i] - f2r[i] * mi[i];
+      g[6][i] = f2r[i] * a2r[i] + f2i[i] * a2i[i];
+      g[7][i] = f2i[i] * a2r[i] - f2r[i] * a2i[i];
+    }
+    for (int k = 0; k < 8; k += 2) fft2.Inverse(g[k], g[k + 1], shifts);
+    const size_t step = static_cast<size_t>(q) * sizeof(float);
+    s_rt = cv::Mat(shifts, shifts, CV_32F, g[0], step);
+    s_r = cv::Mat(shifts, shifts, CV_32F, g[1], step);
+    s_t = cv::Mat(shifts, shifts, CV_32F, g[2], step);
+    s_n = cv::Mat(shifts, shifts, CV_32F, g[3], step);
+    s_tt = cv::Mat(shifts, shifts, CV_32F, g[4], step);
+    s_rr = cv::Mat(shifts, shifts, CV_32F, g[7], step);
+  } else {
+    // Where the cell or the region is fully valid, some of the sums are
+    // box sums or constants, which saves FFTs; the result is the same.
+    const bool cell_full = cell.valid == side * side;
+    const bool region_full = region_valid == static_cast<double>(region) * region;
+    Fft& fft = work.fft;
+    fft.Forward(t, work.ft);
+    fft.Correlate(work.ft, cell.spec_a, work.c_rt);
+    s_rt = work.c_rt(out);
+    if (region_full) {
+      s_r = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_r));
+      s_rr = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.sum_rr));
+      s_n = cv::Mat(out.size(), CV_32F, cv::Scalar(cell.valid));
+    } else {
+      fft.Forward(n, work.fn);
+      fft.Correlate(work.fn, cell.spec_a, work.c_r);
+      s_r = work.c_r(out);
+      fft.Correlate(work.fn, cell.spec_a2, work.c_rr);
+      s_rr = work.c_rr(out);
+      if (!cell_full) {
+        fft.Correlate(work.fn, cell.spec_m, work.c_n);
+        s_n = work.c_n(out);
+      }
+    }
+    if (cell_full) {
+      // Box sums of side x side windows from integral images.
+      cv::Mat it, itt, in;
+      cv::integral(t, it, itt, CV_64F, CV_64F);
+      auto box = [&](const cv::Mat& ii, int x, int y) {
+        return ii.at<double>(y + side, x + side) - ii.at<double>(y, x + side) -
+               ii.at<double>(y + side, x) + ii.at<double>(y, x);
+      };
+      s_t.create(out.size(), CV_32F);
+      s_tt.create(out.size(), CV_32F);
       for (int y = 0; y < shifts; ++y) {
-        for (int x = 0; x < shifts; ++x) s_n.at<float>(y, x) = static_cast<float>(box(in, x, y));
+        for (int x = 0; x < shifts; ++x) {
+          s_t.at<float>(y, x) = static_cast<float>(box(it, x, y));
+          s_tt.at<float>(y, x) = static_cast<float>(box(itt, x, y));
+        }
       }
+      if (!region_full) {
+        cv::integral(n, in, CV_64F);
+        s_n.create(out.size(), CV_32F);
+        for (int y = 0; y < shifts; ++y) {
+          for (int x = 0; x < shifts; ++x) s_n.at<float>(y, x) = static_cast<float>(box(in, x, y));
+        }
+      }
+    } else {
+      fft.Correlate(work.ft, cell.spec_m, work.c_t);
+      s_t = work.c_t(out);
+      cv::multiply(t, t, work.tt);
+      fft.Forward(work.tt, work.ftt);
+      fft.Correlate(work.ftt, cell.spec_m, work.c_tt);
+      s_tt = work.c_tt(out);
     }
-  } else {
-    fft.Correlate(work.ft, cell.spec_m, work.c_t);
-    s_t = work.c_t(out);
-    cv::multiply(t, t, work.tt);
-    fft.Forward(work.tt, work.ftt);
-    fft.Correlate(work.ftt, cell.spec_m, work.c_tt);
-    s_tt = work.c_tt(out);
   }
   int bx = -1, by = -1;
   for (int ky = 0; ky <= 2 * w; ++ky) {
