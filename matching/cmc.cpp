@@ -641,30 +641,28 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
 
 namespace {
 
-// Spectra of one reference rotated to each angle of the coarse grid, on a
-// canvas of one side (empty until computed).
+// Spectra of one reference rotated to the angles of the coarse grid, two
+// angles per complex spectrum (empty until computed).
 struct CoarseSpectra {
   uint64_t serial = 0;  // CmcPrepared::serial of the reference
-  int side = 0;
-  int p = 0;  // DFT size
+  int p = 0;            // DFT size
   int steps = 0;
-  std::vector<cv::Mat> spec;
+  std::vector<std::vector<float>> spec;  // per pair of angles: re, im planes
 };
 
-// This thread's cache entry for (reference, side, p, steps), made the most
-// recent; the least recent of kCoarseCacheEntries is dropped for a new one
-// (each about 5 MB for a Fadul scan). Canvas sides differ by a few pixels
-// between scans, so a few entries serve one reference against many targets.
-CoarseSpectra& CoarseSpectraFor(uint64_t serial, int side, int p, int steps) {
-  constexpr size_t kCoarseCacheEntries = 4;
+// This thread's cache entry for (reference, p, steps), made the most recent;
+// the least recent of kCoarseCacheEntries is dropped for a new one (each
+// about 9.4 MB at p = 128, the size for a Fadul scan).
+CoarseSpectra& CoarseSpectraFor(uint64_t serial, int p, int steps) {
+  constexpr size_t kCoarseCacheEntries = 2;
   thread_local std::vector<CoarseSpectra> cache;
   auto it = std::find_if(cache.begin(), cache.end(), [&](const CoarseSpectra& e) {
-    return e.serial == serial && e.side == side && e.p == p && e.steps == steps;
+    return e.serial == serial && e.p == p && e.steps == steps;
   });
   if (it == cache.end()) {
     if (cache.size() < kCoarseCacheEntries) cache.emplace_back();
     it = cache.end() - 1;
-    *it = CoarseSpectra{serial, side, p, steps, std::vector<cv::Mat>(steps)};
+    *it = CoarseSpectra{serial, p, steps, std::vector<std::vector<float>>((steps + 1) / 2)};
   }
   std::rotate(cache.begin(), it, it + 1);
   return cache.front();
@@ -683,14 +681,35 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
                                    const CmcOptions& o) {
   const Level& r = ref.coarse;
   const Level& t = tgt.coarse;
-  const int side = std::max(ref.coarse_side, tgt.coarse_side);
+  // Each surface on its own canvas (odd sides), centres aligned.
+  const int side = ref.coarse_side, side_t = tgt.coarse_side;
+  const int off = (side_t - side) / 2;  // target canvas centre - reference canvas centre
   const int dm = std::max(1, static_cast<int>(std::lround(o.max_shift_um / r.px_um)));
-  const int p = cv::getOptimalDFTSize(side + 2 * dm);
-  const Canvas tc = Rotated(t, 0, side);
-  Fft fft(p, 2 * dm + 1);  // only shifts within +-dm are read
-  cv::Mat t_spec, r_spec, c_rt;
-  fft.Forward(tc.z, t_spec, dm, dm);
+  int p = 4;  // no wrap-around over shifts within +-dm
+  while (p < std::max(side, side_t) + 2 * dm) p *= 2;
+  const Canvas tc = Rotated(t, 0, side_t);
+  const Fft2 fft(p);
+  const size_t plane = static_cast<size_t>(p) * p;
+  // d(k) = sum_v t'(v) r(v + k) with the target t' placed at -off - dm
+  // (wrapping round the frame), so that d(2 dm - k) is the score at shift
+  // k - dm per axis (reference point u onto the target point u + k - dm
+  // from the centres): the shifts read are the first 2 dm + 1 rows and
+  // columns. d = IDFT(conj(T) R): two rotations r_a + i r_b in one
+  // transform give d_a + i d_b.
+  std::vector<float> buf(4 * plane, 0.f);
+  float* tr = buf.data();
+  float* ti = tr + plane;
+  float* zr = tr + 2 * plane;
+  float* zi = tr + 3 * plane;
+  const int shift = 2 * p - off - dm;  // (y + shift) % p
+  for (int y = 0; y < side_t; ++y) {
+    const float* src = tc.z.ptr<float>(y);
+    float* dst = tr + static_cast<size_t>((y + shift) % p) * p;
+    for (int x = 0; x < side_t; ++x) dst[(x + shift) % p] = src[x];
+  }
+  fft.Forward(tr, ti);
   const double full = std::min(r.valid, t.valid);
+  const double scale = 1.0 / (static_cast<double>(plane) * full);
   const double half = (side - 1) / 2.0;
 
   auto rotation = [&](double angle) {
@@ -699,38 +718,22 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     return cv::Mat((cv::Mat_<double>(2, 3) << c, s, -c * half - s * half + r.cx,  //
                     -s, c, s * half - c * half + r.cy));
   };
-  const int steps = std::max(1, static_cast<int>(std::lround(360.0 / o.coarse_step_deg)));
-  const double step = 360.0 / steps;
-  // The spectra of the rotated reference depend only on the reference, the
-  // canvas side and the angle step: kept per thread for the next comparison
-  // of the same reference (a query compared with many candidates).
-  CoarseSpectra& cache = CoarseSpectraFor(ref.serial, side, p, steps);
-  // The spectrum of the reference rotated by `angle`; `grid` >= 0 for the
-  // angle grid[i] (cached).
-  auto reference_spectrum = [&](double angle, int grid) -> const cv::Mat& {
-    if (grid >= 0 && !cache.spec[grid].empty()) return cache.spec[grid];
-    // Heights are 0 where invalid, so a bilinear warp of the heights alone
-    // is enough here: edge pixels mix in zeros, which only lowers them.
-    // Warped straight into the zero frame of the DFT.
-    cv::Mat rz = fft.Place(cv::Rect(0, 0, side, side));
+  // Heights are 0 where invalid, so a bilinear warp of the heights alone is
+  // enough here: edge pixels mix in zeros, which only lowers them. Warped
+  // straight into the zero frame of the DFT.
+  auto rotate_into = [&](double angle, float* frame) {
+    cv::Mat rz(side, side, CV_32F, frame, static_cast<size_t>(p) * sizeof(float));
     cv::warpAffine(r.z, rz, rotation(angle), cv::Size(side, side),
                    cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT, 0);
-    CV_Assert(rz.data == fft.frame().data);
-    if (grid < 0) {
-      fft.Forward(fft.frame(), side, r_spec);
-      return r_spec;
-    }
-    fft.Forward(fft.frame(), side, cache.spec[grid]);
-    return cache.spec[grid];
+    CV_Assert(rz.data == reinterpret_cast<uchar*>(frame));
   };
-  auto evaluate = [&](double angle, int grid) {
-    fft.Correlate(t_spec, reference_spectrum(angle, grid), c_rt);
+  auto best_shift = [&](const float* d, double angle) {
     Pose pose;
     pose.angle_deg = angle;
     for (int ky = 0; ky <= 2 * dm; ++ky) {
-      const float* rt = c_rt.ptr<float>(ky);
+      const float* row = d + static_cast<size_t>(2 * dm - ky) * p + 2 * dm;
       for (int kx = 0; kx <= 2 * dm; ++kx) {
-        const double score = rt[kx] / full;
+        const double score = row[-kx] * scale;
         if (score > pose.score) {
           pose.score = score;
           pose.dx_um = (kx - dm) * r.px_um;
@@ -740,8 +743,43 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     }
     return pose;
   };
+  const int steps = std::max(1, static_cast<int>(std::lround(360.0 / o.coarse_step_deg)));
+  const double step = 360.0 / steps;
+  // The spectra of the rotated reference depend only on the reference, the
+  // DFT size and the angle step: kept per thread for the next comparison of
+  // the same reference (a query compared with many candidates).
+  CoarseSpectra& cache = CoarseSpectraFor(ref.serial, p, steps);
+  // Scores of the reference rotated by angle a and (when `two`) by b; `pair`
+  // >= 0 for the grid angles 2 pair and 2 pair + 1 (cached spectra).
+  auto evaluate = [&](double a, double b, bool two, Pose* pa, Pose* pb, int pair = -1) {
+    const float* sr = zr;
+    const float* si = zi;
+    if (pair >= 0 && !cache.spec[pair].empty()) {
+      sr = cache.spec[pair].data();
+      si = sr + plane;
+    } else {
+      std::fill(zr, zr + 2 * plane, 0.f);
+      rotate_into(a, zr);
+      if (two) rotate_into(b, zi);
+      fft.Forward(zr, zi);
+      if (pair >= 0) cache.spec[pair].assign(zr, zr + 2 * plane);
+    }
+    for (size_t i = 0; i < plane; ++i) {  // conj(T) Z
+      const float xr = tr[i] * sr[i] + ti[i] * si[i];
+      const float xi = tr[i] * si[i] - ti[i] * sr[i];
+      zr[i] = xr;
+      zi[i] = xi;
+    }
+    fft.Inverse(zr, zi, 2 * dm + 1);
+    *pa = best_shift(zr, a);
+    if (two) *pb = best_shift(zi, b);
+  };
   std::vector<Pose> best(steps);
-  for (int i = 0; i < steps; ++i) best[i] = evaluate(WrapDeg(i * step), i);
+  for (int i = 0; i < steps; i += 2) {
+    const bool two = i + 1 < steps;
+    evaluate(WrapDeg(i * step), WrapDeg((i + 1) * step), two, &best[i],
+             two ? &best[i + 1] : nullptr, i / 2);
+  }
   std::vector<Pose> order = best;
   std::sort(order.begin(), order.end(), [](const Pose& a, const Pose& b) {
     return a.score != b.score ? a.score > b.score : a.angle_deg < b.angle_deg;
@@ -751,13 +789,13 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     cv::Mat rm;
     cv::warpAffine(r.m, rm, rotation(pose.angle_deg), cv::Size(side, side),
                    cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_CONSTANT, 0);
-    const int sx = static_cast<int>(std::lround(pose.dx_um / r.px_um));
-    const int sy = static_cast<int>(std::lround(pose.dy_um / r.px_um));
+    const int sx = static_cast<int>(std::lround(pose.dx_um / r.px_um)) + off;
+    const int sy = static_cast<int>(std::lround(pose.dy_um / r.px_um)) + off;
     int n = 0;
-    for (int y = std::max(0, -sy); y < std::min(side, side - sy); ++y) {
+    for (int y = std::max(0, -sy); y < std::min(side, side_t - sy); ++y) {
       const float* a = rm.ptr<float>(y);
       const float* b = tc.m.ptr<float>(y + sy);
-      for (int x = std::max(0, -sx); x < std::min(side, side - sx); ++x) {
+      for (int x = std::max(0, -sx); x < std::min(side, side_t - sx); ++x) {
         n += a[x] >= 0.99f && b[x + sx] > 0.f;
       }
     }
@@ -785,7 +823,8 @@ std::vector<Pose> CoarseCandidates(const CmcPrepared& ref, const CmcPrepared& tg
     if (sm <= -2 || sp <= -2 || curvature >= 0) continue;
     const double delta = std::clamp(0.5 * (sm - sp) / curvature, -0.5, 0.5);
     if (std::abs(delta) < 0.05) continue;
-    const Pose refined = evaluate(WrapDeg(c.angle_deg + delta * step), -1);
+    Pose refined;
+    evaluate(WrapDeg(c.angle_deg + delta * step), 0, false, &refined, nullptr);
     if (refined.score >= c.score) c = refined;
   }
   return out;
