@@ -305,15 +305,32 @@ class Fft {
 // and im), where OpenCV's real DFTs take one each.
 class Fft2 {
  public:
-  explicit Fft2(int p) : p_(p), wr_(p / 2), wi_(p / 2) {
+  explicit Fft2(int p) : p_(p), wr_(p / 2), wi_(p / 2), neg_(p), half_row_(p, -1) {
     CV_Assert(p >= 4 && (p & (p - 1)) == 0);
     for (int k = 0; k < p / 2; ++k) {
       const double a = -2.0 * std::numbers::pi * k / p;
       wr_[k] = static_cast<float>(std::cos(a));
       wi_[k] = static_cast<float>(std::sin(a));
     }
+    int bits = 0;
+    while ((1 << bits) < p) ++bits;
+    std::vector<int> rev(p);
+    for (int i = 0; i < p; ++i) {
+      for (int b = 0; b < bits; ++b) rev[i] |= ((i >> b) & 1) << (bits - 1 - b);
+    }
+    int rows = 0;
+    for (int i = 0; i < p; ++i) {
+      neg_[i] = rev[(p - rev[i]) & (p - 1)];
+      if (rev[i] <= p / 2) half_row_[i] = rows++;
+    }
   }
   int size() const { return p_; }
+  // The spectrum of a real signal is Hermitian, X(-k) = conj X(k): its rows
+  // (of the forward's layout) with frequency 0..p/2 are enough. HalfRow(i) is
+  // the place of row i among those p/2 + 1 rows, or -1 for a row to be read
+  // as conj(row Neg(i) at columns Neg(j)).
+  int HalfRow(int i) const { return half_row_[i]; }
+  int Neg(int i) const { return neg_[i]; }
   // In place: spectrum (transposed, bit-reversed) of re + i im.
   void Forward(float* re, float* im) const {
     Dif(re, im, p_);
@@ -420,6 +437,8 @@ class Fft2 {
 
   int p_;
   std::vector<float> wr_, wi_;  // exp(-2 pi i k / p), k < p / 2
+  std::vector<int> neg_;        // the place of frequency -k
+  std::vector<int> half_row_;
 };
 
 struct Pose {
@@ -440,7 +459,8 @@ struct PreparedCell {
   double cy_um = 0;
   // Spectra of r*m, r^2*m and m at the cell FFT size: OpenCV's packed real
   // DFTs, or when that size is a power of two (fast) Fft2 spectra, scaled by
-  // 1 / size^2, in `spec` as six planes (re and im of each).
+  // 1 / size^2, in `spec` as re and im of each, rows 0..size/2 of the
+  // frequencies only (Fft2::HalfRow).
   cv::Mat spec_a;
   cv::Mat spec_a2;
   cv::Mat spec_m;
@@ -609,16 +629,27 @@ void PrepareCells(CmcPrepared& prepared, const CmcOptions& options) {
         if (fast) {
           const int q = p->cell_fft;
           const size_t plane = static_cast<size_t>(q) * q;
-          cell.spec.assign(6 * plane, 0.f);
+          const size_t half = static_cast<size_t>(q / 2 + 1) * q;
+          std::vector<float> full(2 * plane);
+          cell.spec.assign(6 * half, 0.f);
           const cv::Mat planes[3] = {c, c.mul(c), m};
           for (int k = 0; k < 3; ++k) {
-            float* re = cell.spec.data() + 2 * k * plane;
+            std::fill(full.begin(), full.end(), 0.f);
             for (int y = 0; y < p->cell_side; ++y) {
-              std::copy_n(planes[k].ptr<float>(y), p->cell_side, re + static_cast<size_t>(y) * q);
+              std::copy_n(planes[k].ptr<float>(y), p->cell_side, &full[static_cast<size_t>(y) * q]);
             }
-            cell_fft2->Forward(re, re + plane);
+            cell_fft2->Forward(full.data(), full.data() + plane);
             const float scale = 1.f / static_cast<float>(plane);  // a power of two: exact
-            for (size_t i = 0; i < 2 * plane; ++i) re[i] *= scale;
+            float* re = cell.spec.data() + 2 * k * half;
+            for (int i = 0; i < q; ++i) {
+              const int h = cell_fft2->HalfRow(i);
+              if (h < 0) continue;
+              for (int j = 0; j < q; ++j) {
+                re[static_cast<size_t>(h) * q + j] = full[static_cast<size_t>(i) * q + j] * scale;
+                re[half + static_cast<size_t>(h) * q + j] =
+                    full[plane + static_cast<size_t>(i) * q + j] * scale;
+              }
+            }
           }
         } else {
           cell_dft.Forward(c, cell.spec_a);
@@ -840,12 +871,12 @@ struct CellWork {
   explicit CellWork(const CmcPrepared& ref) : fft(ref.cell_fft, 2 * ref.window + 1) {
     if (!ref.cells.empty() && ref.cell_fft > 0 && (ref.cell_fft & (ref.cell_fft - 1)) == 0) {
       fft2 = std::make_unique<Fft2>(ref.cell_fft);
-      buf.resize(12 * static_cast<size_t>(ref.cell_fft) * ref.cell_fft);
+      buf.resize(13 * static_cast<size_t>(ref.cell_fft) * ref.cell_fft);
     }
   }
   Fft fft;                     // at the cell FFT size; inverses keep the 2w + 1 shift rows
   std::unique_ptr<Fft2> fft2;  // when the cell FFT size is a power of two
-  std::vector<float> buf;      // its planes: two spectra, four products
+  std::vector<float> buf;      // its planes: two spectra, four products, rows
   Canvas warped;               // the target in the reference frame at the current angle
   cv::Mat zm;                  // target heights times mask (warp input)
   cv::Mat t, n, tt;            // region around a cell: heights, mask, squared heights
@@ -945,23 +976,57 @@ CellHit SearchCell(const CmcPrepared& ref, const PreparedCell& cell, double angl
     }
     fft2.Forward(f1r, f1i);
     fft2.Forward(f2r, f2i);
-    const float* __restrict ar = cell.spec.data();
-    const float* __restrict ai = ar + plane;
-    const float* __restrict a2r = ar + 2 * plane;
-    const float* __restrict a2i = ar + 3 * plane;
-    const float* __restrict mr = ar + 4 * plane;
-    const float* __restrict mi = ar + 5 * plane;
-    float* __restrict g[8];
+    const size_t half = static_cast<size_t>(q / 2 + 1) * q;
+    float* g[8];
     for (int k = 0; k < 8; ++k) g[k] = f1r + (4 + k) * plane;
-    for (size_t i = 0; i < plane; ++i) {  // x conj(y)
-      g[0][i] = f1r[i] * ar[i] + f1i[i] * ai[i];
-      g[1][i] = f1i[i] * ar[i] - f1r[i] * ai[i];
-      g[2][i] = f1r[i] * mr[i] + f1i[i] * mi[i];
-      g[3][i] = f1i[i] * mr[i] - f1r[i] * mi[i];
-      g[4][i] = f2r[i] * mr[i] + f2i[i] * mi[i];
-      g[5][i] = f2i[i] * mr[i] - f2r[i] * mi[i];
-      g[6][i] = f2r[i] * a2r[i] + f2i[i] * a2i[i];
-      g[7][i] = f2i[i] * a2r[i] - f2r[i] * a2i[i];
+    float* row = f1r + 12 * plane;  // six rows of the cell spectra, unfolded
+    for (int i = 0; i < q; ++i) {
+      const int h = fft2.HalfRow(i);
+      const float* cs[6];  // A re, im, A2 re, im, M re, im at row i
+      if (h >= 0) {
+        for (int k = 0; k < 6; ++k)
+          cs[k] = cell.spec.data() + k * half + static_cast<size_t>(h) * q;
+      } else {
+        const size_t from = static_cast<size_t>(fft2.HalfRow(fft2.Neg(i))) * q;
+        for (int k = 0; k < 6; ++k) {
+          const float* src = cell.spec.data() + k * half + from;
+          float* dst = row + static_cast<size_t>(k) * q;
+          for (int j = 0; j < q; ++j) dst[j] = src[fft2.Neg(j)];
+          if (k % 2 == 1) {
+            for (int j = 0; j < q; ++j) dst[j] = -dst[j];
+          }
+          cs[k] = dst;
+        }
+      }
+      const size_t o = static_cast<size_t>(i) * q;
+      const float* __restrict ar = cs[0];
+      const float* __restrict ai = cs[1];
+      const float* __restrict a2r = cs[2];
+      const float* __restrict a2i = cs[3];
+      const float* __restrict mr = cs[4];
+      const float* __restrict mi = cs[5];
+      const float* __restrict x1r = f1r + o;
+      const float* __restrict x1i = f1i + o;
+      const float* __restrict x2r = f2r + o;
+      const float* __restrict x2i = f2i + o;
+      float* __restrict g0 = g[0] + o;
+      float* __restrict g1 = g[1] + o;
+      float* __restrict g2 = g[2] + o;
+      float* __restrict g3 = g[3] + o;
+      float* __restrict g4 = g[4] + o;
+      float* __restrict g5 = g[5] + o;
+      float* __restrict g6 = g[6] + o;
+      float* __restrict g7 = g[7] + o;
+      for (int j = 0; j < q; ++j) {  // x conj(y)
+        g0[j] = x1r[j] * ar[j] + x1i[j] * ai[j];
+        g1[j] = x1i[j] * ar[j] - x1r[j] * ai[j];
+        g2[j] = x1r[j] * mr[j] + x1i[j] * mi[j];
+        g3[j] = x1i[j] * mr[j] - x1r[j] * mi[j];
+        g4[j] = x2r[j] * mr[j] + x2i[j] * mi[j];
+        g5[j] = x2i[j] * mr[j] - x2r[j] * mi[j];
+        g6[j] = x2r[j] * a2r[j] + x2i[j] * a2i[j];
+        g7[j] = x2i[j] * a2r[j] - x2r[j] * a2i[j];
+      }
     }
     for (int k = 0; k < 8; k += 2) fft2.Inverse(g[k], g[k + 1], shifts);
     const size_t step = static_cast<size_t>(q) * sizeof(float);
