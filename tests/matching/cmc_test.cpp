@@ -6,6 +6,7 @@
 #include <zlib.h>
 #include <cmath>
 #include <random>
+#include <thread>
 #include <tuple>
 
 #include "core/error.h"
@@ -115,6 +116,51 @@ TEST(Cmc, SyntheticSameFirearmMatchesAtAnyAngle) {
   const CmcResult knm = CompareCmc(a, c);
   EXPECT_GT(km.combined, 3 * std::max(1.0, knm.combined));
   EXPECT_LE(knm.combined, 5);
+}
+
+// The cell search has two implementations: its own FFT when the cell FFT
+// size is a power of two (64 on the Fadul scans; here with a 300 um search
+// radius) and OpenCV's DFT otherwise (54 here at the default 250 um).
+TEST(Cmc, BothCellFftSizesSeparateSameFromDifferentFirearms) {
+  const Surface a = Synthetic(0, 0);
+  const Surface b = RotateSurface(Synthetic(0, 1), 40);
+  const Surface c = Synthetic(1, 0);
+  for (const double radius : {250.0, 300.0}) {
+    SCOPED_TRACE(radius);
+    CmcOptions o;
+    o.search_radius_um = radius;
+    const CmcResult plain = CompareCmc(a, Synthetic(0, 1), o);
+    const CmcResult km = CompareCmc(a, b, o);
+    const CmcResult knm = CompareCmc(a, c, o);
+    EXPECT_GT(km.combined, 3 * std::max(1.0, knm.combined));
+    EXPECT_LE(knm.combined, 5);
+    EXPECT_LE(
+        AngleDiff(km.forward.registration.angle_deg, plain.forward.registration.angle_deg + 40), 2);
+  }
+}
+
+// The coarse spectra of a reference are kept per thread for its next
+// comparison: a comparison that reuses them gives what a fresh one gives.
+TEST(Cmc, KeptCoarseSpectraChangeNothing) {
+  const auto a = PrepareCmc(Synthetic(3, 0), "a");
+  const auto b = PrepareCmc(Synthetic(3, 1), "b");
+  const auto c = PrepareCmc(Synthetic(4, 0), "c");
+  const CmcResult first = CompareCmc(*a, *b);
+  CompareCmc(*a, *c);
+  const CmcResult again = CompareCmc(*a, *b);
+  CmcResult fresh;
+  std::thread([&] { fresh = CompareCmc(*a, *b); }).join();
+  const CmcResult* results[] = {&again, &fresh};
+  for (const CmcResult* r : results) {
+    EXPECT_EQ(r->combined, first.combined);
+    EXPECT_EQ(r->forward.registration.angle_deg, first.forward.registration.angle_deg);
+    EXPECT_EQ(r->forward.registration.dx_um, first.forward.registration.dx_um);
+    EXPECT_EQ(r->backward.registration.dy_um, first.backward.registration.dy_um);
+    ASSERT_EQ(r->forward.cells.size(), first.forward.cells.size());
+    for (size_t i = 0; i < first.forward.cells.size(); ++i) {
+      EXPECT_EQ(r->forward.cells[i].ccf, first.forward.cells[i].ccf);
+    }
+  }
 }
 
 TEST(Cmc, IsDeterministic) {
