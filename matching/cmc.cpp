@@ -349,6 +349,17 @@ class Fft2 {
   }
 
  private:
+  // (a, b) <- (a + b, a - b), row by row.
+  static void Butterfly(float* __restrict ar, float* __restrict ai, float* __restrict br,
+                        float* __restrict bi, int width) {
+    for (int x = 0; x < width; ++x) {
+      const float xr = ar[x] - br[x], xi = ai[x] - bi[x];
+      ar[x] += br[x];
+      ai[x] += bi[x];
+      br[x] = xr;
+      bi[x] = xi;
+    }
+  }
   // Decimation in frequency along the columns (forward, natural -> bit
   // reversed), on the first `width` floats of each row.
   void Dif(float* re, float* im, int width) const {
@@ -362,6 +373,10 @@ class Fft2 {
           float* __restrict ai = im + static_cast<size_t>(s + k) * p;
           float* __restrict br = re + static_cast<size_t>(s + k + half) * p;
           float* __restrict bi = im + static_cast<size_t>(s + k + half) * p;
+          if (k == 0) {  // twiddle 1: no products (the same values)
+            Butterfly(ar, ai, br, bi, width);
+            continue;
+          }
           for (int x = 0; x < width; ++x) {
             const float xr = ar[x] - br[x], xi = ai[x] - bi[x];
             ar[x] += br[x];
@@ -386,6 +401,10 @@ class Fft2 {
           float* __restrict ai = im + static_cast<size_t>(s + k) * p;
           float* __restrict br = re + static_cast<size_t>(s + k + half) * p;
           float* __restrict bi = im + static_cast<size_t>(s + k + half) * p;
+          if (k == 0) {  // twiddle 1
+            Butterfly(ar, ai, br, bi, width);
+            continue;
+          }
           for (int x = 0; x < width; ++x) {
             const float tr = br[x] * c - bi[x] * d, ti = br[x] * d + bi[x] * c;
             br[x] = ar[x] - tr;
