@@ -897,16 +897,61 @@ struct CellWork {
   std::unique_ptr<Fft2> fft2;  // when the cell FFT size is a power of two
   std::vector<float> buf;      // its planes: two spectra, four products, rows
   Canvas warped;               // the target in the reference frame at the current angle
-  cv::Mat zm;                  // target heights times mask (warp input)
-  cv::Mat t, n, tt;            // region around a cell: heights, mask, squared heights
-  cv::Mat ft, fn, ftt;         // their spectra
+  cv::Mat xy, alpha;           // warp maps
+  std::vector<int> delta;
+  cv::Mat t, n, tt;                         // region around a cell: heights, mask, squared heights
+  cv::Mat ft, fn, ftt;                      // their spectra
   cv::Mat c_rt, c_r, c_rr, c_n, c_t, c_tt;  // correlations (full frames)
 };
 
+// cv::warpAffine(src, dst, m, dst.size(), INTER_LINEAR | WARP_INVERSE_MAP,
+// BORDER_CONSTANT, 0) on the rectangle `roi` of dst only (and the same for
+// src2, dst2), pixel for pixel the
+// same: OpenCV's fixed-point map (hal::warpAffine: coordinates in 1/1024
+// pixel, rounded to 1/32 for the bilinear weights) computed for those pixels
+// and handed to cv::remap, as warpAffine does block by block.
+// Both `src` and `src2` (same size) into `dst` and `dst2`, with one map.
+void WarpAffineRect(const cv::Mat& src, cv::Mat& dst, const cv::Mat& src2, cv::Mat& dst2,
+                    const double m[6], const cv::Rect& roi, cv::Mat& xy, cv::Mat& alpha,
+                    std::vector<int>& delta) {
+  constexpr int kAbBits = 10, kAbScale = 1 << kAbBits;
+  constexpr int kBits = cv::INTER_BITS, kTab = cv::INTER_TAB_SIZE;
+  constexpr int kRoundDelta = kAbScale / kTab / 2;
+  xy.create(roi.height, roi.width, CV_16SC2);
+  alpha.create(roi.height, roi.width, CV_16UC1);
+  delta.resize(2 * static_cast<size_t>(roi.width));
+  int* ad = delta.data();
+  int* bd = ad + roi.width;
+  for (int i = 0; i < roi.width; ++i) {
+    const int x = roi.x + i;
+    ad[i] = cv::saturate_cast<int>(m[0] * x * kAbScale);
+    bd[i] = cv::saturate_cast<int>(m[3] * x * kAbScale);
+  }
+  for (int j = 0; j < roi.height; ++j) {
+    const int y = roi.y + j;
+    const int x0 = cv::saturate_cast<int>((m[1] * y + m[2]) * kAbScale) + kRoundDelta;
+    const int y0 = cv::saturate_cast<int>((m[4] * y + m[5]) * kAbScale) + kRoundDelta;
+    short* pxy = xy.ptr<short>(j);
+    ushort* pa = alpha.ptr<ushort>(j);
+    for (int i = 0; i < roi.width; ++i) {
+      const int X = (x0 + ad[i]) >> (kAbBits - kBits);
+      const int Y = (y0 + bd[i]) >> (kAbBits - kBits);
+      pxy[2 * i] = cv::saturate_cast<short>(X >> kBits);
+      pxy[2 * i + 1] = cv::saturate_cast<short>(Y >> kBits);
+      pa[i] = static_cast<ushort>((Y & (kTab - 1)) * kTab + (X & (kTab - 1)));
+    }
+  }
+  cv::Mat part = dst(roi), part2 = dst2(roi);
+  cv::remap(src, part, xy, alpha, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  cv::remap(src2, part2, xy, alpha, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  CV_Assert(part.data == dst.ptr(roi.y, roi.x) && part2.data == dst2.ptr(roi.y, roi.x));
+}
+
 // The target resampled into the reference's fine frame under pose (angle, d),
-// with a margin of `window` pixels on every side, into work.warped.
+// with a margin of `window` pixels on every side, into work.warped; only its
+// part `want` is computed (the rest is left as it was).
 void TargetInReferenceFrame(const CmcPrepared& ref, const CmcPrepared& tgt, double angle_deg,
-                            double dx_um, double dy_um, CellWork& work) {
+                            double dx_um, double dy_um, const cv::Rect& want, CellWork& work) {
   const Level& r = ref.fine;
   const Level& t = tgt.fine;
   const int w = ref.window;
@@ -915,17 +960,20 @@ void TargetInReferenceFrame(const CmcPrepared& ref, const CmcPrepared& tgt, doub
   // canvas (u, v) -> reference pixel (u - w, v - w) -> p_um -> q = Rot p + d -> target pixel
   const double k = r.px_um / t.px_um;
   const double ox = -(w + r.cx), oy = -(w + r.cy);
-  cv::Mat map = (cv::Mat_<double>(2, 3) << k * c, -k * s,
-                 k * (c * ox - s * oy) + dx_um / t.px_um + t.cx,  //
-                 k * s, k * c, k * (s * ox + c * oy) + dy_um / t.px_um + t.cy);
+  const double map[6] = {k * c, -k * s, k * (c * ox - s * oy) + dx_um / t.px_um + t.cx,
+                         k * s, k * c,  k * (s * ox + c * oy) + dy_um / t.px_um + t.cy};
   Canvas& out = work.warped;
   const cv::Size size(r.z.cols + 2 * w, r.z.rows + 2 * w);
-  cv::multiply(t.z, t.m, work.zm);
-  cv::warpAffine(work.zm, out.z, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
-                 cv::BORDER_CONSTANT, 0);
-  cv::warpAffine(t.m, out.m, map, size, cv::INTER_LINEAR | cv::WARP_INVERSE_MAP,
-                 cv::BORDER_CONSTANT, 0);
-  KeepFullyCovered(out);
+  out.z.create(size, CV_32F);
+  out.m.create(size, CV_32F);
+  const cv::Rect roi = want & cv::Rect(cv::Point(0, 0), size);
+  if (roi.empty()) return;
+  // The heights are 0 where the mask is: t.z * t.m is t.z, bit for bit.
+  WarpAffineRect(t.z, out.z, t.m, out.m, map, roi, work.xy, work.alpha, work.delta);
+  Canvas part;
+  part.z = out.z(roi);
+  part.m = out.m(roi);
+  KeepFullyCovered(part);
 }
 
 struct CellHit {
@@ -1226,9 +1274,14 @@ std::vector<CellHit> SearchCells(const CmcPrepared& ref, const CmcPrepared& tgt,
     }
   }
   CellWork work(ref);
+  const int region = ref.cell_side + 2 * ref.window;
+  std::vector<size_t> todo;
   for (size_t a = 0; a < offsets.size(); ++a) {
     const double angle = WrapDeg(pose.angle_deg + offsets[a]);
-    bool warped = false;
+    // The cells to search at this angle and the part of the warped target
+    // they read.
+    todo.clear();
+    cv::Rect box;
     for (size_t i = 0; i < ref.cells.size(); ++i) {
       const PreparedCell& cell = ref.cells[i];
       if (!cell.info.used || (!take.empty() && !take[i])) continue;
@@ -1237,9 +1290,20 @@ std::vector<CellHit> SearchCells(const CmcPrepared& ref, const CmcPrepared& tgt,
         continue;
       }
       if (a > 0 && hits[i].ccf < o.prune_ccf) continue;
-      if (!warped) {
-        TargetInReferenceFrame(ref, tgt, angle, pose.dx_um, pose.dy_um, work);
-        warped = true;
+      const cv::Rect want(cell.rect.x, cell.rect.y, region, region);
+      box = todo.empty() ? want : (box | want);
+      todo.push_back(i);
+    }
+    if (todo.empty()) continue;
+    // One warp of the box, or when the cells are few and far apart, one of
+    // each cell's part (overlaps get the same values again).
+    const bool each = static_cast<double>(todo.size()) * region * region < box.area();
+    if (!each) TargetInReferenceFrame(ref, tgt, angle, pose.dx_um, pose.dy_um, box, work);
+    for (const size_t i : todo) {
+      const PreparedCell& cell = ref.cells[i];
+      if (each) {
+        TargetInReferenceFrame(ref, tgt, angle, pose.dx_um, pose.dy_um,
+                               cv::Rect(cell.rect.x, cell.rect.y, region, region), work);
       }
       const CellHit h =
           SearchCell(ref, cell, angle, pose.dx_um, pose.dy_um, o.min_overlap * cell.valid, work);
