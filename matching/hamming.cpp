@@ -195,28 +195,19 @@ void HammingAddAt(const uint8_t* query, const uint8_t* codes, size_t bytes,
 }
 
 std::vector<int64_t> SmallestDistances(std::span<const uint32_t> distances, size_t k,
-                                       uint32_t max_distance, bool sorted) {
-  std::vector<uint32_t> counts(static_cast<size_t>(max_distance) + 1, 0);
+                                       uint32_t max_distance) {
+  k = std::min(k, distances.size());
+  std::vector<int64_t> out;
+  if (k == 0) return out;
+  std::vector<size_t> counts(static_cast<size_t>(max_distance) + 1, 0);
   for (uint32_t d : distances) {
     BIEN_CHECK(d <= max_distance);
     ++counts[d];
   }
-  return SmallestCountedDistances(distances, counts, k, sorted);
-}
-
-std::vector<int64_t> SmallestCountedDistances(std::span<const uint32_t> distances,
-                                              std::span<const uint32_t> counts, size_t k,
-                                              bool sorted) {
-  k = std::min(k, distances.size());
-  std::vector<int64_t> out;
-  if (k == 0) return out;
   // The cut: the smallest t with at least k distances <= t.
   uint32_t cut = 0;
   size_t below = 0;  // distances < cut
-  while (below + counts[cut] < k) {
-    below += counts[cut++];
-    if (cut == counts.size()) throw Error("Hamming distance: the histogram counts fewer distances");
-  }
+  while (below + counts[cut] < k) below += counts[cut++];
   size_t at_cut = k - below;  // of those equal to the cut, the first ones
   out.reserve(k);
   for (size_t i = 0; i < distances.size(); ++i) {
@@ -226,7 +217,6 @@ std::vector<int64_t> SmallestCountedDistances(std::span<const uint32_t> distance
       out.push_back(static_cast<int64_t>(i));
     }
   }
-  if (!sorted) return out;
   std::sort(out.begin(), out.end(), [&](int64_t a, int64_t b) {
     return distances[a] < distances[b] || (distances[a] == distances[b] && a < b);
   });

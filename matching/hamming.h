@@ -29,8 +29,8 @@ HammingKernel BestHammingKernel();
 
 // out[i] = popcount(query XOR code i) for the n codes of `bytes` bytes each
 // stored one after the other from `codes`; when `counts` is not null also
-// ++counts[out[i]] (it needs bytes * 8 + 1 entries): the histogram that
-// SmallestCountedDistances takes, made while the codes stream by. Throws
+// ++counts[out[i]] (it needs bytes * 8 + 1 entries): a histogram of the
+// distances made while the codes stream by, to find a cut. Throws
 // bien::Error when `kernel` is not available on this CPU.
 void HammingScan(const uint8_t* query, const uint8_t* codes, size_t n, size_t bytes, uint32_t* out,
                  uint32_t* counts = nullptr, HammingKernel kernel = BestHammingKernel());
@@ -42,17 +42,11 @@ void HammingAddAt(const uint8_t* query, const uint8_t* codes, size_t bytes,
                   HammingKernel kernel = BestHammingKernel());
 
 // The positions of the k smallest of the distances (k is cut to their
-// number); of equal distances at the cut, the lower positions, so the choice
-// does not depend on threads or heaps. Ordered by (distance, position) when
-// `sorted`, else by position. Every distance must be <= max_distance (a
-// histogram of max_distance + 1 bins finds the cut in linear time).
+// number), ordered by (distance, position): of equal distances at the cut,
+// the lower positions, so the choice does not depend on threads or heaps.
+// Every distance must be <= max_distance (a histogram of max_distance + 1
+// bins finds the cut in linear time).
 std::vector<int64_t> SmallestDistances(std::span<const uint32_t> distances, size_t k,
-                                       uint32_t max_distance, bool sorted = true);
-
-// The same with the histogram given: counts[t] = how many distances equal t
-// (every distance < counts.size(); a wrong histogram gives a wrong choice).
-std::vector<int64_t> SmallestCountedDistances(std::span<const uint32_t> distances,
-                                              std::span<const uint32_t> counts, size_t k,
-                                              bool sorted = true);
+                                       uint32_t max_distance);
 
 }  // namespace bien
