@@ -105,7 +105,9 @@ void ScanPortable(const uint8_t* q, const uint8_t* codes, size_t n, size_t bytes
   }
 }
 
-bool Available(HammingKernel kernel) {
+}  // namespace
+
+bool HammingKernelAvailable(HammingKernel kernel) {
   switch (kernel) {
     case HammingKernel::kPortable:
       return true;
@@ -125,8 +127,10 @@ bool Available(HammingKernel kernel) {
   return false;
 }
 
+namespace {
+
 void Require(HammingKernel kernel) {
-  if (!Available(kernel)) {
+  if (!HammingKernelAvailable(kernel)) {
     throw Error("Hamming distance: kernel " + std::string(HammingKernelName(kernel)) +
                 " is not available on this CPU");
   }
@@ -146,11 +150,19 @@ std::string_view HammingKernelName(HammingKernel kernel) {
   return "unknown";
 }
 
+std::optional<HammingKernel> ParseHammingKernel(std::string_view name) {
+  for (HammingKernel k :
+       {HammingKernel::kPortable, HammingKernel::kPopcnt, HammingKernel::kAvx512}) {
+    if (HammingKernelName(k) == name) return k;
+  }
+  return std::nullopt;
+}
+
 std::vector<HammingKernel> AvailableHammingKernels() {
   std::vector<HammingKernel> out;
   for (HammingKernel k :
        {HammingKernel::kPortable, HammingKernel::kPopcnt, HammingKernel::kAvx512}) {
-    if (Available(k)) out.push_back(k);
+    if (HammingKernelAvailable(k)) out.push_back(k);
   }
   return out;
 }

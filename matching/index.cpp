@@ -346,6 +346,10 @@ void VectorIndexOptions::Check() const {
   if (pq_bytes < 1 || pq_bytes > 256) bad("pq_bytes must be in [1, 256]");
   if (rerank_factor < 1 || rerank_factor > 1000) bad("rerank_factor must be in [1, 1000]");
   if (rerank_min < 1 || rerank_min > (1 << 20)) bad("rerank_min must be in [1, 2^20]");
+  if (hamming_kernel && !HammingKernelAvailable(*hamming_kernel)) {
+    bad("hamming_kernel " + std::string(HammingKernelName(*hamming_kernel)) +
+        " is not available on this CPU");
+  }
   if (prefilter_factor != 0 && (prefilter_factor < 2 || prefilter_factor > (1 << 16))) {
     bad("prefilter_factor must be 0 (off) or in [2, 2^16]");
   }
@@ -811,7 +815,7 @@ void VectorIndex::SearchBinarySq8(std::span<const float> queries, size_t n, int 
   const size_t head_bytes = head.code_size, tail_bytes = tail.code_size;
   const uint32_t head_bits = static_cast<uint32_t>(head.d);
   const uint32_t all_bits = head_bits + static_cast<uint32_t>(tail.d);
-  const HammingKernel kernel = BestHammingKernel();
+  const HammingKernel kernel = options_.hamming_kernel.value_or(BestHammingKernel());
 
   // Distances of the query's code `q` to codes [0, total) of `codes`, split
   // over `threads` (static: each thread a contiguous range).

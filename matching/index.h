@@ -103,6 +103,8 @@
 #include <string_view>
 #include <vector>
 
+#include "matching/hamming.h"
+
 namespace bien {
 
 // The numeric values are saved in index files: append, never renumber.
@@ -149,6 +151,9 @@ struct VectorIndexOptions {
   // with 20 000 heads, 2 of 173 fewer with 10 000; at 10^5 20 000 were
   // needed. 64 (32 000 at R = 500) keeps a margin.
   int prefilter_factor = 64;
+  // binary_sq8: how Hamming distances are counted (matching/hamming.h);
+  // unset: the fastest kernel this CPU has. Set only to measure the others.
+  std::optional<HammingKernel> hamming_kernel;
   // k-means training sample: nlist * train_points_per_list vectors drawn
   // from the data (>= 39, FAISS's minimum for a stable clustering).
   int train_points_per_list = 40;

@@ -28,6 +28,7 @@
 #include "imaging/x3p.h"
 #include "matching/cmc.h"
 #include "matching/descriptor.h"
+#include "matching/hamming.h"
 #include "matching/index.h"
 #include "tools/commands.h"
 #include "tools/output.h"
@@ -415,6 +416,15 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
       options.exact_below = 0;  // the named kind at every size
     }
   }
+  if (!args.hamming.empty()) {
+    options.hamming_kernel = ParseHammingKernel(args.hamming);
+    if (!options.hamming_kernel) throw Error("--hamming: unknown kernel \"" + args.hamming + "\"");
+    if (!HammingKernelAvailable(*options.hamming_kernel)) {
+      throw Error("--hamming: kernel " + args.hamming + " is not available on this CPU");
+    }
+  }
+  const std::string_view hamming =
+      HammingKernelName(options.hamming_kernel.value_or(BestHammingKernel()));
   options.build_threads = jobs;
   options.search_threads = jobs;  // a single query's binary_sq8 scan may split
   options.Check();
@@ -512,6 +522,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
       {"seed", seed},
       {"vectors_seconds", load_seconds},
       {"threads", jobs},
+      {"hamming_kernel", hamming},
       {"fine", FineJson(fine)},
       {"runs", runs},
       {"peak_rss_mib", PeakRssMiB()}};
@@ -521,7 +532,8 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
   }
   ctx.out << "\ndescriptors: " << (args.features ? args.features->string() : "generated") << ", "
           << shots << " shots per firearm, seed " << seed << " (" << Fixed(load_seconds, 1)
-          << " s to " << (args.features ? "read" : "make") << ")\n"
+          << " s to " << (args.features ? "read" : "make") << "); binary_sq8 Hamming kernel "
+          << hamming << "\n"
           << "fine stage (" << fine.candidates << " candidates, " << fine.threads
           << " threads): query " << Fixed(fine.query_ms, 0) << " ms + candidates "
           << Fixed(fine.candidates_ms, 0) << " ms = " << Fixed(fine.total_ms(), 0)

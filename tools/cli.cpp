@@ -250,6 +250,11 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                    "Index kind at every size: exact | ivf_flat | ivf_sq8 | ivf_pq | binary_sq8 "
                    "(default: as a node builds it, exact below 5000 vectors, else binary_sq8)")
       ->check(CLI::IsMember({"exact", "ivf_flat", "ivf_sq8", "ivf_pq", "binary_sq8"}));
+  c_bench_search
+      ->add_option("--hamming", bench_search.hamming,
+                   "binary_sq8 Hamming kernel: portable | popcnt | avx512 (default: the fastest "
+                   "this CPU has)")
+      ->check(CLI::IsMember({"portable", "popcnt", "avx512"}));
   c_bench_search->add_option("--shots", bench_search.shots, "Shots per firearm when generating")
       ->capture_default_str();
   c_bench_search->add_option("--seed", bench_search.seed, "Seed when generating")

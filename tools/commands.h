@@ -133,6 +133,9 @@ struct BenchSearchArgs {
   // exact_below vectors, else the default approximate kind); a named kind is
   // used at every size ("exact", "ivf_flat", "ivf_sq8", "ivf_pq", "binary_sq8").
   std::string kind;
+  // binary_sq8's Hamming kernel ("portable", "popcnt", "avx512"); empty: the
+  // fastest this CPU has.
+  std::string hamming;
   int shots = 2;      // shots per firearm when generating on the fly
   uint64_t seed = 1;  // synthetic descriptors' seed when generating on the fly
   int jobs = 0;       // threads of generation and of the fine stage; 0 = every core

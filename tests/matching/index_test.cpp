@@ -417,10 +417,17 @@ TEST(VectorIndexTest, BinarySq8GivesTheSameHitsOnAnyThreads) {
     auto split = VectorIndex::Build(dim, kKey, d.ids, d.vectors, o);
     const std::span<const float> batch(d.vectors.data(), size_t(8) * dim);
     const auto batched = split->SearchBatch(batch, 20);
+    // Every Hamming kernel this CPU has gives the same hits.
+    std::vector<std::unique_ptr<VectorIndex>> kernels;
+    for (HammingKernel k : AvailableHammingKernels()) {
+      o.hamming_kernel = k;
+      kernels.push_back(VectorIndex::Build(dim, kKey, d.ids, d.vectors, o));
+    }
     for (size_t q = 0; q < 8; ++q) {
       const auto a = single->Search(d.vec(q), 20), b = split->Search(d.vec(q), 20);
       ASSERT_EQ(HitIds(a), HitIds(b));
       ASSERT_EQ(HitIds(a), HitIds(batched[q]));
+      for (const auto& index : kernels) ASSERT_EQ(HitIds(a), HitIds(index->Search(d.vec(q), 20)));
       for (size_t j = 0; j < a.size(); ++j) EXPECT_EQ(a[j].score, b[j].score);
       EXPECT_EQ(a[0].id, d.ids[q]);
       EXPECT_EQ(a[1].id, d.ids[40000 + q]);  // the copy, after the original

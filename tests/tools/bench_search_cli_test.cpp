@@ -220,6 +220,29 @@ TEST_F(BenchSearchCli, BenchSearchKindIsChosenAndReported) {
       {"bench", "search", "--exhibits", "500", "--features", file_.string(), "--kind", "hnsw"});
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(Contains(r.err, "--kind")) << r.err;
+  // --hamming picks binary_sq8's bit counting; the portable kernel runs on
+  // every CPU and finds what the default finds.
+  nlohmann::json recall;
+  for (const std::vector<std::string>& extra :
+       {std::vector<std::string>{}, std::vector<std::string>{"--hamming", "portable"}}) {
+    std::vector<std::string> cmd = {
+        "bench", "search",   "--exhibits", "500",    "--features", file_.string(), "--queries",
+        "20",    "--rerank", "2",          "--kind", "binary_sq8", "--json"};
+    cmd.insert(cmd.end(), extra.begin(), extra.end());
+    const auto h = RunBien(cmd);
+    ASSERT_EQ(h.code, 0) << h.err;
+    const auto j = nlohmann::json::parse(h.out);
+    if (!extra.empty()) {
+      EXPECT_EQ(j["hamming_kernel"], "portable");
+    }
+    const auto& run = j["runs"][0];
+    if (recall.is_null()) recall = run["mate_recall_at_100"];
+    EXPECT_EQ(run["mate_recall_at_100"], recall);
+  }
+  const auto bad = RunBien(
+      {"bench", "search", "--exhibits", "500", "--features", file_.string(), "--hamming", "sse9"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(Contains(bad.err, "--hamming")) << bad.err;
 }
 
 TEST(BenchSearchCliArgs, BadArgumentsAreRefused) {
