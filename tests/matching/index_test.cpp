@@ -6,12 +6,18 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <future>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "core/csv.h"
 #include "core/error.h"
 #include "core/hash.h"
+#include "imaging/preprocess.h"
+#include "imaging/transform.h"
+#include "imaging/x3p.h"
+#include "matching/descriptor.h"
 #include "tests/test_util.h"
 
 namespace bien {
@@ -433,6 +439,75 @@ TEST(VectorIndexTest, BinarySq8GivesTheSameHitsOnAnyThreads) {
       EXPECT_EQ(a[1].id, d.ids[40000 + q]);  // the copy, after the original
     }
   }
+}
+
+// Real descriptors through binary_sq8's sign codes and prefilter: the 40
+// Fadul scans at random rotations among synthetic distractors; each scan's
+// mates (same slide) are found in the top 10 as often as by exact search.
+// The prefilter is made narrow (1000 of 4040 first halves) so that it
+// works as at 10^6 (32 000 of 10^6) on a partition a test can afford.
+TEST(VectorIndexReal, BinarySq8FindsTheFadulMatesAsExactSearchDoes) {
+  const auto data = BIEN_REQUIRE_SHARED_DATA();
+  const auto dir = data / "cartridge/fadul";
+  const CsvTable truth = ReadCsvFile(dir / "truth.csv");
+  const size_t path_col = *truth.Column("path"), source_col = *truth.Column("source");
+  const int kDistractors = 4000;
+  // Made in two halves on two threads (each firearm depends only on its index).
+  auto half = std::async(std::launch::async, [&] {
+    return SynthDescriptors(SynthDescriptorOptions{}, DescriptorOptions{}, kDistractors / 2,
+                            kDistractors / 2, /*shots=*/1);
+  });
+  std::vector<float> vectors = SynthDescriptors(SynthDescriptorOptions{}, DescriptorOptions{},
+                                                /*first_firearm=*/0, kDistractors / 2, 1);
+  const std::vector<float> second = half.get();
+  vectors.insert(vectors.end(), second.begin(), second.end());
+  const int dim = static_cast<int>(DescriptorDim());
+  std::vector<int64_t> ids(kDistractors);
+  for (int i = 0; i < kDistractors; ++i) ids[i] = 100000 + i;
+  std::vector<std::string> source;
+  std::mt19937_64 rng(77);
+  std::uniform_real_distribution<double> angle(0, 360);
+  for (size_t i = 0; i < truth.rows.size(); ++i) {
+    const std::string& name = truth.rows[i][path_col];
+    const Surface s = PreprocessBreechFace(RotateSurface(ReadX3p(dir / name), angle(rng)), name);
+    const std::vector<float> d = BreechFaceDescriptor(s, name);
+    vectors.insert(vectors.end(), d.begin(), d.end());
+    ids.push_back(static_cast<int64_t>(i));
+    source.push_back(truth.rows[i][source_col]);
+  }
+  VectorIndexOptions o;
+  o.exact_below = int64_t{1} << 40;
+  auto exact = VectorIndex::Build(dim, DescriptorKey(), ids, vectors, o);
+  o.exact_below = 0;
+  o.prefilter_factor = 2;  // R = 500: the 1000 nearest first halves go on
+  auto binary = VectorIndex::Build(dim, DescriptorKey(), ids, vectors, o);
+  ASSERT_EQ(exact->kind(), IndexKind::kExact);
+  ASSERT_EQ(binary->kind(), IndexKind::kBinarySq8);
+  // Mate pairs in the top 10 (the query itself left out) and queries with a
+  // mate in it.
+  auto count = [&](const VectorIndex& index, int& pairs, int& queries) {
+    pairs = queries = 0;
+    for (size_t q = 0; q < source.size(); ++q) {
+      const std::span<const float> query(&vectors[(kDistractors + q) * dim], dim);
+      int found = 0, rank = 0;
+      for (const SearchHit& h : index.Search(query, 11)) {
+        if (h.id == static_cast<int64_t>(q) || ++rank > 10) continue;
+        found += h.id < kDistractors && source[h.id] == source[q];
+      }
+      pairs += found;
+      queries += found > 0;
+    }
+  };
+  int exact_pairs = 0, exact_queries = 0, binary_pairs = 0, binary_queries = 0;
+  count(*exact, exact_pairs, exact_queries);
+  count(*binary, binary_pairs, binary_queries);
+  RecordProperty("exact_pairs_queries",
+                 std::to_string(exact_pairs) + " " + std::to_string(exact_queries));
+  RecordProperty("binary_pairs_queries",
+                 std::to_string(binary_pairs) + " " + std::to_string(binary_queries));
+  EXPECT_EQ(exact_queries, 40);
+  EXPECT_EQ(binary_queries, exact_queries);
+  EXPECT_GE(binary_pairs, exact_pairs - 2);  // of 126 mate pairs
 }
 
 TEST(VectorIndexTest, ApproximateKindsReachHighRecall) {
