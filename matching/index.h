@@ -186,7 +186,7 @@ std::string IdFingerprint(std::span<const int64_t> ids);
 class VectorIndex {
  public:
   // An empty exact index. Throws bien::Error on a bad option or dimension,
-  // e.g. one that is not a multiple of 8 when approximate_kind is binary_sq8.
+  // e.g. one that is not a multiple of 16 when approximate_kind is binary_sq8.
   VectorIndex(int dim, std::string descriptor_key, const VectorIndexOptions& options = {});
   ~VectorIndex();
   VectorIndex(const VectorIndex&) = delete;
