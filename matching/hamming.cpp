@@ -21,6 +21,9 @@
 namespace bien {
 namespace {
 
+constexpr HammingKernel kKernels[] = {HammingKernel::kPortable, HammingKernel::kPopcnt,
+                                      HammingKernel::kAvx512};
+
 uint64_t Load64(const uint8_t* p) {
   uint64_t v;
   std::memcpy(&v, p, sizeof v);
@@ -151,8 +154,7 @@ std::string_view HammingKernelName(HammingKernel kernel) {
 }
 
 std::optional<HammingKernel> ParseHammingKernel(std::string_view name) {
-  for (HammingKernel k :
-       {HammingKernel::kPortable, HammingKernel::kPopcnt, HammingKernel::kAvx512}) {
+  for (HammingKernel k : kKernels) {
     if (HammingKernelName(k) == name) return k;
   }
   return std::nullopt;
@@ -160,8 +162,7 @@ std::optional<HammingKernel> ParseHammingKernel(std::string_view name) {
 
 std::vector<HammingKernel> AvailableHammingKernels() {
   std::vector<HammingKernel> out;
-  for (HammingKernel k :
-       {HammingKernel::kPortable, HammingKernel::kPopcnt, HammingKernel::kAvx512}) {
+  for (HammingKernel k : kKernels) {
     if (HammingKernelAvailable(k)) out.push_back(k);
   }
   return out;

@@ -415,6 +415,16 @@ struct VectorIndex::Impl {
     return impl;
   }
 
+  // binary_sq8: the sign codes of n vectors for one half (head: the first
+  // head->d dimensions, tail: the rest).
+  std::vector<uint8_t> HalfCodes(const faiss::IndexBinaryFlat& half, const float* vectors,
+                                 size_t n) const {
+    const int first = &half == head.get() ? 0 : head->d;
+    std::vector<uint8_t> codes(n * half.code_size);
+    SignCodes(vectors, n, index->d, first, half.d, codes.data());
+    return codes;
+  }
+
   // A binary_sq8 index with SQ8 ranges trained on the sample, empty.
   static std::unique_ptr<Impl> MakeTrainedBinarySq8(int dim, std::span<const float> sample) {
     CheckBinaryDim(dim);
@@ -483,16 +493,11 @@ struct VectorIndex::Impl {
     if (add_ids.empty()) return;
     if (kind == IndexKind::kBinarySq8) {
       const size_t n = add_ids.size();
-      const int dim = index->d;
-      std::vector<uint8_t> codes(n * head->code_size);
       position_ids.reserve(position_ids.size() + n);
       position_of.reserve(position_of.size() + n);
       index->add(static_cast<faiss_idx>(n), vectors.data());
-      SignCodes(vectors.data(), n, dim, 0, head->d, codes.data());
-      head->add(static_cast<faiss_idx>(n), codes.data());
-      codes.resize(n * tail->code_size);
-      SignCodes(vectors.data(), n, dim, head->d, tail->d, codes.data());
-      tail->add(static_cast<faiss_idx>(n), codes.data());
+      head->add(static_cast<faiss_idx>(n), HalfCodes(*head, vectors.data(), n).data());
+      tail->add(static_cast<faiss_idx>(n), HalfCodes(*tail, vectors.data(), n).data());
       for (int64_t id : add_ids) {
         position_of[id] = static_cast<int64_t>(position_ids.size());
         position_ids.push_back(id);
@@ -902,9 +907,8 @@ void VectorIndex::SearchBinarySq8(std::span<const float> queries, size_t n, int 
   };
   auto one = [&](size_t q, int threads) {
     const float* query = queries.data() + q * dim_;
-    std::vector<uint8_t> q_head(head_bytes), q_tail(tail_bytes);
-    SignCodes(query, 1, dim_, 0, head.d, q_head.data());
-    SignCodes(query, 1, dim_, head.d, tail.d, q_tail.data());
+    const std::vector<uint8_t> q_head = impl.HalfCodes(head, query, 1);
+    const std::vector<uint8_t> q_tail = impl.HalfCodes(tail, query, 1);
     // Kept per thread and reused: a fresh buffer of 4 MB (10^6 codes) per
     // query cost more in page faults than the scan itself.
     thread_local std::vector<uint32_t> d_buffer;
