@@ -220,10 +220,10 @@ cv::Point2d FindCentre(const Working& w) {
 // The centre offsets a descriptor is averaged over (working pixels): the
 // points of a square grid of `step` within `radius` of the found centre, the
 // centre first. {(0, 0)} alone when radius is 0.
-std::vector<cv::Point2d> BlurOffsets(const DescriptorOptions& o, double px_um) {
+std::vector<cv::Point2d> GridOffsets(double radius_um, double step_um, double px_um) {
   std::vector<cv::Point2d> offsets{{0, 0}};
-  if (o.centre_blur_um <= 0) return offsets;
-  const double step = o.centre_blur_step_um / px_um, radius = o.centre_blur_um / px_um;
+  if (radius_um <= 0) return offsets;
+  const double step = step_um / px_um, radius = radius_um / px_um;
   const int n = static_cast<int>(std::floor(radius / step + 1e-9));
   for (int j = -n; j <= n; ++j) {
     for (int i = -n; i <= n; ++i) {
@@ -233,6 +233,9 @@ std::vector<cv::Point2d> BlurOffsets(const DescriptorOptions& o, double px_um) {
     }
   }
   return offsets;
+}
+std::vector<cv::Point2d> BlurOffsets(const DescriptorOptions& o, double px_um) {
+  return GridOffsets(o.centre_blur_um, o.centre_blur_step_um, px_um);
 }
 
 // The work shared by every centre offset of one surface.
@@ -633,6 +636,162 @@ cv::Mat FirearmTexture(const SynthDescriptorOptions& s, const SynthGeometry& g,
   return t;
 }
 
+// The checked input at the working pixel size (steps 1 of both the
+// descriptor and the ring spectra).
+Working WorkingOf(const Surface& s, const std::string& source, double working_pixel_um) {
+  if (s.width <= 0 || s.height <= 0) throw Error(source + ": empty surface; no descriptor");
+  if (s.z.size() != static_cast<size_t>(s.width) * s.height) {
+    throw Error(source + ": surface has " + std::to_string(s.z.size()) + " values for " +
+                std::to_string(s.width) + " x " + std::to_string(s.height) + " points");
+  }
+  const double px_x = s.dx_m * 1e6, px_y = s.dy_m * 1e6;
+  if (!(std::isfinite(px_x) && std::isfinite(px_y) && px_x > 0 && px_y > 0)) {
+    throw Error(source + ": surface has no valid pixel size; no descriptor");
+  }
+  if (std::abs(px_x - px_y) > 0.01 * std::max(px_x, px_y)) {
+    throw Error(source + ": pixels are not square (" + Num(px_x) + " x " + Num(px_y) +
+                " um); use the output of breech-face preprocessing");
+  }
+  if (px_x > working_pixel_um * 1.001) {
+    throw Error(source + ": pixel size " + Num(px_x) + " um is coarser than the descriptor's " +
+                Num(working_pixel_um) +
+                " um working pixel; use the output of breech-face preprocessing");
+  }
+  if (s.ValidCount() == 0) throw Error(source + ": surface is all NaN; no descriptor");
+  Working w = MakeWorking(s, px_x, working_pixel_um);
+  if (w.valid < 16) {
+    throw Error(source + ": too little valid data for a breech-face descriptor (" +
+                std::to_string(w.valid) + " valid points at " + Num(working_pixel_um) + " um)");
+  }
+  return w;
+}
+
+int RingCount(const RingSpectraOptions& o) {
+  return static_cast<int>(
+             std::floor((o.outer_radius_um - o.inner_radius_um) / o.ring_step_um + 1e-9)) +
+         1;
+}
+
+// The working heights smoothed by a normalised Gaussian (the ring spectra's
+// input).
+cv::Mat SmoothedHeights(const Working& w, const RingSpectraOptions& o) {
+  // Heights smoothed by a normalised Gaussian: the mask-weighted blur over
+  // the blurred mask, where enough of the neighbourhood is valid.
+  cv::Mat zm = w.z.mul(w.m);
+  const double sigma = o.smooth_um / std::min(w.px_x_um, w.px_y_um);
+  if (sigma > 0) {
+    cv::Mat bz, bm;
+    cv::GaussianBlur(zm, bz, cv::Size(0, 0), sigma);
+    cv::GaussianBlur(w.m, bm, cv::Size(0, 0), sigma);
+    for (int y = 0; y < zm.rows; ++y) {
+      float* zr = zm.ptr<float>(y);
+      const float* mr = w.m.ptr<float>(y);
+      const float* bzr = bz.ptr<float>(y);
+      const float* bmr = bm.ptr<float>(y);
+      for (int x = 0; x < zm.cols; ++x) {
+        zr[x] = mr[x] > 0 && bmr[x] > 0.3f ? bzr[x] / bmr[x] : 0.f;
+      }
+    }
+  }
+  return zm;
+}
+
+// The ring spectra of smoothed heights `zm` (mask w.m) around centre `c`;
+// empty when fewer than min_valid_samples samples lie on the kept rings or
+// the rings are flat, with the reason in `why`.
+std::vector<float> RingSpectraAt(const Working& w, const cv::Mat& zm, cv::Point2d c,
+                                 const RingSpectraOptions& o, std::string& why) {
+  const int rings = RingCount(o), na = o.angles;
+  cv::Mat map_x(rings, na, CV_32F), map_y(rings, na, CV_32F);
+  for (int i = 0; i < rings; ++i) {
+    const double r = o.inner_radius_um + i * o.ring_step_um;
+    const double rx = r / w.px_x_um, ry = r / w.px_y_um;
+    float* mx = map_x.ptr<float>(i);
+    float* my = map_y.ptr<float>(i);
+    for (int j = 0; j < na; ++j) {
+      const double a = kTwoPi * j / na;
+      mx[j] = static_cast<float>(c.x + rx * std::cos(a));
+      my[j] = static_cast<float>(c.y + ry * std::sin(a));
+    }
+  }
+  cv::Mat pz, pm;
+  cv::remap(zm, pz, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  cv::remap(w.m, pm, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  int total = 0;
+  for (int i = 0; i < rings; ++i) {
+    float* zr = pz.ptr<float>(i);
+    const float* mr = pm.ptr<float>(i);
+    int count = 0;
+    double sum = 0;
+    for (int j = 0; j < na; ++j) {
+      if (mr[j] >= 0.99f) {
+        zr[j] /= mr[j];
+        sum += zr[j];
+        ++count;
+      }
+    }
+    const float mean = count > 0 ? static_cast<float>(sum / count) : 0.f;
+    const bool kept = count >= o.min_ring_share * na;
+    for (int j = 0; j < na; ++j) zr[j] = kept && mr[j] >= 0.99f ? zr[j] - mean : 0.f;
+    if (kept) total += count;
+  }
+  if (total < o.min_valid_samples) {
+    why = std::to_string(total) + " valid samples on rings " + Num(o.inner_radius_um) + "-" +
+          Num(o.outer_radius_um) + " um from the firing-pin centre, at least " +
+          std::to_string(o.min_valid_samples) + " needed";
+    return {};
+  }
+  cv::Mat spec;
+  cv::dft(pz, spec, cv::DFT_ROWS | cv::DFT_COMPLEX_OUTPUT);
+  const int nk = o.max_harmonic - o.min_harmonic + 1;
+  std::vector<float> out(static_cast<size_t>(2 * rings * nk));
+  double energy = 0;
+  for (int i = 0; i < rings; ++i) {
+    const cv::Vec2f* row = spec.ptr<cv::Vec2f>(i);
+    for (int k = 0; k < nk; ++k) {
+      const cv::Vec2f v = row[o.min_harmonic + k];
+      const size_t at = 2 * (static_cast<size_t>(i) * nk + k);
+      out[at] = v[0];
+      out[at + 1] = v[1];
+      energy += static_cast<double>(v[0]) * v[0] + static_cast<double>(v[1]) * v[1];
+    }
+  }
+  if (!(energy > 0) || !std::isfinite(energy)) {
+    why = "flat rings";
+    return {};
+  }
+  const double inv = 1 / std::sqrt(energy);
+  for (float& v : out) v = static_cast<float>(v * inv);
+  return out;
+}
+
+// The ring spectra around the found centre and (query) every offset of the
+// centre search; offsets without enough data are left out, the found centre
+// must have it.
+RingQuery RingSpectraOf(const Working& w, const RingSpectraOptions& o, const std::string& source,
+                        bool search) {
+  const cv::Point2d c = FindCentre(w);
+  const cv::Mat zm = SmoothedHeights(w, o);
+  const double px = std::min(w.px_x_um, w.px_y_um);
+  const std::vector<cv::Point2d> offsets =
+      search ? GridOffsets(o.centre_search_um, o.centre_search_step_um, px)
+             : std::vector<cv::Point2d>{{0, 0}};
+  RingQuery q;
+  for (const cv::Point2d& off : offsets) {
+    std::string why;
+    std::vector<float> v = RingSpectraAt(w, zm, c + off, o, why);
+    if (v.empty()) {
+      if (&off == &offsets.front()) {
+        throw Error(source + ": too little valid data for ring spectra (" + why + ")");
+      }
+      continue;
+    }
+    q.spectra.push_back(std::move(v));
+    q.offsets_um.emplace_back(off.x * w.px_x_um, off.y * w.px_y_um);
+  }
+  return q;
+}
+
 }  // namespace
 
 void DescriptorOptions::Check() const {
@@ -691,32 +850,7 @@ int DescriptorDim(const DescriptorOptions& options) {
 std::vector<float> BreechFaceDescriptor(const Surface& s, const std::string& source,
                                         const DescriptorOptions& options) {
   options.Check();
-  if (s.width <= 0 || s.height <= 0) throw Error(source + ": empty surface; no descriptor");
-  if (s.z.size() != static_cast<size_t>(s.width) * s.height) {
-    throw Error(source + ": surface has " + std::to_string(s.z.size()) + " values for " +
-                std::to_string(s.width) + " x " + std::to_string(s.height) + " points");
-  }
-  const double px_x = s.dx_m * 1e6, px_y = s.dy_m * 1e6;
-  if (!(std::isfinite(px_x) && std::isfinite(px_y) && px_x > 0 && px_y > 0)) {
-    throw Error(source + ": surface has no valid pixel size; no descriptor");
-  }
-  if (std::abs(px_x - px_y) > 0.01 * std::max(px_x, px_y)) {
-    throw Error(source + ": pixels are not square (" + Num(px_x) + " x " + Num(px_y) +
-                " um); use the output of breech-face preprocessing");
-  }
-  if (px_x > options.working_pixel_um * 1.001) {
-    throw Error(source + ": pixel size " + Num(px_x) + " um is coarser than the descriptor's " +
-                Num(options.working_pixel_um) +
-                " um working pixel; use the output of breech-face preprocessing");
-  }
-  if (s.ValidCount() == 0) throw Error(source + ": surface is all NaN; no descriptor");
-  const Working w = MakeWorking(s, px_x, options.working_pixel_um);
-  if (w.valid < 16) {
-    throw Error(source + ": too little valid data for a breech-face descriptor (" +
-                std::to_string(w.valid) + " valid points at " + Num(options.working_pixel_um) +
-                " um)");
-  }
-  return Describe(w, options, source);
+  return Describe(WorkingOf(s, source, options.working_pixel_um), options, source);
 }
 
 double DescriptorCosine(const std::vector<float>& a, const std::vector<float>& b) {
@@ -727,6 +861,135 @@ double DescriptorCosine(const std::vector<float>& a, const std::vector<float>& b
   double c = 0;
   for (size_t i = 0; i < a.size(); ++i) c += static_cast<double>(a[i]) * b[i];
   return c;
+}
+
+void RingSpectraOptions::Check() const {
+  auto bad = [](const std::string& what) { throw Error("ring spectra options: " + what); };
+  auto finite_pos = [](double v) { return std::isfinite(v) && v > 0; };
+  if (!finite_pos(working_pixel_um) || working_pixel_um > 1000) {
+    bad("working pixel size must be in (0, 1000] um");
+  }
+  if (!(std::isfinite(smooth_um) && smooth_um >= 0 && smooth_um <= 1000)) {
+    bad("smoothing must be in [0, 1000] um");
+  }
+  if (!finite_pos(ring_step_um)) bad("ring step must be a positive number of micrometres");
+  if (!(std::isfinite(inner_radius_um) && inner_radius_um >= 0)) {
+    bad("inner radius must be zero or positive");
+  }
+  if (!(std::isfinite(outer_radius_um) && outer_radius_um >= inner_radius_um)) {
+    bad("outer radius must not be smaller than the inner radius");
+  }
+  if ((outer_radius_um - inner_radius_um) / ring_step_um > 256) bad("more than 257 rings");
+  if (angles < 16 || angles > 4096 || (angles & (angles - 1)) != 0) {
+    bad("angles must be a power of two between 16 and 4096");
+  }
+  if (min_harmonic < 1 || max_harmonic < min_harmonic || max_harmonic >= angles / 2) {
+    bad("harmonics must satisfy 1 <= min_harmonic <= max_harmonic < angles / 2");
+  }
+  if (!(std::isfinite(min_ring_share) && min_ring_share > 0 && min_ring_share <= 1)) {
+    bad("minimum ring share must be in (0, 1]");
+  }
+  if (min_valid_samples < 1) bad("minimum valid samples must be at least 1");
+  if (RingSpectraDim(*this) > 65536) bad("more than 65536 floats");
+  if (!(std::isfinite(centre_search_um) && centre_search_um >= 0 && centre_search_um <= 500)) {
+    bad("centre search radius must be in [0, 500] um");
+  }
+  if (centre_search_um > 0 &&
+      !(std::isfinite(centre_search_step_um) && centre_search_step_um >= centre_search_um / 16 &&
+        centre_search_step_um <= centre_search_um)) {
+    bad("centre search step must be between 1/16 of the search radius and the radius");
+  }
+}
+
+std::string RingSpectraKey(const RingSpectraOptions& o) {
+  o.Check();
+  return "brs-v1 px=" + Num(o.working_pixel_um) + " smooth=" + Num(o.smooth_um) +
+         " r=" + Num(o.inner_radius_um) + ".." + Num(o.outer_radius_um) + "/" +
+         Num(o.ring_step_um) + " ang=" + std::to_string(o.angles) +
+         " k=" + std::to_string(o.min_harmonic) + ".." + std::to_string(o.max_harmonic) +
+         " share=" + Num(o.min_ring_share) + " min=" + std::to_string(o.min_valid_samples) +
+         " search=" + Num(o.centre_search_um) + "/" + Num(o.centre_search_step_um);
+}
+
+int RingSpectraDim(const RingSpectraOptions& o) {
+  // Not through Check (which calls this); the bounds are checked there.
+  return 2 * RingCount(o) * (o.max_harmonic - o.min_harmonic + 1);
+}
+
+std::vector<float> BreechFaceRingSpectra(const Surface& s, const std::string& source,
+                                         const RingSpectraOptions& options) {
+  options.Check();
+  return std::move(
+      RingSpectraOf(WorkingOf(s, source, options.working_pixel_um), options, source, false)
+          .spectra.front());
+}
+
+RingQuery BreechFaceRingQuery(const Surface& s, const std::string& source,
+                              const RingSpectraOptions& options) {
+  options.Check();
+  return RingSpectraOf(WorkingOf(s, source, options.working_pixel_um), options, source, true);
+}
+
+RingMatch RingCorrelation(const std::vector<float>& a, const std::vector<float>& b,
+                          const RingSpectraOptions& o) {
+  o.Check();
+  const size_t dim = static_cast<size_t>(RingSpectraDim(o));
+  if (a.size() != dim || b.size() != dim) {
+    throw Error("ring spectra of " + std::to_string(a.size()) + " and " + std::to_string(b.size()) +
+                " floats; " + RingSpectraKey(o) + " has " + std::to_string(dim));
+  }
+  const int rings = RingCount(o), nk = o.max_harmonic - o.min_harmonic + 1, na = o.angles;
+  // C_k = sum over rings of a_k conj(b_k); the correlation at rotation t is
+  // Re sum_k C_k exp(i k t), for t = 2 pi j / angles by one inverse DFT.
+  thread_local cv::Mat terms, corr;
+  terms.create(1, na, CV_32FC2);
+  terms.setTo(cv::Scalar::all(0));
+  cv::Vec2f* c = terms.ptr<cv::Vec2f>(0);
+  for (int k = 0; k < nk; ++k) {
+    double re = 0, im = 0;
+    for (int i = 0; i < rings; ++i) {
+      const size_t at = 2 * (static_cast<size_t>(i) * nk + k);
+      re += static_cast<double>(a[at]) * b[at] + static_cast<double>(a[at + 1]) * b[at + 1];
+      im += static_cast<double>(a[at + 1]) * b[at] - static_cast<double>(a[at]) * b[at + 1];
+    }
+    c[o.min_harmonic + k] = cv::Vec2f(static_cast<float>(re), static_cast<float>(im));
+  }
+  // The positive harmonics only (not a conjugate-symmetric spectrum): the
+  // real part of the complex inverse.
+  cv::dft(terms, corr, cv::DFT_INVERSE | cv::DFT_ROWS);
+  const cv::Vec2f* v = corr.ptr<cv::Vec2f>(0);
+  int best = 0;
+  for (int j = 1; j < na; ++j) {
+    if (v[j][0] > v[best][0]) best = j;
+  }
+  // A parabola through the peak and its neighbours places the rotation
+  // between the samples; the score is the peak sample (a slight underestimate).
+  const double left = v[(best + na - 1) % na][0], mid = v[best][0], right = v[(best + 1) % na][0];
+  const double curve = left - 2 * mid + right;
+  const double shift = curve < 0 ? std::clamp(0.5 * (left - right) / curve, -0.5, 0.5) : 0.0;
+  // b = a turned by t multiplies harmonic k of b by exp(-i k t): the peak
+  // lies at -t.
+  double angle = -360.0 * (best + shift) / na;
+  angle = std::fmod(angle + 720.0, 360.0);
+  if (angle >= 360.0) angle -= 360.0;
+  return {mid, angle, 0, 0};
+}
+
+RingMatch RingCorrelation(const RingQuery& a, const std::vector<float>& b,
+                          const RingSpectraOptions& options) {
+  if (a.spectra.empty() || a.spectra.size() != a.offsets_um.size()) {
+    throw Error("ring query without spectra");
+  }
+  RingMatch best;
+  for (size_t i = 0; i < a.spectra.size(); ++i) {
+    RingMatch m = RingCorrelation(a.spectra[i], b, options);
+    if (i == 0 || m.score > best.score) {
+      m.dx_um = a.offsets_um[i].first;
+      m.dy_um = a.offsets_um[i].second;
+      best = m;
+    }
+  }
+  return best;
 }
 
 void SynthDescriptorOptions::Check() const {

@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "imaging/surface.h"
@@ -84,6 +85,78 @@ std::vector<float> BreechFaceDescriptor(const Surface& preprocessed, const std::
 // Cosine of two descriptors (their inner product; both are unit vectors).
 // Throws bien::Error when the lengths differ.
 double DescriptorCosine(const std::vector<float>& a, const std::vector<float>& b);
+
+// Ring spectra ("brs-v1"): the rotation-covariant companion of the
+// descriptor. The same working surface and firing-pin centre, smoothed
+// (normalised Gaussian, `smooth_um`), sampled on rings every `ring_step_um`
+// at `angles` points; each ring loses its mean and is transformed over the
+// angle; harmonics `min_harmonic`..`max_harmonic` of every ring make the
+// vector (ring-major, real and imaginary parts), L2-normalised. A rotation
+// of the case turns harmonic k of every ring by the same exp(-i k a), so two
+// scans are compared by their correlation at the best rotation
+// (RingCorrelation), a second-order score; the descriptor's cosine is the
+// energy of that correlation over all rotations, a fourth-order one. Measured
+// on the Fadul scans and synthetic sets (docs/DESCRIPTOR.md, "Ring
+// spectra"), the best rotation separates mates from non-mates better than
+// the descriptor does at 10^5 exhibits, but it cannot be indexed by inner
+// product: it is shown by `bien compare` and measured by `bien eval`.
+struct RingSpectraOptions {
+  double working_pixel_um = 25;   // as the descriptor's; input must not be coarser
+  double smooth_um = 50;          // Gaussian sigma before sampling (0: none)
+  double inner_radius_um = 575;   // first ring, from the firing-pin centre
+  double outer_radius_um = 2075;  // last ring
+  double ring_step_um = 75;       // ring spacing
+  int angles = 256;               // samples per ring and rotations tried (a power of two)
+  int min_harmonic = 4;           // lowest angular harmonic kept
+  int max_harmonic = 48;          // highest; below angles / 2
+  double min_ring_share = 0.25;   // a ring with fewer valid samples counts as empty
+  int min_valid_samples = 500;    // fewer valid samples on the kept rings: refused
+  // A query's spectra are also taken around every point of a square grid of
+  // this step within this radius of the found centre, and a candidate scores
+  // its best: the firing-pin centre moves between shots relative to the
+  // breech-face marks (0: the found centre only).
+  double centre_search_um = 100;
+  double centre_search_step_um = 25;
+  // Throws bien::Error ("ring spectra options: ...") on a bad value.
+  void Check() const;
+};
+
+// "brs-v1 px=25 smooth=50 r=575..2075/75 ang=256 k=4..48 share=0.25 min=500 search=100/25".
+std::string RingSpectraKey(const RingSpectraOptions& options = {});
+
+// Length of the vector: 2 x rings x harmonics (1890 floats by default).
+int RingSpectraDim(const RingSpectraOptions& options = {});
+
+// The ring spectra of a surface made by PreprocessBreechFace. Deterministic.
+// Throws bien::Error starting with `source` as BreechFaceDescriptor does, and
+// when fewer than min_valid_samples samples lie on the kept rings.
+std::vector<float> BreechFaceRingSpectra(const Surface& preprocessed, const std::string& source,
+                                         const RingSpectraOptions& options = {});
+
+// The spectra of a query around the found centre (first) and the offsets of
+// the centre search that have enough data.
+struct RingQuery {
+  std::vector<std::vector<float>> spectra;
+  std::vector<std::pair<double, double>> offsets_um;  // (x, y) of each centre
+};
+RingQuery BreechFaceRingQuery(const Surface& preprocessed, const std::string& source,
+                              const RingSpectraOptions& options = {});
+
+struct RingMatch {
+  double score = 0;      // correlation at the best rotation, in [-1, 1] (1: the same scan)
+  double angle_deg = 0;  // that rotation in [0, 360): b is a turned by it (as RotateSurface)
+  double dx_um = 0;      // the query centre's offset that scored best (RingQuery)
+  double dy_um = 0;
+};
+
+// The correlation of two ring spectra at the best of `angles` rotations,
+// refined between them. Throws bien::Error when a length does not fit the
+// options.
+RingMatch RingCorrelation(const std::vector<float>& a, const std::vector<float>& b,
+                          const RingSpectraOptions& options = {});
+// The best over the query's centres.
+RingMatch RingCorrelation(const RingQuery& a, const std::vector<float>& b,
+                          const RingSpectraOptions& options = {});
 
 // Fast synthetic descriptors for index benchmarks at 10^6 exhibits.
 //

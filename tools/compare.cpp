@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@
 #include "imaging/transform.h"
 #include "matching/calibration.h"
 #include "matching/cmc.h"
+#include "matching/descriptor.h"
 #include "matching/metrics.h"
 #include "storage/store.h"
 #include "tools/bullet_commands.h"
@@ -68,6 +70,51 @@ Operand LoadOperand(const Context& ctx, const std::string& arg, std::optional<do
   }
   if (!store) store = Store::Open(ctx.NodeDir());
   return LoadStored(*store, arg);
+}
+
+// The two coarse vectors of a processed breech face (docs/DESCRIPTOR.md):
+// the index's descriptor and the ring spectra compared at the best rotation.
+// A surface without them (too little data around the firing pin) keeps the
+// reason instead; the fine comparison does not depend on them.
+struct Coarse {
+  std::vector<float> descriptor;
+  std::vector<float> rings;  // around the found centre
+  RingQuery ring_query;      // and around the centre search's offsets
+  std::string error;
+  bool ok() const { return error.empty(); }
+};
+
+Coarse CoarseOf(const Surface& processed, const std::string& label) {
+  Coarse c;
+  try {
+    c.descriptor = BreechFaceDescriptor(processed, label);
+    c.ring_query = BreechFaceRingQuery(processed, label);
+    c.rings = c.ring_query.spectra.front();
+  } catch (const Error& e) {
+    c = Coarse{};
+    c.error = e.what();
+  }
+  return c;
+}
+
+struct CoarsePair {
+  double cosine = std::numeric_limits<double>::quiet_NaN();
+  RingMatch rings{std::numeric_limits<double>::quiet_NaN(), 0};
+};
+
+CoarsePair CompareCoarse(const Coarse& a, const Coarse& b) {
+  CoarsePair p;
+  if (!a.ok() || !b.ok()) return p;
+  p.cosine = DescriptorCosine(a.descriptor, b.descriptor);
+  // Each side's centre search against the other's found centre; the better
+  // one, turned into b's terms (b = a rotated by the angle).
+  p.rings = RingCorrelation(a.ring_query, b.rings);
+  const RingMatch back = RingCorrelation(b.ring_query, a.rings);
+  if (back.score > p.rings.score) {
+    p.rings = back;
+    p.rings.angle_deg = back.angle_deg > 0 ? 360 - back.angle_deg : 0;
+  }
+  return p;
 }
 
 nlohmann::json RegistrationJson(const Registration& r) {
@@ -152,6 +199,9 @@ int CmdCompare(Context& ctx, const CompareArgs& args) {
   const auto prep_b = PrepareCmc(pb, b.label, options);
   const CmcResult r = CompareCmc(*prep_a, *prep_b, options);
   const double compare_ms = MsSince(t1);
+  const Coarse coarse_a = CoarseOf(pa, a.label), coarse_b = CoarseOf(pb, b.label);
+  const CoarsePair coarse = CompareCoarse(coarse_a, coarse_b);
+  const std::string coarse_error = !coarse_a.ok() ? coarse_a.error : coarse_b.error;
 
   const std::optional<KnmDistribution> knm = NodeDistribution(ctx, store);
   const std::string strength =
@@ -181,6 +231,7 @@ int CmdCompare(Context& ctx, const CompareArgs& args) {
                         {"backward", DirectionJson(r.backward)},
                         {"registration", RegistrationJson(r.forward.registration)},
                         {"strength", {{"text", strength}}},
+                        {"coarse", nlohmann::json::object()},
                         {"preprocess_ms", preprocess_ms},
                         {"compare_ms", compare_ms}};
     if (knm) {
@@ -189,6 +240,15 @@ int CmdCompare(Context& ctx, const CompareArgs& args) {
       j["strength"]["knm_total"] = e.total;
       j["strength"]["rate"] = std::isfinite(e.rate) ? nlohmann::json(e.rate) : nullptr;
       j["strength"]["rate_upper95"] = e.rate_upper95;
+    }
+    if (coarse_error.empty()) {
+      j["coarse"] = {{"descriptor", DescriptorKey()},
+                     {"cosine", coarse.cosine},
+                     {"ring_spectra", RingSpectraKey()},
+                     {"ring_score", coarse.rings.score},
+                     {"ring_angle_deg", coarse.rings.angle_deg}};
+    } else {
+      j["coarse"] = {{"error", coarse_error}};
     }
     if (args.png) j["png"] = args.png->string();
     ctx.out << j.dump(2) << "\n";
@@ -207,6 +267,12 @@ int CmdCompare(Context& ctx, const CompareArgs& args) {
           << "registration   target = reference " << DescribeRegistration(r.forward.registration)
           << "\n"
           << "strength       " << strength << "\n"
+          << "coarse         "
+          << (coarse_error.empty() ? "descriptor cosine " + Fixed(coarse.cosine, 3) +
+                                         ", ring correlation " + Fixed(coarse.rings.score, 3) +
+                                         " at " + Fixed(coarse.rings.angle_deg, 1) + " deg"
+                                   : "n/a: " + coarse_error)
+          << "\n"
           << "time           preprocess " << Fixed(preprocess_ms, 0) << " ms, compare "
           << Fixed(compare_ms, 0) << " ms\n";
   if (args.png) ctx.out << "picture        " << args.png->string() << "\n";
@@ -220,6 +286,7 @@ struct EvalItem {
   std::string source;
   std::string sha256;
   std::shared_ptr<const CmcPrepared> prepared;
+  Coarse coarse;
   double preprocess_ms = 0;
 };
 
@@ -293,6 +360,7 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
     const Surface processed = Preprocessed(op, nullptr);
     items[i].prepared = PrepareCmc(processed, items[i].path, options);
     items[i].preprocess_ms = MsSince(t0);
+    items[i].coarse = CoarseOf(processed, items[i].path);
     prep_progress.Step();
   });
   const double prep_wall_s = MsSince(t_prep) / 1000;
@@ -309,6 +377,7 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
   }
   std::vector<double> ms(pairs.size());
   std::vector<CmcResult> results(args.pairs_csv ? pairs.size() : 0);
+  std::vector<CoarsePair> coarse(pairs.size());
   const auto t_cmp = Clock::now();
   EvalProgress cmp_progress(ctx.progress, ctx.err, "compared", pairs.size());
   ParallelFor(pairs.size(), jobs, [&](size_t k) {
@@ -317,6 +386,7 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
         CompareCmc(*items[pairs[k].a].prepared, *items[pairs[k].b].prepared, options);
     pairs[k].score = r.combined;
     ms[k] = MsSince(t0);
+    coarse[k] = CompareCoarse(items[pairs[k].a].coarse, items[pairs[k].b].coarse);
     if (!results.empty()) {
       results[k] = r;
       results[k].forward.cells.clear();
@@ -326,6 +396,25 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
   });
   const double cmp_wall_s = MsSince(t_cmp) / 1000;
   const EvalMetrics m = ComputeEvalMetrics(static_cast<int>(items.size()), pairs);
+  // The coarse scores ranked the same way: how well each would pick the
+  // candidates the fine comparison sees (docs/DESCRIPTOR.md).
+  std::string coarse_error;
+  for (const EvalItem& item : items) {
+    if (!item.coarse.ok()) {
+      coarse_error = item.coarse.error;
+      break;
+    }
+  }
+  EvalMetrics m_cosine, m_rings;
+  if (coarse_error.empty()) {
+    std::vector<PairScore> by_cosine = pairs, by_rings = pairs;
+    for (size_t k = 0; k < pairs.size(); ++k) {
+      by_cosine[k].score = coarse[k].cosine;
+      by_rings[k].score = coarse[k].rings.score;
+    }
+    m_cosine = ComputeEvalMetrics(static_cast<int>(items.size()), by_cosine);
+    m_rings = ComputeEvalMetrics(static_cast<int>(items.size()), by_rings);
+  }
   double total_ms = 0;
   for (double v : ms) total_ms += v;
   const double ms_per_comparison = total_ms / static_cast<double>(pairs.size());
@@ -334,7 +423,8 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
     // Written whole to a temporary file, then renamed: never half a table.
     std::string text =
         "path_a,path_b,source_a,source_b,same_source,score,forward,backward,valid_cells_a,"
-        "valid_cells_b,angle_deg,dx_um,dy_um,rotation_a_deg,rotation_b_deg,ms\n";
+        "valid_cells_b,angle_deg,dx_um,dy_um,rotation_a_deg,rotation_b_deg,ms,cosine,ring_score,"
+        "ring_angle_deg\n";
     for (size_t k = 0; k < pairs.size(); ++k) {
       const EvalItem& a = items[pairs[k].a];
       const EvalItem& b = items[pairs[k].b];
@@ -347,7 +437,12 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
               Fixed(r.forward.registration.angle_deg, 2) + "," +
               Fixed(r.forward.registration.dx_um, 1) + "," +
               Fixed(r.forward.registration.dy_um, 1) + "," + Fixed(rotation[pairs[k].a], 2) + "," +
-              Fixed(rotation[pairs[k].b], 2) + "," + Fixed(ms[k], 1) + "\n";
+              Fixed(rotation[pairs[k].b], 2) + "," + Fixed(ms[k], 1) + "," +
+              (coarse_error.empty()
+                   ? Fixed(coarse[k].cosine, 4) + "," + Fixed(coarse[k].rings.score, 4) + "," +
+                         Fixed(coarse[k].rings.angle_deg, 2)
+                   : std::string(",,")) +
+              "\n";
     }
     WriteFileAtomically(*args.pairs_csv, text, "pair table");
   }
@@ -389,6 +484,21 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
                         {"jobs", jobs}};
     if (args.rotate_random) j["rotate_random_seed"] = *args.rotate_random;
     if (ctx.node) j["knm_scores_recorded"] = recorded;
+    if (coarse_error.empty()) {
+      auto coarse_json = [&](const EvalMetrics& c, const std::string& key) {
+        return nlohmann::json{{"key", key},
+                              {"auc", NumberOrNull(c.auc)},
+                              {"eer", NumberOrNull(c.eer)},
+                              {"min_km", NumberOrNull(c.min_km)},
+                              {"max_knm", NumberOrNull(c.max_knm)},
+                              {"top1", NumberOrNull(c.top1)},
+                              {"top10", NumberOrNull(c.top10)}};
+      };
+      j["coarse"] = {{"descriptor", coarse_json(m_cosine, DescriptorKey())},
+                     {"ring_spectra", coarse_json(m_rings, RingSpectraKey())}};
+    } else {
+      j["coarse"] = {{"error", coarse_error}};
+    }
     ctx.out << j.dump(2) << "\n";
     return kExitOk;
   }
@@ -409,6 +519,16 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
           << "time            " << Fixed(ms_per_comparison, 1) << " ms per comparison (one core), "
           << Fixed(cmp_wall_s, 1) << " s for all pairs on " << jobs << " threads; preprocessing "
           << Fixed(prep_wall_s, 1) << " s\n";
+  if (coarse_error.empty()) {
+    auto coarse_line = [&](const EvalMetrics& c) {
+      return "AUC " + num(c.auc, 4) + ", top-1 / top-10 " + num(100 * c.top1, 1) + " % / " +
+             num(100 * c.top10, 1) + " %\n";
+    };
+    ctx.out << "coarse cosine   " << coarse_line(m_cosine) << "coarse rings    "
+            << coarse_line(m_rings);
+  } else {
+    ctx.out << "coarse scores   n/a: " << coarse_error << "\n";
+  }
   if (ctx.node) {
     ctx.out << "recorded        " << recorded
             << " known-non-match scores into the node's distribution (" << kCmcMethod << ")\n";

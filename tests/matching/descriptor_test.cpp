@@ -108,6 +108,120 @@ TEST(Descriptor, FadulMatesRankFirst) {
   EXPECT_GE(top1, static_cast<int>(0.85 * static_cast<double>(d.size())));
 }
 
+// ---------------------------------------------------------------------------
+// Ring spectra (brs-v1): the rotation search recovers the turn, mates score
+// far above non-mates, the key names every parameter, bad input is refused.
+
+TEST(RingSpectra, FindsTheRotationOfARotatedScan) {
+  const Surface s = SyntheticScan(0, 0);
+  const std::vector<float> a = BreechFaceRingSpectra(s, "synthetic");
+  ASSERT_EQ(a.size(), static_cast<size_t>(RingSpectraDim()));
+  EXPECT_EQ(RingSpectraDim(), 1890);
+  const RingMatch self = RingCorrelation(a, a);
+  EXPECT_NEAR(self.score, 1.0, 1e-4);
+  EXPECT_NEAR(self.angle_deg, 0.0, 1e-6);
+  for (double turn : {30.0, 137.0, 250.0}) {
+    const std::vector<float> b =
+        BreechFaceRingSpectra(PreprocessBreechFace(RotateSurface(s, turn), "rotated"), "rotated");
+    const RingMatch m = RingCorrelation(a, b);
+    EXPECT_GT(m.score, 0.8) << turn;
+    EXPECT_LT(std::abs(std::remainder(m.angle_deg - turn, 360.0)), 1.0) << m.angle_deg;
+  }
+  // Another firearm: low at its best rotation too.
+  const std::vector<float> c = BreechFaceRingSpectra(SyntheticScan(1, 0), "other");
+  EXPECT_LT(RingCorrelation(a, c).score, 0.35);
+}
+
+// The 40 Fadul scans, each rotated by its own angle: every known match
+// scores above every known non-match when the query's centre is searched
+// (measured 2026-11-23 with bien eval --rotate-random 1: lowest KM 0.42,
+// highest KNM 0.48 there, AUC 0.9999; here with fixed angles), and the
+// rotation found for a mate pair is the difference of the two turns up to
+// the shots' own (a few degrees).
+TEST(RingSpectra, FadulMatesScoreAboveNonMates) {
+  const fs::path data = BIEN_REQUIRE_SHARED_DATA();
+  const fs::path dir = data / "cartridge/fadul";
+  const CsvTable truth = ReadCsvFile(dir / "truth.csv");
+  const size_t path_col = *truth.Column("path"), source_col = *truth.Column("source");
+  std::vector<RingQuery> q;
+  std::vector<std::string> source;
+  for (size_t i = 0; i < truth.rows.size(); ++i) {
+    const std::string& name = truth.rows[i][path_col];
+    const double angle = std::fmod(37.0 + 83.0 * static_cast<double>(i), 360.0);
+    q.push_back(BreechFaceRingQuery(
+        PreprocessBreechFace(RotateSurface(ReadX3p(dir / name), angle), name), name));
+    source.push_back(truth.rows[i][source_col]);
+  }
+  ASSERT_EQ(q.size(), 40u);
+  double lowest_km = 2, highest_knm = -2;
+  int above = 0, pairs = 0;
+  std::vector<double> km, knm;
+  for (size_t i = 0; i < q.size(); ++i) {
+    for (size_t j = 0; j < q.size(); ++j) {
+      if (i == j) continue;
+      const double v = RingCorrelation(q[i], q[j].spectra.front()).score;
+      (source[i] == source[j] ? km : knm).push_back(v);
+    }
+  }
+  for (double a : km) {
+    lowest_km = std::min(lowest_km, a);
+    for (double b : knm) {
+      above += a > b ? 1 : 0;
+      ++pairs;
+    }
+  }
+  for (double b : knm) highest_knm = std::max(highest_knm, b);
+  const double auc = static_cast<double>(above) / pairs;
+  EXPECT_GT(auc, 0.995) << "lowest KM " << lowest_km << ", highest KNM " << highest_knm;
+  EXPECT_GT(lowest_km, 0.3);
+}
+
+TEST(RingSpectra, KeyNamesEveryParameterAndBadInputIsRefused) {
+  const std::string base = RingSpectraKey();
+  EXPECT_EQ(base,
+            "brs-v1 px=25 smooth=50 r=575..2075/75 ang=256 k=4..48 share=0.25 min=500 "
+            "search=100/25");
+  std::set<std::string> keys{base};
+  auto vary = [&](auto change) {
+    RingSpectraOptions o;
+    change(o);
+    keys.insert(RingSpectraKey(o));
+  };
+  vary([](RingSpectraOptions& o) { o.working_pixel_um = 20; });
+  vary([](RingSpectraOptions& o) { o.smooth_um = 40; });
+  vary([](RingSpectraOptions& o) { o.inner_radius_um = 600; });
+  vary([](RingSpectraOptions& o) { o.outer_radius_um = 2000; });
+  vary([](RingSpectraOptions& o) { o.ring_step_um = 50; });
+  vary([](RingSpectraOptions& o) { o.angles = 512; });
+  vary([](RingSpectraOptions& o) { o.min_harmonic = 2; });
+  vary([](RingSpectraOptions& o) { o.max_harmonic = 40; });
+  vary([](RingSpectraOptions& o) { o.min_ring_share = 0.5; });
+  vary([](RingSpectraOptions& o) { o.min_valid_samples = 100; });
+  vary([](RingSpectraOptions& o) { o.centre_search_um = 50; });
+  vary([](RingSpectraOptions& o) { o.centre_search_step_um = 50; });
+  EXPECT_EQ(keys.size(), 13u);
+
+  RingSpectraOptions bad;
+  bad.angles = 300;
+  EXPECT_TRUE(Contains(ErrorOf([&] { bad.Check(); }), "ring spectra options: angles"));
+  bad = {};
+  bad.max_harmonic = 200;
+  EXPECT_TRUE(Contains(ErrorOf([&] { bad.Check(); }), "harmonics"));
+  Surface empty;
+  EXPECT_TRUE(Contains(ErrorOf([&] { BreechFaceRingSpectra(empty, "void.x3p"); }), "void.x3p"));
+  // A surface with data only far outside the rings.
+  Surface tiny;
+  tiny.width = tiny.height = 40;
+  tiny.dx_m = tiny.dy_m = 10e-6;
+  tiny.z.assign(1600, 1e-6f);
+  for (size_t i = 0; i < tiny.z.size(); i += 3) tiny.z[i] = 2e-6f;
+  const std::string why = ErrorOf([&] { BreechFaceRingSpectra(tiny, "tiny.x3p"); });
+  EXPECT_TRUE(Contains(why, "tiny.x3p")) << why;
+  const std::vector<float> a = BreechFaceRingSpectra(SyntheticScan(0, 0), "a");
+  const std::vector<float> shorter(a.begin(), a.end() - 2);
+  EXPECT_TRUE(Contains(ErrorOf([&] { RingCorrelation(a, shorter); }), "ring spectra of"));
+}
+
 // The vectors of a key must never change: a stored index holds vectors of
 // that key, and a silent change would mix two versions in one index. Values
 // recorded from bfd-v1 as first released (2026-11-23); a deliberate change of

@@ -52,6 +52,20 @@ TEST_F(CompareCli, ComparesTwoFilesWithScoresRegistrationAndPicture) {
   EXPECT_TRUE(Contains(text.out, "CMC score"));
   EXPECT_TRUE(Contains(text.out, "registration"));
   EXPECT_TRUE(Contains(text.out, "strength"));
+
+  // The coarse scores the search would rank them by: the descriptor's cosine
+  // and the ring spectra at their best rotation, both far higher for mates.
+  for (const char* field :
+       {"cosine", "ring_score", "ring_angle_deg", "descriptor", "ring_spectra"}) {
+    ASSERT_TRUE(km["coarse"].contains(field)) << field << km["coarse"].dump();
+    ASSERT_TRUE(knm["coarse"].contains(field)) << field << knm["coarse"].dump();
+  }
+  EXPECT_GT(km["coarse"]["ring_score"].get<double>(),
+            knm["coarse"]["ring_score"].get<double>() + 0.2)
+      << km["coarse"].dump() << knm["coarse"].dump();
+  EXPECT_GT(km["coarse"]["cosine"].get<double>(), knm["coarse"]["cosine"].get<double>() + 0.1);
+  EXPECT_TRUE(Contains(text.out, "descriptor cosine")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "ring correlation")) << text.out;
 }
 
 TEST_F(CompareCli, EvalReportsTheNamedFieldsAndFeedsTheNodeDistribution) {
@@ -94,6 +108,24 @@ TEST_F(CompareCli, EvalReportsTheNamedFieldsAndFeedsTheNodeDistribution) {
     EXPECT_LE(std::abs(std::stod(row[*angle])), 180.0);
   }
   EXPECT_EQ(km_rows, 3);
+  // The coarse scores: ranked as the fine one is, and one column each per pair.
+  ASSERT_TRUE(r["coarse"].contains("ring_spectra")) << r["coarse"].dump();
+  EXPECT_DOUBLE_EQ(r["coarse"]["ring_spectra"]["top1"].get<double>(), 1.0);
+  EXPECT_GT(r["coarse"]["ring_spectra"]["auc"].get<double>(), 0.9);
+  EXPECT_GT(r["coarse"]["descriptor"]["auc"].get<double>(), 0.9);
+  const auto ring_score = table.Column("ring_score"), ring_angle = table.Column("ring_angle_deg");
+  ASSERT_TRUE(ring_score && ring_angle && table.Column("cosine"));
+  for (const auto& row : table.rows) {
+    const double v = std::stod(row[*ring_score]), a = std::stod(row[*ring_angle]);
+    EXPECT_TRUE(v >= -1 && v <= 1) << v;
+    EXPECT_TRUE(a >= 0 && a < 360) << a;
+    // A mate's ring angle is the rotation the fine comparison registers.
+    if (row[*same] == "1") {
+      const double cmc = std::stod(row[*angle]);
+      EXPECT_LT(std::abs(std::remainder(a - cmc, 360.0)), 3.0)
+          << "ring angle " << a << ", CMC angle " << cmc;
+    }
+  }
   // An unwritable place is an error naming it, and no table is left behind.
   const CliResult bad =
       RunBien({"eval", "--truth", truth, "--pairs", (dir_.path() / "no" / "p.csv").string()});
