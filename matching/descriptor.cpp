@@ -286,48 +286,65 @@ Rings MakeRings(const Working& w, const DescriptorOptions& o) {
   return g;
 }
 
+// The rings (radius r0 + i * step, `cosine.size()` angles) of a 2-channel
+// surface (heights times mask, mask) around centre `c`, bilinear: each row
+// one ring's heights, 0 where the sample's neighbourhood is not all valid,
+// less the ring's mean over its valid samples (so that gaps do not leak the
+// ring's offset into every harmonic); `count` gets each ring's valid samples.
+cv::Mat SampleRings(const cv::Mat& zm_m, const Working& w, cv::Point2d c, double r0, double step,
+                    int rings, const std::vector<double>& cosine, const std::vector<double>& sine,
+                    std::vector<int>& count) {
+  const int na = static_cast<int>(cosine.size());
+  cv::Mat map_x(rings, na, CV_32F), map_y(rings, na, CV_32F);
+  for (int i = 0; i < rings; ++i) {
+    const double r = r0 + i * step;
+    const double rx = r / w.px_x_um, ry = r / w.px_y_um;
+    float* mx = map_x.ptr<float>(i);
+    float* my = map_y.ptr<float>(i);
+    for (int j = 0; j < na; ++j) {
+      mx[j] = static_cast<float>(c.x + rx * cosine[static_cast<size_t>(j)]);
+      my[j] = static_cast<float>(c.y + ry * sine[static_cast<size_t>(j)]);
+    }
+  }
+  cv::Mat sampled, pz, pm;
+  cv::remap(zm_m, sampled, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  cv::extractChannel(sampled, pz, 0);
+  cv::extractChannel(sampled, pm, 1);
+  count.assign(static_cast<size_t>(rings), 0);
+  for (int i = 0; i < rings; ++i) {
+    float* zr = pz.ptr<float>(i);
+    const float* mr = pm.ptr<float>(i);
+    int n = 0;
+    double sum = 0;
+    for (int j = 0; j < na; ++j) {
+      if (mr[j] >= 0.99f) {
+        zr[j] /= mr[j];
+        sum += zr[j];
+        ++n;
+      }
+    }
+    const float mean = n > 0 ? static_cast<float>(sum / n) : 0.f;
+    for (int j = 0; j < na; ++j) zr[j] = mr[j] >= 0.99f ? zr[j] - mean : 0.f;
+    count[static_cast<size_t>(i)] = n;
+  }
+  return pz;
+}
+
 // The unnormalised sketch of the cross-ring products around centre `c` (step
 // 3-5 of the method) into `out` (zeroed first); the number of valid polar
 // samples on the rings used.
 int Sketch(const Working& w, const Rings& g, const DescriptorOptions& o, cv::Point2d c,
            std::vector<double>& out) {
   const int rings = g.rings, na = o.angles;
-  cv::Mat map_x(rings, na, CV_32F), map_y(rings, na, CV_32F);
-  for (int i = 0; i < rings; ++i) {
-    const double r = o.inner_radius_um + i * o.ring_step_um;
-    const double rx = r / w.px_x_um, ry = r / w.px_y_um;
-    float* mx = map_x.ptr<float>(i);
-    float* my = map_y.ptr<float>(i);
-    for (int j = 0; j < na; ++j) {
-      mx[j] = static_cast<float>(c.x + rx * g.cosine[static_cast<size_t>(j)]);
-      my[j] = static_cast<float>(c.y + ry * g.sine[static_cast<size_t>(j)]);
-    }
-  }
-  cv::Mat sampled, pz, pm;
-  cv::remap(g.zm_m, sampled, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
-  cv::extractChannel(sampled, pz, 0);
-  cv::extractChannel(sampled, pm, 1);
+  std::vector<int> count;
+  const cv::Mat pz =
+      SampleRings(g.zm_m, w, c, o.inner_radius_um, o.ring_step_um, rings, g.cosine, g.sine, count);
   std::vector<char> used(static_cast<size_t>(rings), 0);
   int total = 0;
   for (int i = 0; i < rings; ++i) {
-    float* zr = pz.ptr<float>(i);
-    const float* mr = pm.ptr<float>(i);
-    int count = 0;
-    double sum = 0;
-    for (int j = 0; j < na; ++j) {
-      if (mr[j] >= 0.99f) {
-        zr[j] /= mr[j];
-        sum += zr[j];
-        ++count;
-      }
-    }
-    // Zero mean over the ring's valid samples, so that gaps do not leak the
-    // ring's offset into every harmonic.
-    const float mean = count > 0 ? static_cast<float>(sum / count) : 0.f;
-    for (int j = 0; j < na; ++j) zr[j] = mr[j] >= 0.99f ? zr[j] - mean : 0.f;
-    if (count >= o.min_ring_share * na) {
+    if (count[static_cast<size_t>(i)] >= o.min_ring_share * na) {
       used[static_cast<size_t>(i)] = 1;
-      total += count;
+      total += count[static_cast<size_t>(i)];
     }
   }
   out.assign(static_cast<size_t>(o.dim), 0.0);
@@ -702,38 +719,24 @@ cv::Mat SmoothedHeights(const Working& w, const RingSpectraOptions& o) {
 std::vector<float> RingSpectraAt(const Working& w, const cv::Mat& zm, cv::Point2d c,
                                  const RingSpectraOptions& o, std::string& why) {
   const int rings = RingCount(o), na = o.angles;
-  cv::Mat map_x(rings, na, CV_32F), map_y(rings, na, CV_32F);
-  for (int i = 0; i < rings; ++i) {
-    const double r = o.inner_radius_um + i * o.ring_step_um;
-    const double rx = r / w.px_x_um, ry = r / w.px_y_um;
-    float* mx = map_x.ptr<float>(i);
-    float* my = map_y.ptr<float>(i);
-    for (int j = 0; j < na; ++j) {
-      const double a = kTwoPi * j / na;
-      mx[j] = static_cast<float>(c.x + rx * std::cos(a));
-      my[j] = static_cast<float>(c.y + ry * std::sin(a));
-    }
+  std::vector<double> cosine(static_cast<size_t>(na)), sine(static_cast<size_t>(na));
+  for (int j = 0; j < na; ++j) {
+    cosine[static_cast<size_t>(j)] = std::cos(kTwoPi * j / na);
+    sine[static_cast<size_t>(j)] = std::sin(kTwoPi * j / na);
   }
-  cv::Mat pz, pm;
-  cv::remap(zm, pz, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
-  cv::remap(w.m, pm, map_x, map_y, cv::INTER_LINEAR, cv::BORDER_CONSTANT, 0);
+  const cv::Mat channels[2] = {zm, w.m};
+  cv::Mat zm_m;
+  cv::merge(channels, 2, zm_m);
+  std::vector<int> count;
+  cv::Mat pz =
+      SampleRings(zm_m, w, c, o.inner_radius_um, o.ring_step_um, rings, cosine, sine, count);
   int total = 0;
   for (int i = 0; i < rings; ++i) {
-    float* zr = pz.ptr<float>(i);
-    const float* mr = pm.ptr<float>(i);
-    int count = 0;
-    double sum = 0;
-    for (int j = 0; j < na; ++j) {
-      if (mr[j] >= 0.99f) {
-        zr[j] /= mr[j];
-        sum += zr[j];
-        ++count;
-      }
+    if (count[static_cast<size_t>(i)] >= o.min_ring_share * na) {
+      total += count[static_cast<size_t>(i)];
+    } else {
+      pz.row(i).setTo(0);  // too little of this ring to count
     }
-    const float mean = count > 0 ? static_cast<float>(sum / count) : 0.f;
-    const bool kept = count >= o.min_ring_share * na;
-    for (int j = 0; j < na; ++j) zr[j] = kept && mr[j] >= 0.99f ? zr[j] - mean : 0.f;
-    if (kept) total += count;
   }
   if (total < o.min_valid_samples) {
     why = std::to_string(total) + " valid samples on rings " + Num(o.inner_radius_um) + "-" +
