@@ -713,20 +713,13 @@ cv::Mat SmoothedHeights(const Working& w, const RingSpectraOptions& o) {
   return zm;
 }
 
-// The ring spectra of smoothed heights `zm` (mask w.m) around centre `c`;
+// The ring spectra of `zm_m` (smoothed heights times mask, mask) around centre `c`;
 // empty when fewer than min_valid_samples samples lie on the kept rings or
 // the rings are flat, with the reason in `why`.
-std::vector<float> RingSpectraAt(const Working& w, const cv::Mat& zm, cv::Point2d c,
-                                 const RingSpectraOptions& o, std::string& why) {
+std::vector<float> RingSpectraAt(const Working& w, const cv::Mat& zm_m,
+                                 const std::vector<double>& cosine, const std::vector<double>& sine,
+                                 cv::Point2d c, const RingSpectraOptions& o, std::string& why) {
   const int rings = RingCount(o), na = o.angles;
-  std::vector<double> cosine(static_cast<size_t>(na)), sine(static_cast<size_t>(na));
-  for (int j = 0; j < na; ++j) {
-    cosine[static_cast<size_t>(j)] = std::cos(kTwoPi * j / na);
-    sine[static_cast<size_t>(j)] = std::sin(kTwoPi * j / na);
-  }
-  const cv::Mat channels[2] = {zm, w.m};
-  cv::Mat zm_m;
-  cv::merge(channels, 2, zm_m);
   std::vector<int> count;
   cv::Mat pz =
       SampleRings(zm_m, w, c, o.inner_radius_um, o.ring_step_um, rings, cosine, sine, count);
@@ -774,7 +767,16 @@ std::vector<float> RingSpectraAt(const Working& w, const cv::Mat& zm, cv::Point2
 RingQuery RingSpectraOf(const Working& w, const RingSpectraOptions& o, const std::string& source,
                         bool search) {
   const cv::Point2d c = FindCentre(w);
-  const cv::Mat zm = SmoothedHeights(w, o);
+  // Shared by every centre: the smoothed heights with their mask, and the
+  // angle tables.
+  const cv::Mat channels[2] = {SmoothedHeights(w, o), w.m};
+  cv::Mat zm_m;
+  cv::merge(channels, 2, zm_m);
+  std::vector<double> cosine(static_cast<size_t>(o.angles)), sine(static_cast<size_t>(o.angles));
+  for (int j = 0; j < o.angles; ++j) {
+    cosine[static_cast<size_t>(j)] = std::cos(kTwoPi * j / o.angles);
+    sine[static_cast<size_t>(j)] = std::sin(kTwoPi * j / o.angles);
+  }
   const double px = std::min(w.px_x_um, w.px_y_um);
   const std::vector<cv::Point2d> offsets =
       search ? GridOffsets(o.centre_search_um, o.centre_search_step_um, px)
@@ -782,7 +784,7 @@ RingQuery RingSpectraOf(const Working& w, const RingSpectraOptions& o, const std
   RingQuery q;
   for (const cv::Point2d& off : offsets) {
     std::string why;
-    std::vector<float> v = RingSpectraAt(w, zm, c + off, o, why);
+    std::vector<float> v = RingSpectraAt(w, zm_m, cosine, sine, c + off, o, why);
     if (v.empty()) {
       if (&off == &offsets.front()) {
         throw Error(source + ": too little valid data for ring spectra (" + why + ")");
@@ -973,8 +975,7 @@ RingMatch RingCorrelation(const std::vector<float>& a, const std::vector<float>&
   // b = a turned by t multiplies harmonic k of b by exp(-i k t): the peak
   // lies at -t.
   double angle = -360.0 * (best + shift) / na;
-  angle = std::fmod(angle + 720.0, 360.0);
-  if (angle >= 360.0) angle -= 360.0;
+  angle = std::fmod(angle + 720.0, 360.0);  // exact: in [0, 360)
   return {mid, angle, 0, 0};
 }
 
