@@ -1418,14 +1418,15 @@ void Normalise(std::span<float> v) {
   for (float& x : v) x *= inv;
 }
 
+}  // namespace
+
 double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   const size_t i =
       std::min(v.size() - 1, static_cast<size_t>(std::floor(p * (v.size() - 1) + 0.5)));
   return v[i];
 }
-
-}  // namespace
 
 IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
                             const VectorIndexOptions& options, int mates) {
@@ -1488,7 +1489,7 @@ IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
 IndexBenchResult BenchIndexOn(int dim, std::span<const int64_t> ids, std::span<const float> vectors,
                               std::span<const float> queries,
                               const std::vector<std::vector<int64_t>>& mates,
-                              const VectorIndexOptions& options) {
+                              const VectorIndexOptions& options, int pool) {
   options.Check();
   const int64_t n = static_cast<int64_t>(ids.size());
   const int query_count = static_cast<int>(mates.size());
@@ -1539,6 +1540,18 @@ IndexBenchResult BenchIndexOn(int dim, std::span<const int64_t> ids, std::span<c
   time_queries(*index, query_count, ms, &approx);
   r.query_ms_median = Percentile(ms, 0.5);
   r.query_ms_p99 = Percentile(ms, 0.99);
+  if (pool > 0) {
+    std::vector<double> pool_ms;
+    for (int q = 0; q < query_count; ++q) {
+      std::span<const float> one(queries.data() + static_cast<size_t>(q) * dim, dim);
+      const auto s = Clock::now();
+      const auto h = index->Search(one, pool);
+      pool_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
+      std::vector<int64_t>& ids_of = r.pools.emplace_back();
+      for (const SearchHit& hit : h) ids_of.push_back(hit.id);
+    }
+    r.pool_query_ms_median = Percentile(pool_ms, 0.5);
+  }
 
   // Ground truth: an exact index over the same vectors (batch search).
   VectorIndexOptions exact_options = options;

@@ -322,6 +322,9 @@ class PartitionIndexes {
 // Measurement of one configuration on clustered synthetic vectors: n / mates
 // centres (drawn around 256 family means), each with `mates` noisy unit
 // copies; each query is a further noisy copy of a random centre.
+// The p-quantile (0..1) of `v` by the nearest rank; 0 for an empty `v`.
+double Percentile(std::vector<double> v, double p);
+
 struct IndexBenchResult {
   int64_t n = 0;
   int dim = 0;
@@ -344,6 +347,11 @@ struct IndexBenchResult {
   double exact_mate_found_at_10 = 0;
   double exact_mate_found_at_100 = 0;
   int queries = 0;
+  // BenchIndexOn with pool > 0: each query's best `pool` ids from the index
+  // measured (the candidates of a second coarse pass), and the median time of
+  // those searches.
+  std::vector<std::vector<int64_t>> pools;
+  double pool_query_ms_median = 0;
 };
 // Throws bien::Error on bad arguments (n < mates, queries < 1...).
 IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
@@ -354,11 +362,12 @@ IndexBenchResult BenchIndex(int64_t n, int dim, int queries, uint64_t seed,
 // mates.size() queries (queries: mates.size() * dim floats, none of them in
 // the index) one at a time for its top 100, and scores it against the ids in
 // mates[q] (the query's true mates, in the index) and against an exact index
-// of the same vectors. Throws bien::Error on a size mismatch, no queries or a
-// mate id that is not among `ids`.
+// of the same vectors. With pool > 0 each query also asks the index for its
+// best `pool` (IndexBenchResult::pools). Throws bien::Error on a size
+// mismatch, no queries or a mate id that is not among `ids`.
 IndexBenchResult BenchIndexOn(int dim, std::span<const int64_t> ids, std::span<const float> vectors,
                               std::span<const float> queries,
                               const std::vector<std::vector<int64_t>>& mates,
-                              const VectorIndexOptions& options);
+                              const VectorIndexOptions& options, int pool = 0);
 
 }  // namespace bien

@@ -32,6 +32,8 @@
 #include "matching/index.h"
 #include "tools/commands.h"
 #include "tools/output.h"
+#include "tools/parallel.h"
+#include "tools/search.h"
 #include "tools/synth_features.h"
 
 namespace bien::cli {
@@ -205,29 +207,6 @@ class ScratchDir {
   std::filesystem::path path_;
 };
 
-// Runs f(i) for i in [0, n) on `jobs` threads; the first exception is rethrown.
-template <typename F>
-void ForEachOnThreads(int n, int jobs, F f) {
-  std::atomic<int> next{0};
-  std::vector<std::exception_ptr> errors(jobs);
-  {
-    std::vector<std::jthread> threads;
-    for (int t = 0; t < jobs; ++t) {
-      threads.emplace_back([&, t] {
-        try {
-          for (int i = next++; i < n; i = next++) f(i);
-        } catch (...) {
-          errors[t] = std::current_exception();
-          next = n;
-        }
-      });
-    }
-  }
-  for (const auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
-}
-
 // The fine stage of one search, measured for real: the query and `candidates`
 // synthetic scans (545 px at 6.25 um, as a Fadul scan) are written first as
 // X3P originals and their compact CMC features as the node caches them at
@@ -259,7 +238,8 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
   const CmcOptions cmc;
   const auto query_path = work / "query.x3p";
   auto candidate_path = [&](int i) { return work / ("candidate-" + std::to_string(i) + ".cmcf"); };
-  ForEachOnThreads(candidates + 1, jobs, [&](int i) {
+  ParallelFor(static_cast<size_t>(candidates) + 1, jobs, [&](size_t at) {
+    const int i = static_cast<int>(at);
     if (i == candidates) {
       WriteX3p(MakeSynthShot(so, 0, 1), query_path);
     } else {
@@ -283,7 +263,7 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
     const auto query = PrepareCmc(q, query_path.string(), cmc);
     f.query_ms = MsSince(t0);
     const auto t1 = Clock::now();
-    ForEachOnThreads(candidates, jobs, [&](int i) {
+    ParallelFor(static_cast<size_t>(candidates), jobs, [&](size_t i) {
       const auto path = candidate_path(i);
       auto t = Clock::now();
       std::ifstream in(path, std::ios::binary);
@@ -322,6 +302,93 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
   return f;
 }
 
+// The ring stage of the coarse search (tools/search.h RingStage) on the
+// benchmark's synthetic exhibits: for each query, its ring spectra around the
+// centre offsets and those of its `pools[q]` candidates (best cosine first)
+// are made from their synthetic shots (MakeSynthBreechFace, the shots the
+// descriptors were made from; not timed: a node stores them at ingest), then,
+// timed, each candidate's ring correlation and the ring order on `jobs`
+// threads.
+struct RingStageBench {
+  int pool = 0;          // candidates per query (the largest pool)
+  double ms_median = 0;  // correlations + order, per query
+  double ms_p99 = 0;
+  double mate_found_at_10 = 0;  // share of queries with a mate in the top 10 after it
+  double mate_found_at_100 = 0;
+  int64_t without_spectra = 0;  // candidates too sparse for ring spectra (kept by cosine)
+  int queries_without = 0;      // queries too sparse for them (cosine order kept)
+  double spectra_seconds = 0;   // making the synthetic shots' spectra, wall
+};
+
+RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
+                                const std::vector<int64_t>& held,
+                                const std::vector<std::vector<int64_t>>& mates, int shots,
+                                uint64_t seed, int jobs) {
+  SynthDescriptorOptions synth;
+  synth.seed = seed;
+  const DescriptorOptions shape;  // the working pixel the descriptors were made at
+  auto surface_of = [&](int64_t id) {
+    return MakeSynthBreechFace(synth, shape, static_cast<int>(id / shots),
+                               static_cast<int>(id % shots));
+  };
+  const int saved_cv_threads = cv::getNumThreads();
+  cv::setNumThreads(1);  // parallel over candidates instead
+  RingStageBench b;
+  std::vector<double> ms;
+  double found10 = 0, found100 = 0;
+  try {
+    for (size_t q = 0; q < pools.size(); ++q) {
+      const std::vector<int64_t>& pool = pools[q];
+      b.pool = std::max(b.pool, static_cast<int>(pool.size()));
+      const auto t_spectra = Clock::now();
+      std::optional<RingQuery> query;
+      try {
+        query = BreechFaceRingQuery(surface_of(held[q]), "query");
+      } catch (const Error&) {
+        ++b.queries_without;
+      }
+      std::vector<std::vector<float>> spectra(pool.size());
+      if (query) {
+        ParallelFor(pool.size(), jobs, [&](size_t i) {
+          try {
+            spectra[i] = BreechFaceRingSpectra(surface_of(pool[i]), "candidate");
+          } catch (const Error&) {
+          }
+        });
+      }
+      b.spectra_seconds += std::chrono::duration<double>(Clock::now() - t_spectra).count();
+      const auto t = Clock::now();
+      std::vector<std::optional<double>> ring(pool.size());
+      if (query) {
+        ParallelFor(pool.size(), jobs, [&](size_t i) {
+          if (!spectra[i].empty()) ring[i] = RingCorrelation(*query, spectra[i]).score;
+        });
+      }
+      const std::vector<size_t> order = RingOrder(ring, 100);
+      ms.push_back(MsSince(t));
+      for (const auto& v : spectra) b.without_spectra += query && v.empty();
+      auto found = [&](size_t top) {
+        for (size_t j = 0; j < std::min(top, order.size()); ++j) {
+          if (std::count(mates[q].begin(), mates[q].end(), pool[order[j]])) return 1.0;
+        }
+        return 0.0;
+      };
+      found10 += found(10);
+      found100 += found(100);
+    }
+  } catch (...) {
+    cv::setNumThreads(saved_cv_threads);
+    throw;
+  }
+  cv::setNumThreads(saved_cv_threads);
+  const double n = static_cast<double>(std::max<size_t>(pools.size(), 1));
+  b.mate_found_at_10 = found10 / n;
+  b.mate_found_at_100 = found100 / n;
+  b.ms_median = Percentile(ms, 0.5);
+  b.ms_p99 = Percentile(ms, 0.99);
+  return b;
+}
+
 nlohmann::json FineJson(const FineStage& f) {
   return {{"candidates", f.candidates},
           {"threads", f.threads},
@@ -344,6 +411,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
   if (args.rerank < 1) throw Error("--rerank must be at least 1");
   if (args.nprobe < 1) throw Error("--nprobe must be at least 1");
   if (args.jobs < 0) throw Error("--jobs must be 0 (every core) or more");
+  if (args.ring_pool < 0) throw Error("--ring-pool must be 0 (not measured) or more");
   const int jobs = args.jobs > 0
                        ? args.jobs
                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -483,34 +551,58 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
     IndexBenchResult r;
     try {
       r = BenchIndexOn(dim, ids, std::span<const float>(vectors.data(), ids.size() * row), queries,
-                       mates, options);
+                       mates, options, args.ring_pool);
     } catch (...) {
       restore();
       throw;
     }
     restore();
+    RingStageBench ring;
+    if (args.ring_pool > 0) {
+      log("n = " + std::to_string(n) + ": ring stage of each query's best " +
+          std::to_string(args.ring_pool) +
+          " (their ring spectra made from the synthetic shots first, untimed)...\n");
+      ring = MeasureRingStage(r.pools, held, mates, shots, seed, jobs);
+    }
+    // The coarse stage a search runs: the index's top 100, or its ring pool
+    // and the ring stage.
+    const double coarse_ms =
+        args.ring_pool > 0 ? r.pool_query_ms_median + ring.ms_median : r.query_ms_median;
     const double indexed = static_cast<double>(ids.size());
-    runs.push_back({{"exhibits", n},
-                    {"indexed", ids.size()},
-                    {"queries", q_count},
-                    {"mates_per_query", shots - 1},
-                    {"kind", std::string(IndexKindName(r.kind))},
-                    {"nlist", r.nlist},
-                    {"nprobe", r.nprobe},
-                    {"build_seconds", r.build_seconds},
-                    {"bytes_per_exhibit", r.bytes_per_vector},
-                    {"index_bytes", r.bytes_per_vector * indexed},
-                    {"query_ms_median", r.query_ms_median},
-                    {"query_ms_p99", r.query_ms_p99},
-                    {"exact_query_ms_median", r.exact_query_ms_median},
-                    {"mate_recall_at_10", r.mate_found_at_10},
-                    {"mate_recall_at_100", r.mate_found_at_100},
-                    {"exact_mate_recall_at_10", r.exact_mate_found_at_10},
-                    {"exact_mate_recall_at_100", r.exact_mate_found_at_100},
-                    {"neighbour_recall_at_10", r.recall_at_10},
-                    {"neighbour_recall_at_100", r.recall_at_100},
-                    {"fine_ms", fine.total_ms()},
-                    {"end_to_end_ms", r.query_ms_median + fine.total_ms()}});
+    runs.push_back(
+        {{"exhibits", n},
+         {"indexed", ids.size()},
+         {"queries", q_count},
+         {"mates_per_query", shots - 1},
+         {"kind", std::string(IndexKindName(r.kind))},
+         {"nlist", r.nlist},
+         {"nprobe", r.nprobe},
+         {"build_seconds", r.build_seconds},
+         {"bytes_per_exhibit", r.bytes_per_vector},
+         {"index_bytes", r.bytes_per_vector * indexed},
+         {"query_ms_median", r.query_ms_median},
+         {"query_ms_p99", r.query_ms_p99},
+         {"exact_query_ms_median", r.exact_query_ms_median},
+         {"mate_recall_at_10", r.mate_found_at_10},
+         {"mate_recall_at_100", r.mate_found_at_100},
+         {"exact_mate_recall_at_10", r.exact_mate_found_at_10},
+         {"exact_mate_recall_at_100", r.exact_mate_found_at_100},
+         {"neighbour_recall_at_10", r.recall_at_10},
+         {"neighbour_recall_at_100", r.recall_at_100},
+         {"ring_stage", args.ring_pool > 0
+                            ? nlohmann::json{{"pool", ring.pool},
+                                             {"pool_query_ms_median", r.pool_query_ms_median},
+                                             {"ms_median", ring.ms_median},
+                                             {"ms_p99", ring.ms_p99},
+                                             {"mate_recall_at_10", ring.mate_found_at_10},
+                                             {"mate_recall_at_100", ring.mate_found_at_100},
+                                             {"candidates_without_spectra", ring.without_spectra},
+                                             {"queries_without_spectra", ring.queries_without},
+                                             {"spectra_seconds", ring.spectra_seconds}}
+                            : nlohmann::json(nullptr)},
+         {"coarse_ms", coarse_ms},
+         {"fine_ms", fine.total_ms()},
+         {"end_to_end_ms", coarse_ms + fine.total_ms()}});
   }
 
   const nlohmann::json j = {
@@ -523,6 +615,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
       {"vectors_seconds", load_seconds},
       {"threads", jobs},
       {"hamming_kernel", hamming},
+      {"ring_spectra_key", RingSpectraKey()},
       {"fine", FineJson(fine)},
       {"runs", runs},
       {"peak_rss_mib", PeakRssMiB()}};
@@ -543,8 +636,13 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
           << " ms; mate ranked " << fine.mate_rank << " (CMC " << Fixed(fine.mate_score, 1)
           << ", best other " << Fixed(fine.best_other_score, 1) << ")\n";
   TextTable table({"EXHIBITS", "INDEX", "BUILD S", "BYTES/EX", "MEDIAN MS", "P99 MS", "MATE@10",
-                   "MATE@100", "EXACT@100", "FINE MS", "TOTAL MS"});
+                   "MATE@100", "EXACT@100", "RING POOL MS", "RING@10", "RING@100", "FINE MS",
+                   "TOTAL MS"});
   for (const auto& r : runs) {
+    const auto& ring = r["ring_stage"];
+    auto ring_cell = [&](const char* k, int digits) {
+      return ring.is_null() ? std::string("-") : Fixed(ring[k].get<double>(), digits);
+    };
     table.Add(
         {std::to_string(r["exhibits"].get<int64_t>()), r["kind"].get<std::string>(),
          Fixed(r["build_seconds"].get<double>(), 1), Fixed(r["bytes_per_exhibit"].get<double>(), 0),
@@ -552,10 +650,18 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
          Fixed(r["mate_recall_at_10"].get<double>(), 3),
          Fixed(r["mate_recall_at_100"].get<double>(), 3),
          Fixed(r["exact_mate_recall_at_100"].get<double>(), 3),
+         ring.is_null() ? std::string("-")
+                        : Fixed(ring["pool_query_ms_median"].get<double>(), 1) + " + " +
+                              Fixed(ring["ms_median"].get<double>(), 1),
+         ring_cell("mate_recall_at_10", 3), ring_cell("mate_recall_at_100", 3),
          Fixed(r["fine_ms"].get<double>(), 0), Fixed(r["end_to_end_ms"].get<double>(), 0)});
   }
   ctx.out << table.Render();
   ctx.out << "MATE@k: share of queries whose mate is in the coarse top k (EXACT: exact search).\n"
+          << "RING: the index's best " << args.ring_pool
+          << " (POOL MS: that search + the ring stage's correlations, median) re-ranked by ring "
+             "correlation; RING@k: a mate in its top k. TOTAL: the coarse stage a search runs + "
+             "FINE.\n"
           << "peak resident memory: " << Fixed(j["peak_rss_mib"].get<double>(), 0) << " MiB\n";
   return kExitOk;
 }

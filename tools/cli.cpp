@@ -260,6 +260,11 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_search->add_option("--seed", bench_search.seed, "Seed when generating")
       ->capture_default_str();
   c_bench_search->add_option("--jobs", bench_search.jobs, "Threads (default: all cores)");
+  c_bench_search
+      ->add_option("--ring-pool", bench_search.ring_pool,
+                   "Candidates per query re-ranked by ring correlation (0: not measured; their "
+                   "spectra are made from the synthetic shots, about 3 ms each per core)")
+      ->capture_default_str();
   c_bench_search->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchSearch(ctx, bench_search); }; });
 
@@ -324,6 +329,9 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_search->add_option("--expand", search.options.expand_top,
                        "Also compare the coarse neighbours of this many strongest candidates "
                        "(default 3; 0: off)");
+  c_search->add_option("--ring-pool", search.options.ring_pool,
+                       "Cartridge cases: the index's best N are re-ranked by ring correlation "
+                       "before the best --k go on (default 1000; 0: the cosine's order)");
   c_search->add_flag("--no-leads", search.no_leads, "Do not record leads");
   c_search->add_option("--jobs", search.options.jobs, "Threads (default: all cores)");
   bool federated = false;

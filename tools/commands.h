@@ -139,6 +139,9 @@ struct BenchSearchArgs {
   int shots = 2;      // shots per firearm when generating on the fly
   uint64_t seed = 1;  // synthetic descriptors' seed when generating on the fly
   int jobs = 0;       // threads of generation and of the fine stage; 0 = every core
+  // The ring stage (tools/search.h): each query's best ring_pool from the
+  // index re-ranked by ring correlation; 0: not measured.
+  int ring_pool = 1000;
 };
 int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args);
 

@@ -160,6 +160,14 @@ ParsedScan ParseItem(const IngestItem& item, size_t index, const CmcOptions& fin
         parsed.descriptors.push_back(
             NewDescriptor{DescriptorKey(), BreechFaceDescriptor(pre, item.label)});
         parsed.fine_features = EncodeCmcFeatures(pre, item.label, fine_options);
+        // The ring spectra of the coarse stage's second pass (tools/search.h);
+        // they need less data than the descriptor, so they rarely fail alone.
+        try {
+          parsed.descriptors.push_back(
+              NewDescriptor{RingSpectraKey(), BreechFaceRingSpectra(pre, item.label)});
+        } catch (const Error& e) {
+          parsed.warnings.push_back(std::string("no ring spectra: ") + e.what());
+        }
       } catch (const Error& e) {
         parsed.warnings.push_back(std::string("not searchable: ") + e.what());
       }

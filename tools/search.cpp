@@ -43,27 +43,51 @@ std::optional<ScanRecord> FirstTopography(const Store& store, ExhibitId exhibit)
   return std::nullopt;
 }
 
-// Computes the descriptors a partition's 3D breech-face scans lack (scans
-// stored before descriptors existed, or under another descriptor version).
-int BackfillDescriptors(Store& store, const Partition& partition, const std::string& key) {
-  const auto lacking = store.ScansLackingDescriptor(key, ExhibitKind::kCartridgeCase);
+// Computes the descriptors and ring spectra a partition's 3D breech-face
+// scans lack (scans stored before either existed, or under another version),
+// from one preprocessing per scan. Bench distractors have no originals.
+int BackfillDescriptors(Store& store, const Partition& partition) {
+  const std::string key = DescriptorKey(), ring_key = RingSpectraKey();
+  std::map<int64_t, std::pair<ScanRecord, int>> lacking;  // scan -> (record, 1 bfd | 2 rings)
+  for (const ScanRecord& s : store.ScansLackingDescriptor(key, ExhibitKind::kCartridgeCase)) {
+    lacking.emplace(s.id.value, std::pair{s, 0}).first->second.second |= 1;
+  }
+  for (const ScanRecord& s : store.ScansLackingDescriptor(ring_key, ExhibitKind::kCartridgeCase)) {
+    lacking.emplace(s.id.value, std::pair{s, 0}).first->second.second |= 2;
+  }
   if (lacking.empty()) return 0;
   std::map<int64_t, ExhibitRecord> exhibits;
   for (ExhibitRecord& e : store.ListExhibits()) exhibits.emplace(e.id.value, std::move(e));
   int added = 0;
-  for (const ScanRecord& scan : lacking) {
+  for (const auto& [id, entry] : lacking) {
+    const auto& [scan, missing] = entry;
     const auto it = exhibits.find(scan.exhibit.value);
-    if (scan.meta.intensity || it == exhibits.end() || !(PartitionOf(it->second) == partition)) {
+    if (scan.meta.intensity || scan.meta.format == kBenchDistractorFormat || it == exhibits.end() ||
+        !(PartitionOf(it->second) == partition)) {
       continue;
     }
     const std::string label = Label(it->second);
+    // A breech face the descriptor or the ring spectra cannot use stays out
+    // of the index or the ring stage; its exhibit can still be compared one
+    // to one (bien compare).
     try {
-      const Operand op = ReadStoredScan(store.ObjectPath(scan.sha256), scan, label);
-      store.PutDescriptor(scan.id, key, BreechFaceScanDescriptor(op.surface, label));
-      ++added;
+      const Surface pre =
+          Preprocessed(ReadStoredScan(store.ObjectPath(scan.sha256), scan, label), nullptr);
+      if (missing & 1) {
+        try {
+          store.PutDescriptor(scan.id, key, BreechFaceDescriptor(pre, label));
+          ++added;
+        } catch (const Error&) {
+        }
+      }
+      if (missing & 2) {
+        try {
+          store.PutDescriptor(scan.id, ring_key, BreechFaceRingSpectra(pre, label));
+          ++added;
+        } catch (const Error&) {
+        }
+      }
     } catch (const Error&) {
-      // A breech face the descriptor cannot use stays out of the index; its
-      // exhibit can still be compared one to one (bien compare).
     }
   }
   return added;
@@ -566,7 +590,7 @@ CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition) {
     }
   }
   CoarseIndex out;
-  BackfillDescriptors(store, partition, key);
+  BackfillDescriptors(store, partition);
   const std::vector<DescriptorRow> owners = store.DescriptorOwners(key, partition);
   out.scans = static_cast<int64_t>(owners.size());
   auto exhibit_of = std::make_shared<std::unordered_map<int64_t, int64_t>>();
@@ -616,6 +640,7 @@ std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector
       c.exhibit = record;
       c.scan = ScanId(h.id);
       c.coarse_rank = static_cast<int>(out.size()) + 1;
+      c.descriptor_rank = c.coarse_rank;
       c.coarse_score = h.score;
       c.found_via = via;
       out.push_back(std::move(c));
@@ -625,6 +650,62 @@ std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector
     want = std::min<int64_t>(size, want * 4);
   }
   taken_.insert(taking.begin(), taking.end());
+  return out;
+}
+
+void CoarseSelection::Release(const std::vector<SearchCandidate>& candidates) {
+  for (const SearchCandidate& c : candidates) taken_.erase(c.exhibit.id.value);
+}
+
+std::vector<size_t> RingOrder(const std::vector<std::optional<double>>& ring, int keep) {
+  // An unscored candidate within `keep` by cosine keeps its place; the other
+  // places take the best ring scores in turn.
+  const size_t size = std::min(ring.size(), static_cast<size_t>(std::max(keep, 0)));
+  std::vector<size_t> scored;
+  for (size_t i = 0; i < ring.size(); ++i) {
+    if (ring[i]) scored.push_back(i);
+  }
+  std::stable_sort(scored.begin(), scored.end(),
+                   [&](size_t a, size_t b) { return *ring[a] > *ring[b]; });
+  std::vector<size_t> order;
+  size_t next = 0;
+  for (size_t place = 0; place < size; ++place) {
+    if (!ring[place]) {
+      order.push_back(place);
+    } else if (next < scored.size()) {
+      order.push_back(scored[next++]);
+    }
+  }
+  return order;
+}
+
+std::vector<SearchCandidate> RingStage(const Store& store, const RingQuery& query,
+                                       std::vector<SearchCandidate> pool, int keep, int jobs,
+                                       std::vector<SearchCandidate>* dropped) {
+  const std::string key = RingSpectraKey();
+  const size_t dim = static_cast<size_t>(RingSpectraDim());
+  std::vector<std::vector<float>> spectra(pool.size());
+  for (size_t i = 0; i < pool.size(); ++i) {
+    auto v = store.GetDescriptor(pool[i].scan, key);
+    if (v && v->size() == dim) spectra[i] = std::move(*v);
+  }
+  ParallelFor(pool.size(), std::max(1, jobs), [&](size_t i) {
+    if (!spectra[i].empty()) pool[i].ring_score = RingCorrelation(query, spectra[i]).score;
+  });
+  std::vector<std::optional<double>> ring(pool.size());
+  for (size_t i = 0; i < pool.size(); ++i) ring[i] = pool[i].ring_score;
+  std::vector<bool> chosen(pool.size(), false);
+  std::vector<SearchCandidate> out;
+  for (size_t i : RingOrder(ring, keep)) {
+    chosen[i] = true;
+    out.push_back(pool[i]);
+    out.back().coarse_rank = static_cast<int>(out.size());
+  }
+  if (dropped) {
+    for (size_t i = 0; i < pool.size(); ++i) {
+      if (!chosen[i]) dropped->push_back(std::move(pool[i]));
+    }
+  }
   return out;
 }
 
@@ -661,6 +742,7 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
                            const std::string& actor) {
   const std::string name = Label(query);
   if (options.coarse_k < 1) throw Error("the coarse stage needs at least one candidate (--k)");
+  if (options.ring_pool < 0) throw Error("--ring-pool must be 0 (off) or more");
   if (options.lead_threshold &&
       !(std::isfinite(*options.lead_threshold) && *options.lead_threshold >= 0)) {
     throw Error("--lead-threshold must be a number >= 0");
@@ -696,7 +778,42 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   report.index_note = ci.note;
   report.index_kind = std::string(IndexKindName(ci.index->kind()));
   CoarseSelection selection(store, ci, query.cc, query.id);
-  std::vector<SearchCandidate> first = selection.Next(*query_vector, options.coarse_k);
+  int jobs =
+      options.jobs > 0 ? options.jobs : static_cast<int>(std::thread::hardware_concurrency());
+  jobs = std::max(1, jobs);
+  std::vector<SearchCandidate> first;
+  if (options.ring_pool > 0) {
+    // The ring stage: the query's ring spectra around the centre offsets,
+    // from its stored original (as the ring spectra of the candidates were).
+    std::optional<RingQuery> ring_query;
+    try {
+      ring_query = BreechFaceRingQuery(
+          Preprocessed(ReadStoredScan(store.ObjectPath(query_scan->sha256), *query_scan, name),
+                       nullptr),
+          name);
+    } catch (const Error& e) {
+      report.ring_note = std::string("no ring stage: ") + e.what();
+    }
+    if (ring_query) {
+      const auto t_ring = Clock::now();
+      std::vector<SearchCandidate> pool =
+          selection.Next(*query_vector, std::max(options.ring_pool, options.coarse_k));
+      report.ring_pool = static_cast<int>(pool.size());
+      std::vector<SearchCandidate> dropped;
+      first = RingStage(store, *ring_query, std::move(pool), options.coarse_k, jobs, &dropped);
+      selection.Release(dropped);
+      int unscored = 0;
+      for (const SearchCandidate& c : first) unscored += !c.ring_score;
+      if (unscored > 0) {
+        report.ring_note =
+            std::to_string(unscored) + " candidates without ring spectra kept their cosine rank";
+      }
+      report.ring_ms = MsSince(t_ring);
+    }
+  }
+  if (!options.ring_pool || report.ring_pool == 0) {
+    first = selection.Next(*query_vector, options.coarse_k);
+  }
   report.coarse_ms = MsSince(t_coarse);
   if (options.coarse_only) {
     report.coarse_only = true;
@@ -706,9 +823,6 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
 
   // Fine: CompareWithStored on all cores, from the cached compact features.
   const auto t_fine = Clock::now();
-  int jobs =
-      options.jobs > 0 ? options.jobs : static_cast<int>(std::thread::hardware_concurrency());
-  jobs = std::max(1, jobs);
   report.jobs = jobs;
   FineFeatures features(store.dir());
   const auto query_prepared = features.Get(*query_scan, store.ObjectPath(query_scan->sha256), name);
@@ -771,6 +885,26 @@ void PrintSearchSummary(std::ostream& out, const SearchReport& r) {
 
 namespace {
 
+// "0.412 (#57)": the descriptor cosine and its rank in the coarse pool.
+std::string CosineCell(const SearchCandidate& c) {
+  return Fixed(c.coarse_score, 3) + " (#" + std::to_string(c.descriptor_rank) + ")";
+}
+
+std::string RingCell(const SearchCandidate& c) {
+  return c.ring_score ? Fixed(*c.ring_score, 3) : "-";
+}
+
+void PrintRingStage(std::ostream& out, const SearchReport& r) {
+  if (r.ring_pool > 0) {
+    out << "rings        " << Fixed(r.ring_ms, 0) << " ms: the index's best " << r.ring_pool
+        << " re-ranked by ring correlation (" << RingSpectraKey() << ")";
+    if (!r.ring_note.empty()) out << "; " << r.ring_note;
+    out << "\n";
+  } else if (!r.ring_note.empty()) {
+    out << "rings        " << r.ring_note << "\n";
+  }
+}
+
 void PrintBulletSearch(std::ostream& out, const SearchReport& r, size_t shown) {
   out << "query        " << Label(r.query) << "  (" << r.query_lands << " usable lands; partition "
       << r.partition << ", " << r.partition_scans << " land scans indexed)\n"
@@ -816,21 +950,24 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
     nlohmann::json list = nlohmann::json::array();
     for (size_t i = 0; i < shown; ++i) {
       const SearchCandidate& c = r.candidates[i];
-      nlohmann::json j = {{"rank", i + 1},
-                          {"exhibit", Label(c.exhibit)},
-                          {"exhibit_id", c.exhibit.id.value},
-                          {"scan_id", c.scan.value},
-                          {"role", ToString(c.exhibit.role)},
-                          {"coarse_rank", c.coarse_rank},
-                          {"found_via", c.found_via.empty() ? nlohmann::json(nullptr)
-                                                            : nlohmann::json(c.found_via)},
-                          {"coarse_score", c.coarse_score},
-                          {"score", c.score},
-                          {"forward", c.forward},
-                          {"backward", c.backward},
-                          {"registration", RegistrationJson(c.registration)},
-                          {"strength", {{"text", c.strength_text}}},
-                          {"lead", c.lead}};
+      nlohmann::json j = {
+          {"rank", i + 1},
+          {"exhibit", Label(c.exhibit)},
+          {"exhibit_id", c.exhibit.id.value},
+          {"scan_id", c.scan.value},
+          {"role", ToString(c.exhibit.role)},
+          {"coarse_rank", c.coarse_rank},
+          {"found_via",
+           c.found_via.empty() ? nlohmann::json(nullptr) : nlohmann::json(c.found_via)},
+          {"coarse_score", c.coarse_score},
+          {"descriptor_rank", c.descriptor_rank},
+          {"ring_score", c.ring_score ? nlohmann::json(*c.ring_score) : nlohmann::json(nullptr)},
+          {"score", c.score},
+          {"forward", c.forward},
+          {"backward", c.backward},
+          {"registration", RegistrationJson(c.registration)},
+          {"strength", {{"text", c.strength_text}}},
+          {"lead", c.lead}};
       if (c.phase) {  // a bullet: phase and land pairing instead of cells and registration
         j.erase("forward");
         j.erase("backward");
@@ -873,6 +1010,11 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                         {"lead_threshold", r.lead_threshold},
                         {"leads", leads},
                         {"coarse_ms", r.coarse_ms},
+                        {"ring_stage",
+                         {{"key", RingSpectraKey()},
+                          {"pool", r.ring_pool},
+                          {"ms", r.ring_ms},
+                          {"note", r.ring_note}}},
                         {"fine_ms", r.fine_ms},
                         {"fine_features",
                          {{"cached", r.features_cached},
@@ -881,6 +1023,7 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                         {"jobs", r.jobs}};
     if (r.method == kBulletSearchMethod) {
       j.erase("fine_features");
+      j.erase("ring_stage");
       j["method"] = r.method;
       j["query_lands"] = r.query_lands;
       j["query_unusable"] = r.query_unusable;
@@ -894,14 +1037,15 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
             << " scans indexed)\n"
             << "index        " << r.index_kind << ", " << r.index_note << "\n"
             << "coarse       " << Fixed(r.coarse_ms, 0) << " ms: " << r.candidates.size()
-            << " candidate exhibits\n"
-            << "fine         none (--coarse-only): ordered by the coarse cosine, no leads\n";
-    TextTable table({"RANK", "CANDIDATE", "ROLE", "FIREARM", "COARSE"});
+            << " candidate exhibits\n";
+    PrintRingStage(ctx.out, r);
+    ctx.out << "fine         none (--coarse-only): ordered by the coarse "
+            << (r.ring_pool ? "ring correlation" : "cosine") << ", no leads\n";
+    TextTable table({"RANK", "CANDIDATE", "ROLE", "FIREARM", "COSINE (#RANK)", "RING"});
     for (size_t i = 0; i < shown; ++i) {
       const SearchCandidate& c = r.candidates[i];
       table.Add({std::to_string(i + 1), Label(c.exhibit), ToString(c.exhibit.role),
-                 c.exhibit.firearm_ref.value_or("-"),
-                 "#" + std::to_string(c.coarse_rank) + " " + Fixed(c.coarse_score, 3)});
+                 c.exhibit.firearm_ref.value_or("-"), CosineCell(c), RingCell(c)});
     }
     ctx.out << table.Render();
     if (shown < r.candidates.size()) {
@@ -917,15 +1061,16 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
           << r.partition_scans << " scans indexed)\n"
           << "index        " << r.index_kind << ", " << r.index_note << "\n"
           << "coarse       " << Fixed(r.coarse_ms, 0)
-          << " ms: " << r.candidates.size() + r.skipped.size() << " candidate exhibits\n"
-          << "fine         " << Fixed(r.fine_ms / 1000, 1) << " s: CMC on " << r.jobs
+          << " ms: " << r.candidates.size() + r.skipped.size() << " candidate exhibits\n";
+  PrintRingStage(ctx.out, r);
+  ctx.out << "fine         " << Fixed(r.fine_ms / 1000, 1) << " s: CMC on " << r.jobs
           << " threads; features " << r.features_cached << " cached, " << r.features_computed
           << " computed from originals"
           << (r.features_write_failures
                   ? " (" + std::to_string(r.features_write_failures) + " not cached: write failed)"
                   : std::string())
           << "\n";
-  TextTable table({"RANK", "CANDIDATE", "ROLE", "FIREARM", "SCORE", "CELLS F/B", "COARSE",
+  TextTable table({"RANK", "CANDIDATE", "ROLE", "FIREARM", "SCORE", "CELLS F/B", "COARSE", "RING",
                    "KNM >= SCORE (95 % BOUND)", "REGISTRATION", "LEAD"});
   for (size_t i = 0; i < shown; ++i) {
     const SearchCandidate& c = r.candidates[i];
@@ -934,7 +1079,7 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                std::to_string(c.forward) + "/" + std::to_string(c.backward),
                (c.found_via.empty() ? "" : "via " + c.found_via + " ") + "#" +
                    std::to_string(c.coarse_rank) + " " + Fixed(c.coarse_score, 3),
-               StrengthCell(c),
+               RingCell(c), StrengthCell(c),
                Fixed(c.registration.angle_deg, 1) + " deg (" + Fixed(c.registration.dx_um, 0) +
                    ", " + Fixed(c.registration.dy_um, 0) + ") um",
                c.lead ? "yes" : ""});

@@ -6,7 +6,10 @@
 //     up in the partition's FAISS index (matching/index.h), kept in
 //     NODE/index/ and brought up to date with the store first (loaded,
 //     updated with the scans added since, or rebuilt when missing, corrupt
-//     or of another descriptor version);
+//     or of another descriptor version); its best `ring_pool` exhibits are
+//     re-ranked by the ring correlation of their stored ring spectra with
+//     the query's (the best rotation and centre offset, brs-v1), which
+//     ranks mates higher than the rotation-invariant cosine does;
 //  2. fine: the best `coarse_k` exhibits of compatible class characteristics
 //     are compared with congruent matching cells (matching/cmc.h) on all
 //     cores, from their cached compact features (tools/fine_features.h;
@@ -38,6 +41,7 @@
 #include "imaging/surface.h"
 #include "matching/calibration.h"
 #include "matching/cmc.h"
+#include "matching/descriptor.h"
 #include "matching/index.h"
 #include "storage/store.h"
 #include "tools/commands.h"
@@ -76,6 +80,12 @@ struct SearchOptions {
   // The coarse stage only: candidates in coarse order with their cosines, no
   // fine comparison, no query expansion, no leads.
   bool coarse_only = false;
+  // The coarse stage's second pass: the index's best `ring_pool` exhibits
+  // (at least coarse_k) are re-ranked by the ring correlation of their
+  // stored ring spectra with the query's (matching/descriptor.h, brs-v1: the
+  // best rotation and centre offset), and the best coarse_k go on. 0: the
+  // descriptor's order alone.
+  int ring_pool = 1000;
 };
 
 struct SearchCandidate {
@@ -83,9 +93,13 @@ struct SearchCandidate {
   ScanId scan;              // the scan the coarse stage found
   int coarse_rank = 0;      // 1-based, in the coarse list that found it
   double coarse_score = 0;  // cosine of the descriptors
-  std::string found_via;    // empty: the query's coarse list; else the candidate whose list
-  double score = 0;         // combined CMC score
-  int forward = 0;          // congruent cells, reference -> candidate
+  int descriptor_rank = 0;  // 1-based rank by that cosine (before the ring stage)
+  // Ring correlation with the query (the ring stage ran and the candidate has
+  // ring spectra); the list's order when the ring stage ran.
+  std::optional<double> ring_score;
+  std::string found_via;  // empty: the query's coarse list; else the candidate whose list
+  double score = 0;       // combined CMC score
+  int forward = 0;        // congruent cells, reference -> candidate
   int backward = 0;
   Registration registration;  // candidate = query under this pose
   std::optional<Exceedance> strength;
@@ -118,7 +132,12 @@ struct SearchReport {
   std::vector<std::string> skipped;         // candidates that could not be compared, and why
   std::vector<RecordedLead> leads;
   double lead_threshold = kDefaultLeadThreshold;
-  double coarse_ms = 0;
+  double coarse_ms = 0;  // both coarse passes (index and ring stage)
+  // The ring stage: candidates re-ranked (0: it did not run, see ring_note),
+  // its share of coarse_ms, and why it did not run or what it skipped.
+  int ring_pool = 0;
+  double ring_ms = 0;
+  std::string ring_note;
   double fine_ms = 0;
   int jobs = 1;
   // Compact CMC features (tools/fine_features.h) of the query and the
@@ -135,6 +154,24 @@ struct SearchReport {
 // The coarse descriptor of a raw scan as ingest computes it: preprocessed as
 // every comparison is, then bfd. Throws bien::Error naming `label`.
 std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::string& label);
+
+// The coarse stage's second pass: `pool` (the index's candidates, best
+// cosine first) re-ranked by the ring correlation of each candidate's stored
+// ring spectra (RingSpectraKey) with `query`, on `jobs` threads (the store is
+// read on this thread). Returns the best `keep`: a candidate without stored
+// spectra (a scan too sparse for them, or bench distractors) keeps its place
+// when its cosine rank is within `keep` (RingOrder); the others go to
+// `dropped`. coarse_rank is renumbered 1.. in the new order,
+// descriptor_rank keeps the cosine rank.
+// The ring stage's order, also measured by `bien bench search`: `ring` holds
+// the candidates' ring scores in cosine order (nullopt: no spectra); returns
+// the indices of the best `keep` in their new order: an unscored candidate
+// whose cosine rank is within `keep` keeps that place, the other places take
+// the ring-scored ones, best first.
+std::vector<size_t> RingOrder(const std::vector<std::optional<double>>& ring, int keep);
+std::vector<SearchCandidate> RingStage(const Store& store, const RingQuery& query,
+                                       std::vector<SearchCandidate> pool, int keep, int jobs,
+                                       std::vector<SearchCandidate>* dropped);
 
 // The coarse descriptor of a raw land scan as ingest computes it: its land
 // signature (imaging/land.h, default options), then bld. Throws bien::Error
@@ -198,6 +235,9 @@ class CoarseSelection {
   // (coarse_rank 1..k in this list, found_via = via).
   std::vector<SearchCandidate> Next(std::span<const float> vector, int k,
                                     const std::string& via = "");
+  // Gives candidates back (a ring stage's dropped ones): a later list, e.g.
+  // query expansion, may take their exhibits again.
+  void Release(const std::vector<SearchCandidate>& candidates);
   // Query expansion: for each of the `options.expand_top` strongest of
   // `scored` (fine score at or above `threshold`), the next
   // `options.expand_k` candidates of its own stored descriptor, marked as

@@ -157,8 +157,9 @@ TEST_F(BenchSearchCli, DamagedTruncatedAndForeignFilesAreRefused) {
 }
 
 TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
-  const auto r = RunBien({"bench", "search", "--exhibits", "2000,500,2000", "--features",
-                          file_.string(), "--queries", "50", "--rerank", "8", "--json"});
+  const auto r =
+      RunBien({"bench", "search", "--exhibits", "2000,500,2000", "--features", file_.string(),
+               "--queries", "50", "--rerank", "8", "--ring-pool", "40", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["descriptor_key"], DescriptorKey());
@@ -195,13 +196,24 @@ TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
   EXPECT_EQ(fine["mate_rank"], 1);
   EXPECT_GT(fine["mate_score"].get<double>(), fine["best_other_score"].get<double>());
   EXPECT_GT(fine["per_candidate_ms"]["compare"].get<double>(), 0);
+  // The ring stage: each query's best 40 by cosine re-ranked by ring
+  // correlation; its top 10 holds a mate at least as often as the cosine's.
+  const auto& ring = run["ring_stage"];
+  EXPECT_EQ(ring["pool"], 40);
+  EXPECT_EQ(j["ring_spectra_key"], RingSpectraKey());
+  EXPECT_GT(ring["ms_median"].get<double>(), 0);
+  EXPECT_GE(ring["mate_recall_at_10"].get<double>(), run["mate_recall_at_10"].get<double>());
+  EXPECT_EQ(ring["queries_without_spectra"], 0);
+  EXPECT_DOUBLE_EQ(run["coarse_ms"].get<double>(),
+                   ring["pool_query_ms_median"].get<double>() + ring["ms_median"].get<double>());
   EXPECT_DOUBLE_EQ(run["end_to_end_ms"].get<double>(),
-                   run["query_ms_median"].get<double>() + fine["total_ms"].get<double>());
+                   run["coarse_ms"].get<double>() + fine["total_ms"].get<double>());
   // Text output: one row per size.
   const auto t = RunBien({"bench", "search", "--exhibits", "400", "--features", file_.string(),
-                          "--queries", "20", "--rerank", "2"});
+                          "--queries", "20", "--rerank", "2", "--ring-pool", "20"});
   ASSERT_EQ(t.code, 0) << t.err;
   EXPECT_TRUE(Contains(t.out, "MATE@100")) << t.out;
+  EXPECT_TRUE(Contains(t.out, "RING@100")) << t.out;
   EXPECT_TRUE(Contains(t.out, "exact")) << t.out;
   EXPECT_TRUE(Contains(t.out, "fine stage (2 candidates")) << t.out;
 }
@@ -209,8 +221,9 @@ TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
 TEST_F(BenchSearchCli, BenchSearchKindIsChosenAndReported) {
   // 500 exhibits are far below exact_below: --kind forces the kind anyway.
   for (const std::string kind : {"binary_sq8", "ivf_sq8", "exact"}) {
-    const auto r = RunBien({"bench", "search", "--exhibits", "500", "--features", file_.string(),
-                            "--queries", "20", "--rerank", "2", "--kind", kind, "--json"});
+    const auto r =
+        RunBien({"bench", "search", "--exhibits", "500", "--features", file_.string(), "--queries",
+                 "20", "--rerank", "2", "--kind", kind, "--ring-pool", "0", "--json"});
     ASSERT_EQ(r.code, 0) << r.err;
     const auto run = nlohmann::json::parse(r.out)["runs"][0];
     EXPECT_EQ(run["kind"], kind);
@@ -226,8 +239,9 @@ TEST_F(BenchSearchCli, BenchSearchKindIsChosenAndReported) {
   for (const std::vector<std::string>& extra :
        {std::vector<std::string>{}, std::vector<std::string>{"--hamming", "portable"}}) {
     std::vector<std::string> cmd = {
-        "bench", "search",   "--exhibits", "500",    "--features", file_.string(), "--queries",
-        "20",    "--rerank", "2",          "--kind", "binary_sq8", "--json"};
+        "bench",        "search",     "--exhibits",  "500",      "--features",
+        file_.string(), "--queries",  "20",          "--rerank", "2",
+        "--kind",       "binary_sq8", "--ring-pool", "0",        "--json"};
     cmd.insert(cmd.end(), extra.begin(), extra.end());
     const auto h = RunBien(cmd);
     ASSERT_EQ(h.code, 0) << h.err;
