@@ -935,48 +935,81 @@ RingQuery BreechFaceRingQuery(const Surface& s, const std::string& source,
   return RingSpectraOf(WorkingOf(s, source, options.working_pixel_um), options, source, true);
 }
 
-RingMatch RingCorrelation(const std::vector<float>& a, const std::vector<float>& b,
-                          const RingSpectraOptions& o) {
-  o.Check();
+namespace {
+
+// The best rotation of `b` against each of `count` ring spectra `a[i]`: for
+// each, C_k = sum over rings of a_k conj(b_k), and the correlation at
+// rotation t = 2 pi j / angles is Re sum_k C_k exp(i k t) = y_j, the real
+// inverse DFT of the conjugate-symmetric spectrum C_k / 2 (one call for all
+// rows). The best (i, j) wins (the first of equals); a parabola through the
+// peak and its neighbours places the rotation between the samples, the score
+// is the peak sample (a slight underestimate). `best` receives i.
+RingMatch BestRotation(const std::vector<float>* const* a, size_t count,
+                       const std::vector<float>& b, const RingSpectraOptions& o, size_t* best) {
   const size_t dim = static_cast<size_t>(RingSpectraDim(o));
-  if (a.size() != dim || b.size() != dim) {
-    throw Error("ring spectra of " + std::to_string(a.size()) + " and " + std::to_string(b.size()) +
-                " floats; " + RingSpectraKey(o) + " has " + std::to_string(dim));
+  for (size_t i = 0; i < count; ++i) {
+    if (a[i]->size() != dim || b.size() != dim) {
+      throw Error("ring spectra of " + std::to_string(a[i]->size()) + " and " +
+                  std::to_string(b.size()) + " floats; " + RingSpectraKey(o) + " has " +
+                  std::to_string(dim));
+    }
   }
   const int rings = RingCount(o), nk = o.max_harmonic - o.min_harmonic + 1, na = o.angles;
-  // C_k = sum over rings of a_k conj(b_k); the correlation at rotation t is
-  // Re sum_k C_k exp(i k t), for t = 2 pi j / angles by one inverse DFT.
   thread_local cv::Mat terms, corr;
-  terms.create(1, na, CV_32FC2);
+  thread_local std::vector<float> re, im;
+  terms.create(static_cast<int>(count), na, CV_32F);
   terms.setTo(cv::Scalar::all(0));
-  cv::Vec2f* c = terms.ptr<cv::Vec2f>(0);
-  for (int k = 0; k < nk; ++k) {
-    double re = 0, im = 0;
-    for (int i = 0; i < rings; ++i) {
-      const size_t at = 2 * (static_cast<size_t>(i) * nk + k);
-      re += static_cast<double>(a[at]) * b[at] + static_cast<double>(a[at + 1]) * b[at + 1];
-      im += static_cast<double>(a[at + 1]) * b[at] - static_cast<double>(a[at]) * b[at + 1];
+  re.resize(static_cast<size_t>(nk));
+  im.resize(static_cast<size_t>(nk));
+  for (size_t i = 0; i < count; ++i) {
+    std::fill(re.begin(), re.end(), 0.0f);
+    std::fill(im.begin(), im.end(), 0.0f);
+    for (int r = 0; r < rings; ++r) {
+      const float* x = a[i]->data() + 2 * static_cast<size_t>(r) * nk;
+      const float* y = b.data() + 2 * static_cast<size_t>(r) * nk;
+      for (int k = 0; k < nk; ++k) {
+        re[k] += x[2 * k] * y[2 * k] + x[2 * k + 1] * y[2 * k + 1];
+        im[k] += x[2 * k + 1] * y[2 * k] - x[2 * k] * y[2 * k + 1];
+      }
     }
-    c[o.min_harmonic + k] = cv::Vec2f(static_cast<float>(re), static_cast<float>(im));
+    // CCS packing (harmonic h at 2h - 1, 2h; max_harmonic < angles / 2).
+    float* t = terms.ptr<float>(static_cast<int>(i));
+    for (int k = 0; k < nk; ++k) {
+      const int h = o.min_harmonic + k;
+      t[2 * h - 1] = 0.5f * re[k];
+      t[2 * h] = 0.5f * im[k];
+    }
   }
-  // The positive harmonics only (not a conjugate-symmetric spectrum): the
-  // real part of the complex inverse.
-  cv::dft(terms, corr, cv::DFT_INVERSE | cv::DFT_ROWS);
-  const cv::Vec2f* v = corr.ptr<cv::Vec2f>(0);
-  int best = 0;
-  for (int j = 1; j < na; ++j) {
-    if (v[j][0] > v[best][0]) best = j;
+  cv::dft(terms, corr, cv::DFT_INVERSE | cv::DFT_ROWS | cv::DFT_REAL_OUTPUT);
+  int bi = 0, bj = 0;
+  for (int i = 0; i < static_cast<int>(count); ++i) {
+    const float* v = corr.ptr<float>(i);
+    for (int j = 0; j < na; ++j) {
+      if (v[j] > corr.at<float>(bi, bj)) {
+        bi = i;
+        bj = j;
+      }
+    }
   }
-  // A parabola through the peak and its neighbours places the rotation
-  // between the samples; the score is the peak sample (a slight underestimate).
-  const double left = v[(best + na - 1) % na][0], mid = v[best][0], right = v[(best + 1) % na][0];
+  const float* v = corr.ptr<float>(bi);
+  const double left = v[(bj + na - 1) % na], mid = v[bj], right = v[(bj + 1) % na];
   const double curve = left - 2 * mid + right;
   const double shift = curve < 0 ? std::clamp(0.5 * (left - right) / curve, -0.5, 0.5) : 0.0;
   // b = a turned by t multiplies harmonic k of b by exp(-i k t): the peak
   // lies at -t.
-  double angle = -360.0 * (best + shift) / na;
+  double angle = -360.0 * (bj + shift) / na;
   angle = std::fmod(angle + 720.0, 360.0);  // exact: in [0, 360)
+  if (best) *best = static_cast<size_t>(bi);
   return {mid, angle, 0, 0};
+}
+
+}  // namespace
+
+RingMatch RingCorrelation(const std::vector<float>& a, const std::vector<float>& b,
+                          const RingSpectraOptions& o) {
+  o.Check();
+  const std::vector<float>* one = &a;
+  return BestRotation(&one, 1, b, o, nullptr);
 }
 
 RingMatch RingCorrelation(const RingQuery& a, const std::vector<float>& b,
@@ -984,16 +1017,16 @@ RingMatch RingCorrelation(const RingQuery& a, const std::vector<float>& b,
   if (a.spectra.empty() || a.spectra.size() != a.offsets_um.size()) {
     throw Error("ring query without spectra");
   }
-  RingMatch best;
-  for (size_t i = 0; i < a.spectra.size(); ++i) {
-    RingMatch m = RingCorrelation(a.spectra[i], b, options);
-    if (i == 0 || m.score > best.score) {
-      m.dx_um = a.offsets_um[i].first;
-      m.dy_um = a.offsets_um[i].second;
-      best = m;
-    }
-  }
-  return best;
+  options.Check();
+  // All centres in one pass (one DFT call for all of them).
+  thread_local std::vector<const std::vector<float>*> rows;
+  rows.clear();
+  for (const std::vector<float>& s : a.spectra) rows.push_back(&s);
+  size_t best = 0;
+  RingMatch m = BestRotation(rows.data(), rows.size(), b, options, &best);
+  m.dx_um = a.offsets_um[best].first;
+  m.dy_um = a.offsets_um[best].second;
+  return m;
 }
 
 void SynthDescriptorOptions::Check() const {
