@@ -19,6 +19,7 @@
 #include <optional>
 #include <ostream>
 #include <thread>
+#include <tuple>
 
 #include "core/csv.h"
 #include "core/error.h"
@@ -318,6 +319,9 @@ struct RingStageBench {
   int64_t without_spectra = 0;  // candidates too sparse for ring spectra (kept by cosine)
   int queries_without = 0;      // queries too sparse for them (cosine order kept)
   double spectra_seconds = 0;   // making the synthetic shots' spectra, wall
+  // The same for the pool's first 1000, 2000, 5000, ... (smaller pools, from
+  // the same scores): (pool, found at 10, found at 100).
+  std::vector<std::tuple<int, double, double>> smaller;
 };
 
 RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
@@ -367,14 +371,26 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       const std::vector<size_t> order = RingOrder(ring, 100);
       ms.push_back(MsSince(t));
       for (const auto& v : spectra) b.without_spectra += query && v.empty();
-      auto found = [&](size_t top) {
-        for (size_t j = 0; j < std::min(top, order.size()); ++j) {
-          if (std::count(mates[q].begin(), mates[q].end(), pool[order[j]])) return 1.0;
+      auto found = [&](const std::vector<size_t>& in, size_t top) {
+        for (size_t j = 0; j < std::min(top, in.size()); ++j) {
+          if (std::count(mates[q].begin(), mates[q].end(), pool[in[j]])) return 1.0;
         }
         return 0.0;
       };
-      found10 += found(10);
-      found100 += found(100);
+      found10 += found(order, 10);
+      found100 += found(order, 100);
+      size_t at = 0;
+      for (size_t p : {1000, 2000, 5000, 10000, 20000, 50000}) {
+        if (p >= pool.size()) break;
+        if (b.smaller.size() <= at) b.smaller.emplace_back(static_cast<int>(p), 0.0, 0.0);
+        const std::vector<size_t> o =
+            RingOrder(std::vector<std::optional<double>>(ring.begin(),
+                                                         ring.begin() + static_cast<ptrdiff_t>(p)),
+                      100);
+        std::get<1>(b.smaller[at]) += found(o, 10);
+        std::get<2>(b.smaller[at]) += found(o, 100);
+        ++at;
+      }
     }
   } catch (...) {
     cv::setNumThreads(saved_cv_threads);
@@ -384,9 +400,21 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
   const double n = static_cast<double>(std::max<size_t>(pools.size(), 1));
   b.mate_found_at_10 = found10 / n;
   b.mate_found_at_100 = found100 / n;
+  for (auto& [p, f10, f100] : b.smaller) {
+    f10 /= n;
+    f100 /= n;
+  }
   b.ms_median = Percentile(ms, 0.5);
   b.ms_p99 = Percentile(ms, 0.99);
   return b;
+}
+
+nlohmann::json SmallerPoolsJson(const RingStageBench& b) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& [pool, f10, f100] : b.smaller) {
+    out.push_back({{"pool", pool}, {"mate_recall_at_10", f10}, {"mate_recall_at_100", f100}});
+  }
+  return out;
 }
 
 nlohmann::json FineJson(const FineStage& f) {
@@ -598,7 +626,8 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
                                              {"mate_recall_at_100", ring.mate_found_at_100},
                                              {"candidates_without_spectra", ring.without_spectra},
                                              {"queries_without_spectra", ring.queries_without},
-                                             {"spectra_seconds", ring.spectra_seconds}}
+                                             {"spectra_seconds", ring.spectra_seconds},
+                                             {"smaller_pools", SmallerPoolsJson(ring)}}
                             : nlohmann::json(nullptr)},
          {"coarse_ms", coarse_ms},
          {"fine_ms", fine.total_ms()},
