@@ -127,6 +127,36 @@ void CheckRequest(Checker& c, const CorrelationRequest& r) {
   c.Range(n + ".top", r.top, 1, kMaxCandidates);
   c.Range(n + ".coarse_k", r.coarse_k, 1, kMaxCandidates);
   c.Range(n + ".expires_ms", r.expires_ms, kMinTimeMs, kMaxTimeMs);
+  if (r.ring_key.empty()) {
+    if (!r.ring_spectra.empty() || !r.ring_offsets_um.empty() || r.ring_pool != 0) {
+      c.Fail(n + ".ring_spectra: given without a ring_key");
+    }
+    return;
+  }
+  c.Text(n + ".ring_key", r.ring_key, 1, kMaxRefChars);
+  c.Range(n + ".ring_spectra", static_cast<int64_t>(r.ring_spectra.size()), 1, kMaxRingCentres);
+  c.Range(n + ".ring_offsets_um", static_cast<int64_t>(r.ring_offsets_um.size()),
+          static_cast<int64_t>(r.ring_spectra.size()), static_cast<int64_t>(r.ring_spectra.size()));
+  c.Range(n + ".ring_pool", r.ring_pool, 1, kMaxRingPool);
+  if (!r.ring_spectra.empty()) {
+    c.Range(n + ".ring_dim", static_cast<int64_t>(r.ring_spectra.front().size()), 1, kMaxRingDim);
+  }
+  for (const std::vector<float>& s : r.ring_spectra) {
+    if (s.size() != r.ring_spectra.front().size()) {
+      c.Fail(n + ".ring_spectra: centres of different lengths");
+      break;
+    }
+    for (float v : s) {
+      if (!std::isfinite(v)) {
+        c.Fail(n + ".ring_spectra: a value is not finite");
+        break;
+      }
+    }
+  }
+  for (const auto& [x, y] : r.ring_offsets_um) {
+    c.Finite(n + ".ring_offsets_um", x, -10000, 10000);
+    c.Finite(n + ".ring_offsets_um", y, -10000, 10000);
+  }
 }
 
 void CheckResult(Checker& c, const CorrelationResult& r) {
@@ -146,6 +176,7 @@ void CheckResult(Checker& c, const CorrelationResult& r) {
     c.Finite(n + ".candidate.coarse_score", k.coarse_score, -kMaxScore, kMaxScore);
     if (k.fine_score) c.Finite(n + ".candidate.fine_score", *k.fine_score, -kMaxScore, kMaxScore);
     if (k.strength) c.Finite(n + ".candidate.strength", *k.strength, 0, 1);
+
     c.Text(n + ".candidate.method", k.method, 0, 64);
     if (!c.error.empty()) break;
   }
@@ -211,6 +242,18 @@ struct BodyWriter {
     w->set_top(static_cast<uint32_t>(r.top));
     w->set_coarse_k(static_cast<uint32_t>(r.coarse_k));
     w->set_expires_ms(r.expires_ms);
+    if (!r.ring_key.empty()) {
+      w->set_ring_key(r.ring_key);
+      w->set_ring_dim(static_cast<uint32_t>(r.ring_spectra.front().size()));
+      for (const std::vector<float>& s : r.ring_spectra) {
+        w->mutable_ring_spectra()->Add(s.begin(), s.end());
+      }
+      for (const auto& [x, y] : r.ring_offsets_um) {
+        w->add_ring_offsets_um(static_cast<float>(x));
+        w->add_ring_offsets_um(static_cast<float>(y));
+      }
+      w->set_ring_pool(static_cast<uint32_t>(r.ring_pool));
+    }
   }
   void operator()(const CorrelationResult& r) {
     wire::CorrelationResult* w = e.mutable_correlation_result();
@@ -316,6 +359,23 @@ std::optional<Body> GetBody(const wire::Envelope& e, std::string* error) {
       r.top = static_cast<int>(std::min<uint32_t>(w.top(), 1u << 30));
       r.coarse_k = static_cast<int>(std::min<uint32_t>(w.coarse_k(), 1u << 30));
       r.expires_ms = w.expires_ms();
+      r.ring_key = w.ring_key();
+      r.ring_pool = static_cast<int>(std::min<uint32_t>(w.ring_pool(), 1u << 30));
+      if (w.ring_spectra_size() > 0 || w.ring_offsets_um_size() > 0) {
+        const int dim = static_cast<int>(std::min<uint32_t>(w.ring_dim(), 1u << 30));
+        if (dim < 1 || w.ring_spectra_size() % dim != 0 ||
+            w.ring_offsets_um_size() != 2 * (w.ring_spectra_size() / dim)) {
+          *error =
+              "correlation_request.ring_spectra: not ring_dim floats and two offsets per centre";
+          return std::nullopt;
+        }
+        for (int i = 0; i < w.ring_spectra_size(); i += dim) {
+          r.ring_spectra.emplace_back(w.ring_spectra().begin() + i,
+                                      w.ring_spectra().begin() + i + dim);
+          r.ring_offsets_um.emplace_back(w.ring_offsets_um(2 * (i / dim)),
+                                         w.ring_offsets_um(2 * (i / dim) + 1));
+        }
+      }
       return r;
     }
     case W::kCorrelationResult: {

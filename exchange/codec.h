@@ -28,6 +28,12 @@ inline constexpr int kMaxDescriptorDim = 4096;
 // Fadul breech face; the receiver decodes them with DecodeCmcFeatures, which
 // checks every field.
 inline constexpr size_t kMaxFineBytes = 1u << 20;
+// A request's ring query (the ring stage, docs/SEARCH.md): 49 centres x 1890
+// floats (brs-v1) is 370 KB; at most these centres, floats per centre and
+// ring pool.
+inline constexpr int kMaxRingCentres = 169;
+inline constexpr int kMaxRingDim = 4096;
+inline constexpr int kMaxRingPool = 20000;
 inline constexpr size_t kMaxRefChars = 128;  // case, exhibit, node names, calibres
 inline constexpr size_t kMaxNoteChars = 2000;
 
@@ -63,6 +69,13 @@ struct CorrelationRequest {
   int top = 20;
   int coarse_k = 100;
   int64_t expires_ms = 0;
+  // The query's ring spectra around its centre offsets (matching/descriptor.h
+  // RingQuery under ring_key) and how many coarse candidates the peer should
+  // re-rank by them; empty ring_key: none (the peer ranks by cosine).
+  std::string ring_key;
+  std::vector<std::vector<float>> ring_spectra;
+  std::vector<std::pair<double, double>> ring_offsets_um;
+  int ring_pool = 0;
 };
 
 struct Candidate {

@@ -256,9 +256,25 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
                std::to_string(ci.index->dim()) + ")";
     return r;
   }
-  // The local search's coarse stage (tools/search.h CoarseSelection).
+  // The local search's coarse stage (tools/search.h CoarseSelection), with
+  // its ring stage when the request carries the query's ring spectra of this
+  // node's key (else, or when they do not fit it, the cosine's order).
   CoarseSelection selection(store, ci, req.cc, std::nullopt);
-  std::vector<SearchCandidate> first = selection.Next(req.descriptor, req.coarse_k);
+  const int threads =
+      jobs > 0 ? jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<SearchCandidate> first;
+  const size_t ring_dim = static_cast<size_t>(RingSpectraDim());
+  if (req.ring_key == RingSpectraKey() && req.ring_pool > 0 && !req.ring_spectra.empty() &&
+      req.ring_spectra.front().size() == ring_dim) {
+    const RingQuery query{req.ring_spectra, req.ring_offsets_um};
+    std::vector<SearchCandidate> dropped;
+    first = RingStage(store, query,
+                      selection.Next(req.descriptor, std::max(req.ring_pool, req.coarse_k)),
+                      req.coarse_k, threads, &dropped);
+    selection.Release(dropped);
+  } else {
+    first = selection.Next(req.descriptor, req.coarse_k);
+  }
   r.coarse_ms = MsSince(t0);
   struct Cand {
     SearchCandidate c;
@@ -272,8 +288,6 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
     FineFeatures features(store.dir());
     const CmcOptions& cmc = features.options();
     const auto query = DecodeCmcFeatures(*req.fine, "the peer's exhibit", cmc);
-    const int threads =
-        jobs > 0 ? jobs : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     std::vector<SearchCandidate> scored;
     auto fine = [&](std::vector<SearchCandidate>& batch) {
       std::vector<FineTarget> targets;
@@ -335,7 +349,7 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
 }
 
 CorrelationRequest BuildCorrelationRequest(Store& store, const ExhibitRecord& e, bool coarse_only,
-                                           int top, int coarse_k) {
+                                           int top, int coarse_k, int ring_pool) {
   const std::string name = Label(e);
   if (e.kind != ExhibitKind::kCartridgeCase) {
     throw Error(name + ": federated search is available for cartridge cases");
@@ -351,6 +365,19 @@ CorrelationRequest BuildCorrelationRequest(Store& store, const ExhibitRecord& e,
   const std::filesystem::path object = store.ObjectPath(scan->sha256);
   if (!vector) vector = BreechFaceScanDescriptor(ReadStoredScan(object, *scan, name).surface, name);
   r.descriptor = *vector;
+  // The ring query for the peers' ring stage; a breech face too sparse for
+  // ring spectra is searched by cosine alone.
+  if (ring_pool > 0) {
+    try {
+      RingQuery q =
+          BreechFaceRingQuery(Preprocessed(ReadStoredScan(object, *scan, name), nullptr), name);
+      r.ring_key = RingSpectraKey();
+      r.ring_spectra = std::move(q.spectra);
+      r.ring_offsets_um = std::move(q.offsets_um);
+      r.ring_pool = std::min(ring_pool, exchange::kMaxRingPool);
+    } catch (const Error&) {
+    }
+  }
   if (!coarse_only) {
     FineFeatures features(store.dir());
     r.fine = EncodeCmcFeatures(*features.Get(*scan, object, name), features.options());
@@ -418,8 +445,9 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
     if (p.Shares(partition)) peers.push_back(std::move(p));
   }
   const auto t0 = Clock::now();
-  CorrelationRequest req = BuildCorrelationRequest(store, query, args.coarse_only, args.remote_top,
-                                                   search.options.coarse_k);
+  CorrelationRequest req =
+      BuildCorrelationRequest(store, query, args.coarse_only, args.remote_top,
+                              search.options.coarse_k, search.options.ring_pool);
   const int64_t expires = exchange::NowMs() + static_cast<int64_t>(args.timeout_s * 1000) + 5000;
   req.expires_ms = expires;
   std::vector<std::pair<int64_t, OutgoingMessage>> out;

@@ -104,9 +104,11 @@ exchange::CorrelationResult AnswerCorrelation(Store& store,
                                               int jobs);
 
 // The correlation request for a stored cartridge case: class
-// characteristics, coarse descriptor and (unless coarse_only) the compact
-// fine features.
+// characteristics, coarse descriptor, the ring query for the peers' ring
+// stage over their best `ring_pool` (none when 0 or the breech face is too
+// sparse) and (unless coarse_only) the compact fine features.
 exchange::CorrelationRequest BuildCorrelationRequest(Store& store, const ExhibitRecord& exhibit,
-                                                     bool coarse_only, int top, int coarse_k);
+                                                     bool coarse_only, int top, int coarse_k,
+                                                     int ring_pool = 1000);
 
 }  // namespace bien::cli

@@ -973,6 +973,8 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
         j.erase("backward");
         j.erase("registration");
         j.erase("scan_id");
+        j.erase("descriptor_rank");  // no ring stage for bullets
+        j.erase("ring_score");
         j["phase"] = *c.phase;
         j["lands"] = c.lands;
         j["pairing"] = PairingJson(c);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 
@@ -78,10 +79,15 @@ std::vector<Message> Samples() {
   Hello hello{"RS-NFC Belgrade", "RS", 1, {"search/cartridge_case", "hit_notice"}};
   Welcome welcome;
   static_cast<Hello&>(welcome) = hello;
+  CorrelationRequest with_rings = SampleRequest();
+  with_rings.ring_key = "brs-v1";
+  with_rings.ring_spectra = {{0.5f, -0.25f, 0.125f}, {0.0f, 1.0f, -1.0f}};
+  with_rings.ring_offsets_um = {{0, 0}, {25, -25}};
+  with_rings.ring_pool = 1000;
   return {NewMessage(kKey, hello),           NewMessage(kKey, welcome),
-          NewMessage(kKey, SampleRequest()), NewMessage(kKey, SampleResult()),
-          NewMessage(kKey, SampleNotice()),  NewMessage(kKey, Ack{NewId()}),
-          NewMessage(kKey, Heartbeat{3})};
+          NewMessage(kKey, SampleRequest()), NewMessage(kKey, with_rings),
+          NewMessage(kKey, SampleResult()),  NewMessage(kKey, SampleNotice()),
+          NewMessage(kKey, Ack{NewId()}),    NewMessage(kKey, Heartbeat{3})};
 }
 
 TEST(ExchangeCodec, EveryMessageTypeRoundTrips) {
@@ -121,6 +127,58 @@ TEST(ExchangeCodec, EncodeRefusesWhatBreaksALimit) {
       Contains(testing::ErrorOf([&] { Encode(NewMessage(kKey, h)); }), "hit_notice.confirmed_by"));
   EXPECT_TRUE(Contains(testing::ErrorOf([&] { Encode(NewMessage("short", Heartbeat{})); }),
                        "sender: not a Z85"));
+}
+
+// The ring query of a request (the peers' ring stage): centres of ring_dim
+// floats and two offsets each, round trip; what breaks its shape is refused.
+TEST(ExchangeCodec, RequestsCarryTheRingQueryAndRefuseABrokenOne) {
+  CorrelationRequest r = SampleRequest();
+  r.ring_key = "brs-v1 px=25";
+  for (int c = 0; c < 3; ++c) {
+    std::vector<float> s;
+    for (int i = 0; i < 10; ++i) s.push_back(std::cos(static_cast<float>(c * 10 + i)));
+    r.ring_spectra.push_back(s);
+    r.ring_offsets_um.emplace_back(25.0 * c, -25.0);
+  }
+  r.ring_pool = 1000;
+  const auto back = std::get<CorrelationRequest>(Decode(Encode(NewMessage(kKey, r))).message->body);
+  EXPECT_EQ(back.ring_key, r.ring_key);
+  EXPECT_EQ(back.ring_spectra, r.ring_spectra);
+  EXPECT_EQ(back.ring_offsets_um, r.ring_offsets_um);
+  EXPECT_EQ(back.ring_pool, 1000);
+  // Without a key, nothing of it is sent or accepted.
+  const auto plain =
+      std::get<CorrelationRequest>(Decode(Encode(NewMessage(kKey, SampleRequest()))).message->body);
+  EXPECT_TRUE(plain.ring_key.empty());
+  EXPECT_TRUE(plain.ring_spectra.empty());
+  auto refused = [&](const std::function<void(CorrelationRequest&)>& spoil) {
+    CorrelationRequest bad = r;
+    spoil(bad);
+    return testing::ErrorOf([&] { Encode(NewMessage(kKey, bad)); });
+  };
+  EXPECT_TRUE(Contains(refused([](CorrelationRequest& b) { b.ring_key.clear(); }),
+                       "ring_spectra: given without a ring_key"));
+  EXPECT_TRUE(Contains(refused([](CorrelationRequest& b) { b.ring_spectra[1].pop_back(); }),
+                       "centres of different lengths"));
+  EXPECT_TRUE(Contains(refused([](CorrelationRequest& b) {
+                         b.ring_spectra[2][3] = std::numeric_limits<float>::infinity();
+                       }),
+                       "ring_spectra: a value is not finite"));
+  EXPECT_TRUE(Contains(refused([](CorrelationRequest& b) { b.ring_offsets_um.pop_back(); }),
+                       "ring_offsets_um"));
+  EXPECT_TRUE(Contains(refused([](CorrelationRequest& b) { b.ring_pool = 0; }), "ring_pool"));
+  EXPECT_TRUE(Contains(refused([](CorrelationRequest& b) { b.ring_pool = kMaxRingPool + 1; }),
+                       "ring_pool"));
+  // On the wire: spectra that are not whole centres of ring_dim floats.
+  CorrelationRequest odd = r;
+  odd.ring_spectra = {std::vector<float>(10, 0.5f)};
+  odd.ring_offsets_um = {{0, 0}};
+  std::string bytes = Encode(NewMessage(kKey, odd));
+  const uint8_t dim_tag = (13 << 3) | 0;  // field 13 (ring_dim), varint 10
+  const size_t at = bytes.find(std::string{static_cast<char>(dim_tag), 10});
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 1] = 3;  // 10 floats are not whole centres of 3
+  EXPECT_TRUE(Contains(Decode(bytes).error, "ring_dim floats and two offsets per centre"));
 }
 
 TEST(ExchangeCodec, RefusesWrongVersionTruncatedOversizedAndGarbage) {

@@ -7,6 +7,9 @@
 #include <fstream>
 
 #include "exchange/codec.h"
+#include "imaging/preprocess.h"
+#include "imaging/x3p.h"
+#include "matching/descriptor.h"
 #include "tests/test_util.h"
 #include "tests/tools/cli_util.h"
 #include "tools/federation.h"
@@ -143,6 +146,11 @@ TEST(FederationSearch, APeersRequestIsAnsweredByTheLocalTwoStageSearch) {
   const auto& sent = std::get<exchange::CorrelationRequest>(wire.message->body);
   ASSERT_TRUE(sent.fine);
   EXPECT_EQ(sent.cc.calibre, "9mm Luger");
+  // The ring query for the peer's ring stage: 49 centre offsets.
+  EXPECT_EQ(sent.ring_key, RingSpectraKey());
+  EXPECT_EQ(sent.ring_spectra.size(), 49u);
+  EXPECT_EQ(sent.ring_spectra.front().size(), static_cast<size_t>(RingSpectraDim()));
+  EXPECT_EQ(sent.ring_pool, 1000);
 
   const exchange::CorrelationResult r = cli::AnswerCorrelation(*store_b, sent, 2);
   EXPECT_EQ(r.status, "ok") << r.detail;
@@ -162,6 +170,27 @@ TEST(FederationSearch, APeersRequestIsAnsweredByTheLocalTwoStageSearch) {
   ASSERT_EQ(rc.candidates.size(), 2u);
   EXPECT_FALSE(rc.candidates[0].fine_score);
   EXPECT_EQ(rc.fine_ms, 0);
+
+  // The peer's coarse order follows the request's ring query: with the ring
+  // spectra of BA-3's own shot (F03-1) and the descriptor of F02-1, BA-3
+  // leads the coarse-only answer; without a ring query the cosine decides.
+  exchange::CorrelationRequest swapped = coarse;
+  const Surface f03 = PreprocessBreechFace(ReadX3p(samples + "/synth F03-1.x3p"), "F03-1");
+  RingQuery f03_query = BreechFaceRingQuery(f03, "F03-1");
+  swapped.ring_spectra = f03_query.spectra;
+  swapped.ring_offsets_um = f03_query.offsets_um;
+  swapped.top = 3;
+  const exchange::CorrelationResult by_rings = cli::AnswerCorrelation(*store_b, swapped, 2);
+  ASSERT_EQ(by_rings.candidates.size(), 3u);
+  EXPECT_EQ(by_rings.candidates[0].case_ref, "BA-3");
+  EXPECT_EQ(by_rings.candidates[0].coarse_rank, 1);
+  swapped.ring_key.clear();
+  swapped.ring_spectra.clear();
+  swapped.ring_offsets_um.clear();
+  swapped.ring_pool = 0;
+  const exchange::CorrelationResult by_cosine = cli::AnswerCorrelation(*store_b, swapped, 2);
+  ASSERT_EQ(by_cosine.candidates.size(), 3u);
+  EXPECT_EQ(by_cosine.candidates[0].case_ref, "BA-2");  // F02-2, the descriptor's mate
 
   exchange::CorrelationRequest other = sent;
   other.descriptor_key = "bfd-v0";
