@@ -13,6 +13,7 @@
 #include "tests/test_util.h"
 #include "tests/tools/cli_util.h"
 #include "tools/federation.h"
+#include "tools/search.h"
 
 namespace bien::testing {
 namespace {
@@ -150,7 +151,7 @@ TEST(FederationSearch, APeersRequestIsAnsweredByTheLocalTwoStageSearch) {
   EXPECT_EQ(sent.ring_key, RingSpectraKey());
   EXPECT_EQ(sent.ring_spectra.size(), 49u);
   EXPECT_EQ(sent.ring_spectra.front().size(), static_cast<size_t>(RingSpectraDim()));
-  EXPECT_EQ(sent.ring_pool, 1000);
+  EXPECT_EQ(sent.ring_pool, cli::SearchOptions{}.ring_pool);
 
   const exchange::CorrelationResult r = cli::AnswerCorrelation(*store_b, sent, 2);
   EXPECT_EQ(r.status, "ok") << r.detail;
