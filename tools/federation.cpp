@@ -267,11 +267,7 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
   if (req.ring_key == RingSpectraKey() && req.ring_pool > 0 && !req.ring_spectra.empty() &&
       req.ring_spectra.front().size() == ring_dim) {
     const RingQuery query{req.ring_spectra, req.ring_offsets_um};
-    std::vector<SearchCandidate> dropped;
-    first = RingStage(store, query,
-                      selection.Next(req.descriptor, std::max(req.ring_pool, req.coarse_k)),
-                      req.coarse_k, threads, &dropped);
-    selection.Release(dropped);
+    first = selection.NextByRings(req.descriptor, query, req.ring_pool, req.coarse_k, threads);
   } else {
     first = selection.Next(req.descriptor, req.coarse_k);
   }

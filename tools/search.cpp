@@ -653,8 +653,16 @@ std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector
   return out;
 }
 
-void CoarseSelection::Release(const std::vector<SearchCandidate>& candidates) {
-  for (const SearchCandidate& c : candidates) taken_.erase(c.exhibit.id.value);
+std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float> vector,
+                                                          const RingQuery& rings, int pool, int k,
+                                                          int jobs, int* pooled) {
+  std::vector<SearchCandidate> candidates = Next(vector, std::max(pool, k));
+  if (pooled) *pooled = static_cast<int>(candidates.size());
+  std::vector<SearchCandidate> dropped;
+  std::vector<SearchCandidate> kept =
+      RingStage(store_, rings, std::move(candidates), k, jobs, &dropped);
+  for (const SearchCandidate& c : dropped) taken_.erase(c.exhibit.id.value);
+  return kept;
 }
 
 std::vector<size_t> RingOrder(const std::vector<std::optional<double>>& ring, int keep) {
@@ -796,12 +804,8 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
     }
     if (ring_query) {
       const auto t_ring = Clock::now();
-      std::vector<SearchCandidate> pool =
-          selection.Next(*query_vector, std::max(options.ring_pool, options.coarse_k));
-      report.ring_pool = static_cast<int>(pool.size());
-      std::vector<SearchCandidate> dropped;
-      first = RingStage(store, *ring_query, std::move(pool), options.coarse_k, jobs, &dropped);
-      selection.Release(dropped);
+      first = selection.NextByRings(*query_vector, *ring_query, options.ring_pool, options.coarse_k,
+                                    jobs, &report.ring_pool);
       int unscored = 0;
       for (const SearchCandidate& c : first) unscored += !c.ring_score;
       if (unscored > 0) {

@@ -238,9 +238,12 @@ class CoarseSelection {
   // (coarse_rank 1..k in this list, found_via = via).
   std::vector<SearchCandidate> Next(std::span<const float> vector, int k,
                                     const std::string& via = "");
-  // Gives candidates back (a ring stage's dropped ones): a later list, e.g.
-  // query expansion, may take their exhibits again.
-  void Release(const std::vector<SearchCandidate>& candidates);
+  // The same with the ring stage: the next max(pool, k) by cosine re-ranked
+  // by RingStage against `rings` on `jobs` threads; the `k` it keeps are
+  // taken, the rest given back (a later list, e.g. query expansion, may take
+  // them). `pooled` receives how many were re-ranked.
+  std::vector<SearchCandidate> NextByRings(std::span<const float> vector, const RingQuery& rings,
+                                           int pool, int k, int jobs, int* pooled = nullptr);
   // Query expansion: for each of the `options.expand_top` strongest of
   // `scored` (fine score at or above `threshold`), the next
   // `options.expand_k` candidates of its own stored descriptor, marked as
