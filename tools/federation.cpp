@@ -462,7 +462,10 @@ int CmdSearchFederated(Context& ctx, const SearchArgs& search, const FederatedAr
   std::optional<SearchReport> local;
   std::string local_error;
   try {
-    local = SearchExhibit(store, query, options, ctx.actor);
+    // The request's ring query is the local search's too (made once).
+    std::optional<RingQuery> rings;
+    if (!req.ring_key.empty()) rings = RingQuery{req.ring_spectra, req.ring_offsets_um};
+    local = SearchExhibit(store, query, options, ctx.actor, rings ? &*rings : nullptr);
   } catch (const Error& e) {
     local_error = e.what();
   }

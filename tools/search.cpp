@@ -747,7 +747,7 @@ std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::strin
 }
 
 SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const SearchOptions& options,
-                           const std::string& actor) {
+                           const std::string& actor, const RingQuery* rings) {
   const std::string name = Label(query);
   if (options.coarse_k < 1) throw Error("the coarse stage needs at least one candidate (--k)");
   if (options.ring_pool < 0) throw Error("--ring-pool must be 0 (off) or more");
@@ -794,11 +794,14 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
     // The ring stage: the query's ring spectra around the centre offsets,
     // from its stored original (as the ring spectra of the candidates were).
     std::optional<RingQuery> ring_query;
+    if (rings) ring_query = *rings;
     try {
-      ring_query = BreechFaceRingQuery(
-          Preprocessed(ReadStoredScan(store.ObjectPath(query_scan->sha256), *query_scan, name),
-                       nullptr),
-          name);
+      if (!ring_query) {
+        ring_query = BreechFaceRingQuery(
+            Preprocessed(ReadStoredScan(store.ObjectPath(query_scan->sha256), *query_scan, name),
+                         nullptr),
+            name);
+      }
     } catch (const Error& e) {
       report.ring_note = std::string("no ring stage: ") + e.what();
     }

@@ -266,8 +266,11 @@ class CoarseSelection {
 // when it is neither a cartridge case nor a bullet, has no 3D scan or no
 // usable descriptor (a bullet: no land scan with one).
 // Records leads (one transaction) unless options.record_leads is false.
+// `rings`: the query's ring query when the caller has made it already (a
+// federated search sends it to the peers); else it is made from the stored
+// original.
 SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const SearchOptions& options,
-                           const std::string& actor);
+                           const std::string& actor, const RingQuery* rings = nullptr);
 
 struct SearchArgs {
   std::string exhibit;  // CASE/EXHIBIT, a unique exhibit ref, or #ID
