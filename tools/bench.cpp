@@ -250,14 +250,13 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
                           "features");
     }
   });
-  const int saved_cv_threads = cv::getNumThreads();
-  cv::setNumThreads(1);  // parallel over candidates instead
   FineStage f;
   f.candidates = candidates;
   f.threads = jobs;
   std::vector<double> read(candidates), decode(candidates), cmp(candidates), bytes(candidates),
       score(candidates);
-  try {
+  {
+    const CvSingleThread cv_single;  // parallel over candidates instead
     const auto t0 = Clock::now();
     const Surface q = PreprocessBreechFace(ReadX3p(query_path), query_path.string());
     const std::vector<float> descriptor = BreechFaceDescriptor(q, query_path.string());
@@ -280,11 +279,7 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
     });
     f.candidates_ms = MsSince(t1);
     if (descriptor.empty()) throw Error(query_path.string() + ": empty descriptor");
-  } catch (...) {
-    cv::setNumThreads(saved_cv_threads);
-    throw;
   }
-  cv::setNumThreads(saved_cv_threads);
   auto mean = [&](const std::vector<double>& v) {
     double sum = 0;
     for (double x : v) sum += x;
@@ -335,12 +330,11 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
     return MakeSynthBreechFace(synth, shape, static_cast<int>(id / shots),
                                static_cast<int>(id % shots));
   };
-  const int saved_cv_threads = cv::getNumThreads();
-  cv::setNumThreads(1);  // parallel over candidates instead
   RingStageBench b;
   std::vector<double> ms;
   double found10 = 0, found100 = 0;
-  try {
+  {
+    const CvSingleThread cv_single;  // parallel over candidates instead
     for (size_t q = 0; q < pools.size(); ++q) {
       const std::vector<int64_t>& pool = pools[q];
       b.pool = std::max(b.pool, static_cast<int>(pool.size()));
@@ -392,11 +386,7 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
         ++at;
       }
     }
-  } catch (...) {
-    cv::setNumThreads(saved_cv_threads);
-    throw;
   }
-  cv::setNumThreads(saved_cv_threads);
   const double n = static_cast<double>(std::max<size_t>(pools.size(), 1));
   b.mate_found_at_10 = found10 / n;
   b.mate_found_at_100 = found100 / n;

@@ -5,10 +5,24 @@
 #include <cstddef>
 #include <exception>
 #include <mutex>
+#include <opencv2/core.hpp>
 #include <thread>
 #include <vector>
 
 namespace bien::cli {
+
+// OpenCV's own thread pool off while our workers run (restored after, also
+// when they throw).
+class CvSingleThread {
+ public:
+  CvSingleThread() : saved_(cv::getNumThreads()) { cv::setNumThreads(1); }
+  ~CvSingleThread() { cv::setNumThreads(saved_); }
+  CvSingleThread(const CvSingleThread&) = delete;
+  CvSingleThread& operator=(const CvSingleThread&) = delete;
+
+ private:
+  int saved_;
+};
 
 // Runs f(i) for i in [0, n) on `jobs` threads; the first exception is
 // rethrown on the caller's thread after all threads stop (the others stop

@@ -541,8 +541,7 @@ std::vector<FineOutcome> CompareWithStored(Store& store, FineFeatures& features,
     }
   }
   std::vector<FineOutcome> out(targets.size());
-  const int saved_threads = cv::getNumThreads();
-  cv::setNumThreads(1);  // parallel over targets instead
+  const CvSingleThread cv_single;  // parallel over targets instead
   ParallelFor(targets.size(), std::max(1, jobs), [&](size_t i) {
     const std::string label = Label(targets[i].exhibit);
     try {
@@ -553,7 +552,6 @@ std::vector<FineOutcome> CompareWithStored(Store& store, FineFeatures& features,
       out[i].error = e.what();
     }
   });
-  cv::setNumThreads(saved_threads);
   return out;
 }
 

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/hash.h"
 #include "matching/descriptor.h"
+#include "tools/parallel.h"
 
 namespace bien::cli {
 
@@ -51,18 +52,6 @@ T Get(const char* p) {
   std::memcpy(&v, p, sizeof(T));
   return v;
 }
-
-// OpenCV's own thread pool off while our workers run (restored after).
-class CvSingleThread {
- public:
-  CvSingleThread() : saved_(cv::getNumThreads()) { cv::setNumThreads(1); }
-  ~CvSingleThread() { cv::setNumThreads(saved_); }
-  CvSingleThread(const CvSingleThread&) = delete;
-  CvSingleThread& operator=(const CvSingleThread&) = delete;
-
- private:
-  int saved_;
-};
 
 }  // namespace
 
