@@ -616,24 +616,6 @@ const ExhibitRecord& CoarseSelection::Exhibit(int64_t id) {
 
 std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector, int k,
                                                    const std::string& via) {
-  std::vector<SearchCandidate> out = NextByIndex(vector, k, via);
-  PlainCosines(vector, out);
-  return out;
-}
-
-void CoarseSelection::PlainCosines(std::span<const float> vector,
-                                   std::vector<SearchCandidate>& candidates) const {
-  if (!index_.index || !index_.index->whitened()) return;  // the index's score is the cosine
-  const std::string& key = index_.index->descriptor_key();
-  for (SearchCandidate& c : candidates) {
-    const auto v = store_.GetDescriptor(c.scan, key);
-    if (v && v->size() == vector.size())
-      c.coarse_score = DescriptorCosine(*v, {vector.begin(), vector.end()});
-  }
-}
-
-std::vector<SearchCandidate> CoarseSelection::NextByIndex(std::span<const float> vector, int k,
-                                                          const std::string& via) {
   std::vector<SearchCandidate> out;
   const int64_t size = index_.index ? index_.index->size() : 0;
   if (k < 1 || size == 0) return out;
@@ -673,13 +655,12 @@ std::vector<SearchCandidate> CoarseSelection::NextByIndex(std::span<const float>
 std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float> vector,
                                                           const RingQuery& rings, int pool, int k,
                                                           int jobs, int* pooled) {
-  std::vector<SearchCandidate> candidates = NextByIndex(vector, std::max(pool, k), "");
+  std::vector<SearchCandidate> candidates = Next(vector, std::max(pool, k));
   if (pooled) *pooled = static_cast<int>(candidates.size());
   std::vector<SearchCandidate> dropped;
   std::vector<SearchCandidate> kept =
       RingStage(store_, rings, std::move(candidates), k, jobs, &dropped);
   for (const SearchCandidate& c : dropped) taken_.erase(c.exhibit.id.value);
-  PlainCosines(vector, kept);
   return kept;
 }
 

@@ -95,12 +95,10 @@ struct SearchCandidate {
   ExhibitRecord exhibit;
   ScanId scan;          // the scan the coarse stage found
   int coarse_rank = 0;  // 1-based, in the coarse list that found it
-  // Cosine of the descriptors (comparable across partitions and nodes).
+  // Cosine of the descriptors, after the partition's whitening when its index
+  // is whitened (VectorIndex::Similarity; report.index_whitened).
   double coarse_score = 0;
-  // 1-based rank in the index's order (before the ring stage): by that
-  // cosine, or by the whitened cosine when the partition's index is
-  // whitened (report.index_whitened).
-  int descriptor_rank = 0;
+  int descriptor_rank = 0;  // 1-based rank by that cosine (before the ring stage)
   // Ring correlation with the query (the ring stage ran and the candidate has
   // ring spectra); the list's order when the ring stage ran.
   std::optional<double> ring_score;
@@ -239,14 +237,11 @@ class CoarseSelection {
   // `query`: the stored exhibit searched (left out), none for a peer's query.
   CoarseSelection(Store& store, CoarseIndex index, ClassCharacteristics cc,
                   std::optional<ExhibitId> query);
-  // The next `k` new candidates of a coarse query in the index's order (best
-  // cosine first; whitened cosine when the index is whitened), coarse_rank
-  // 1..k in this list, found_via = via. coarse_score is the plain cosine of
-  // the descriptors either way: it is what lists of different nodes and
-  // partitions are merged by.
+  // The next `k` new candidates of a coarse query, best cosine first
+  // (coarse_rank 1..k in this list, found_via = via).
   std::vector<SearchCandidate> Next(std::span<const float> vector, int k,
                                     const std::string& via = "");
-  // The same with the ring stage: the next max(pool, k) in index order re-ranked
+  // The same with the ring stage: the next max(pool, k) by cosine re-ranked
   // by RingStage against `rings` on `jobs` threads; the `k` it keeps are
   // taken, the rest given back (a later list, e.g. query expansion, may take
   // them). `pooled` receives how many were re-ranked.
@@ -262,12 +257,6 @@ class CoarseSelection {
 
  private:
   const ExhibitRecord& Exhibit(int64_t id);
-  // Next without PlainCosines: coarse_score is the index's score.
-  std::vector<SearchCandidate> NextByIndex(std::span<const float> vector, int k,
-                                           const std::string& via);
-  // When the index is whitened, sets each candidate's coarse_score to the
-  // plain cosine of its stored descriptor with `vector`.
-  void PlainCosines(std::span<const float> vector, std::vector<SearchCandidate>& candidates) const;
   Store& store_;
   CoarseIndex index_;
   ClassCharacteristics cc_;

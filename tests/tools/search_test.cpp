@@ -5,7 +5,6 @@
 #include <sqlite3.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -334,53 +333,6 @@ TEST_F(SearchCli, CoarseOnlyListsTheCoarseCandidatesWithoutComparingThem) {
   EXPECT_EQ(text.code, 0) << text.err;
   EXPECT_TRUE(Contains(text.out, "fine         none (--coarse-only)")) << text.out;
   EXPECT_TRUE(Contains(text.out, "3 more not shown (--top 2)")) << text.out;
-}
-
-// A partition of 8192 scans or more gets a whitened index: the search says
-// so, ranks by the whitened cosine (descriptor_rank) and still reports each
-// candidate's plain cosine as its coarse score.
-TEST_F(SearchCli, ALargePartitionIsSearchedThroughAWhitenedIndex) {
-  ASSERT_EQ(RunBien({"ingest", "--node", node_, "--manifest",
-                     (dir_.path() / "set" / "manifest.csv").string(), "--no-search"})
-                .code,
-            0);
-  const int dim = DescriptorDim();
-  {
-    // Distractors (no originals, no ring spectra): random unit vectors.
-    std::mt19937_64 rng(5);
-    std::normal_distribution<float> g(0.f, 1.f);
-    std::vector<float> v(static_cast<size_t>(8200) * dim);
-    for (size_t i = 0; i < v.size(); i += dim) {
-      double norm = 0;
-      for (int j = 0; j < dim; ++j) norm += std::pow(v[i + j] = g(rng), 2);
-      for (int j = 0; j < dim; ++j) v[i + j] = static_cast<float>(v[i + j] / std::sqrt(norm));
-    }
-    auto store = Store::Open(node_);
-    ASSERT_EQ(store->AddBenchDistractors("test", "9mm Luger", DescriptorKey(), dim, v).size(),
-              8200u);
-  }
-  const auto s =
-      Json(RunBien({"search", "--node", node_, "E0-0", "--coarse-only", "--k", "20", "--json"}));
-  EXPECT_EQ(s["index"]["kind"].get<std::string>(), "binary_sq8") << s["index"].dump();
-  EXPECT_TRUE(s["index"]["whitened"].get<bool>()) << s["index"].dump();
-  ASSERT_GE(s["candidates"].size(), 5u);
-  EXPECT_EQ(s["candidates"][0]["exhibit"].get<std::string>(), "CASE-0/E0-1") << s.dump();
-  auto store = Store::Open(node_);
-  auto descriptor = [&](const std::string& ref) {
-    const auto e = store->FindExhibit(ref);
-    const auto scans = store->ScansOf(e.id);
-    EXPECT_EQ(scans.size(), 1u);
-    return store->GetDescriptor(scans.front().id, DescriptorKey()).value();
-  };
-  const std::vector<float> query = descriptor("CASE-0/E0-0");
-  for (const auto& c : s["candidates"]) {
-    const std::string ref = c["exhibit"].get<std::string>();
-    EXPECT_NEAR(c["coarse_score"].get<double>(), DescriptorCosine(query, descriptor(ref)), 1e-5)
-        << ref;
-  }
-  const CliResult text = RunBien({"search", "--node", node_, "E0-0", "--coarse-only"});
-  EXPECT_EQ(text.code, 0) << text.err;
-  EXPECT_TRUE(Contains(text.out, "binary_sq8 (whitened)")) << text.out;
 }
 
 // A candidate without ring spectra keeps its cosine place; the others take
