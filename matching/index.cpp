@@ -7,13 +7,11 @@
 #include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexScalarQuantizer.h>
-#include <faiss/VectorTransform.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_io.h>
 #include <faiss/invlists/InvertedLists.h>
-#include <faiss/utils/distances.h>
 #include <omp.h>
 
 #if defined(__x86_64__)
@@ -213,41 +211,6 @@ constexpr int64_t kParallelScanCodes = int64_t{1} << 16;
 // binary_sq8: vectors its SQ8 ranges are trained on (a sample; the ranges are
 // per-dimension minima and maxima, so more adds little).
 constexpr int64_t kSq8TrainVectors = int64_t{1} << 16;
-// Vectors the whitening is learned from (a sample, as for the SQ8 ranges),
-// and how many are whitened per call while adding.
-constexpr int64_t kWhitenTrainVectors = int64_t{1} << 16;
-constexpr size_t kWhitenChunk = size_t{1} << 14;
-
-// The partial whitening learned from `sample` (n * dim floats): the mean
-// removed, the principal components scaled by (eigenvalue + mean
-// eigenvalue)^-1/2 (FAISS's PCAMatrix: eigen_power -0.5, epsilon), kept as
-// the plain linear map y = A x + b. Null when the sample has no variance.
-std::unique_ptr<faiss::LinearTransform> TrainWhitening(int dim, std::span<const float> sample) {
-  const auto n = static_cast<faiss_idx>(sample.size() / dim);
-  faiss::PCAMatrix pca(dim, dim, 0, false);
-  pca.train(n, sample.data());
-  double mean = 0;
-  for (float e : pca.eigenvalues) mean += std::max(0.0f, e);
-  mean /= static_cast<double>(pca.eigenvalues.size());
-  if (!(mean > 0) || !std::isfinite(mean)) return nullptr;
-  pca.eigen_power = -0.5f;
-  pca.epsilon = static_cast<float>(mean);
-  pca.prepare_Ab();
-  auto whitening = std::make_unique<faiss::LinearTransform>(dim, dim, true);
-  whitening->A = std::move(pca.A);
-  whitening->b = std::move(pca.b);
-  whitening->is_trained = true;
-  return whitening;
-}
-
-// n vectors through the whitening, each then L2-normalised.
-std::vector<float> Whiten(const faiss::LinearTransform& whitening, const float* x, size_t n) {
-  std::vector<float> y(n * static_cast<size_t>(whitening.d_out));
-  if (n == 0) return y;
-  whitening.apply_noalloc(static_cast<faiss_idx>(n), x, y.data());
-  faiss::fvec_renorm_L2(static_cast<size_t>(whitening.d_out), n, y.data());
-  return y;
-}
 
 // A uniform sample of `want` of the n vectors (all when want >= n), in their
 // order, drawn with `seed`: the same data gives the same sample.
@@ -322,9 +285,8 @@ struct SpanReader : faiss::IOReader {
 
 // File layout (little-endian):
 //   0   "BIENVIDX"
-//   8   u32 format version (3; version 1 held binary_sq8's sign codes in one
-//       block, version 2 had no whitening: both are refused so that the
-//       index is rebuilt)
+//   8   u32 format version (2; version 1 held binary_sq8's sign codes in one
+//       block, and is refused so that the index is rebuilt)
 //   12  u32 kind (IndexKind)
 //   16  u32 dim
 //   20  u32 descriptor key length (<= kMaxKey)
@@ -332,9 +294,7 @@ struct SpanReader : faiss::IOReader {
 //   32  u64 payload length
 //   40  64 hex chars: id fingerprint
 //   104 key, payload, 64 hex chars: SHA-256 of all before.
-// The payload begins with u64 length, faiss::write_VectorTransform of the
-// whitening (a LinearTransform; length 0: none). Then faiss::write_index of
-// the index, except for binary_sq8:
+// The payload is faiss::write_index of the index, except for binary_sq8:
 //   u64 vectors the SQ8 ranges were trained on
 //   u64 length, faiss::write_index_binary of the IndexBinaryFlat of the
 //       first half of the sign codes (the first dim / 2 dimensions)
@@ -342,7 +302,7 @@ struct SpanReader : faiss::IOReader {
 //   u64 length, faiss::write_index of the IndexScalarQuantizer
 //   count x i64: the id at each position.
 constexpr char kMagic[8] = {'B', 'I', 'E', 'N', 'V', 'I', 'D', 'X'};
-constexpr uint32_t kFormatVersion = 3;
+constexpr uint32_t kFormatVersion = 2;
 constexpr size_t kFixedHeader = 104;
 constexpr size_t kChecksumLen = 64;
 constexpr uint32_t kMaxKey = 4096;
@@ -398,7 +358,6 @@ void VectorIndexOptions::Check() const {
   if (train_iterations < 1 || train_iterations > 1000) bad("train_iterations must be in [1, 1000]");
   if (search_threads < 1 || search_threads > 1024) bad("search_threads must be in [1, 1024]");
   if (build_threads < 1 || build_threads > 1024) bad("build_threads must be in [1, 1024]");
-  if (whiten_min_vectors < 0) bad("whiten_min_vectors must be >= 0 (0: never)");
 }
 
 std::string IdFingerprint(std::span<const int64_t> ids) {
@@ -439,9 +398,6 @@ struct VectorIndex::Impl {
   std::vector<int64_t> position_ids;
   std::unordered_map<int64_t, int64_t> position_of;  // id -> position
   int64_t trained_on = 0;                            // vectors when the SQ8 ranges were trained
-  // The partial whitening every vector added and every query goes through
-  // (then L2-normalised); null: none. The index holds whitened vectors only.
-  std::unique_ptr<faiss::LinearTransform> whitening;
 
   faiss::IndexIVF* ivf() const { return dynamic_cast<faiss::IndexIVF*>(index.get()); }
   faiss::IndexIDMap2* idmap() const { return dynamic_cast<faiss::IndexIDMap2*>(index.get()); }
@@ -532,23 +488,8 @@ struct VectorIndex::Impl {
     return impl;
   }
 
-  // ids and vectors already checked; ids new to the index. The vectors are
-  // whitened first when the index is.
+  // ids and vectors already checked; ids new to the index.
   void AddChecked(std::span<const int64_t> add_ids, std::span<const float> vectors) {
-    if (!whitening) {
-      AddPrepared(add_ids, vectors);
-      return;
-    }
-    const size_t dim = static_cast<size_t>(whitening->d_in);
-    for (size_t at = 0; at < add_ids.size(); at += kWhitenChunk) {
-      const size_t m = std::min(kWhitenChunk, add_ids.size() - at);
-      const std::vector<float> white = Whiten(*whitening, vectors.data() + at * dim, m);
-      AddPrepared(add_ids.subspan(at, m), white);
-    }
-  }
-
-  // As AddChecked, the vectors already in the index's space.
-  void AddPrepared(std::span<const int64_t> add_ids, std::span<const float> vectors) {
     if (add_ids.empty()) return;
     if (kind == IndexKind::kBinarySq8) {
       const size_t n = add_ids.size();
@@ -680,7 +621,6 @@ struct VectorIndex::Impl {
 
   size_t MemoryBytes(int dim) const {
     size_t bytes = SetBytes(ids);
-    if (whitening) bytes += (whitening->A.capacity() + whitening->b.capacity()) * sizeof(float);
     if (auto* map = idmap()) {
       bytes += static_cast<size_t>(map->ntotal) * (static_cast<size_t>(dim) * 4 + 8);
       bytes += map->rev_map.size() * 32 + map->rev_map.bucket_count() * sizeof(void*);
@@ -716,45 +656,28 @@ struct VectorIndex::Impl {
 };
 
 // Builds the Impl for n vectors (checked) with the kind the options give.
-// `whitened_by`: the vectors are already whitened by it (Optimize), which the
-// new index keeps; otherwise a whitening is learned from them when there are
-// at least whiten_min_vectors.
-std::unique_ptr<VectorIndex::Impl> VectorIndex::BuildImpl(
-    int dim, std::span<const int64_t> ids, std::span<const float> vectors,
-    const VectorIndexOptions& o, std::unique_ptr<faiss::LinearTransform> whitened_by) {
+std::unique_ptr<VectorIndex::Impl> VectorIndex::BuildImpl(int dim, std::span<const int64_t> ids,
+                                                          std::span<const float> vectors,
+                                                          const VectorIndexOptions& o) {
   const int64_t n = static_cast<int64_t>(ids.size());
   OmpThreads threads(ThreadsFor(vectors.size(), o.build_threads));
-  std::unique_ptr<faiss::LinearTransform> whitening = std::move(whitened_by);
-  const bool raw = whitening == nullptr;
-  if (raw && o.whiten_min_vectors > 0 && n >= o.whiten_min_vectors) {
-    whitening = TrainWhitening(
-        dim, SampleVectors(vectors, n, std::min(n, kWhitenTrainVectors), dim, o.train_seed));
-  }
-  // A training sample in the index's (whitened) space.
-  auto sample_of = [&](int64_t want) {
-    std::vector<float> sample = SampleVectors(vectors, n, want, dim, o.train_seed);
-    if (raw && whitening) sample = Whiten(*whitening, sample.data(), sample.size() / dim);
-    return sample;
-  };
   std::unique_ptr<VectorIndex::Impl> impl;
   if (n < o.exact_below || n == 0) {
     impl = VectorIndex::Impl::MakeExact(dim);
   } else if (o.approximate_kind == IndexKind::kBinarySq8) {
     CheckBinaryDim(dim);
-    impl = VectorIndex::Impl::MakeTrainedBinarySq8(dim, sample_of(std::min(n, kSq8TrainVectors)));
+    const std::vector<float> sample =
+        SampleVectors(vectors, n, std::min(n, kSq8TrainVectors), dim, o.train_seed);
+    impl = VectorIndex::Impl::MakeTrainedBinarySq8(dim, sample);
     impl->trained_on = n;
   } else {
     const int nlist = ListsFor(n, o);
     const int64_t want =
         std::min<int64_t>(n, static_cast<int64_t>(nlist) * o.train_points_per_list);
-    impl = VectorIndex::Impl::MakeTrainedIvf(dim, o.approximate_kind, nlist, sample_of(want), o);
+    const std::vector<float> sample = SampleVectors(vectors, n, want, dim, o.train_seed);
+    impl = VectorIndex::Impl::MakeTrainedIvf(dim, o.approximate_kind, nlist, sample, o);
   }
-  impl->whitening = std::move(whitening);
-  if (raw) {
-    impl->AddChecked(ids, vectors);
-  } else {
-    impl->AddPrepared(ids, vectors);
-  }
+  impl->AddChecked(ids, vectors);
   // The lists grew by doubling; a fresh index holds only what it needs.
   if (auto* iv = impl->ivf()) {
     if (auto* lists = dynamic_cast<faiss::ArrayInvertedLists*>(iv->invlists)) {
@@ -846,11 +769,6 @@ std::vector<std::vector<SearchHit>> VectorIndex::SearchBatch(std::span<const flo
   std::shared_lock lock(impl_->mutex);
   const int64_t total = impl_->index->ntotal;
   if (total == 0) return out;
-  std::vector<float> whitened;
-  if (impl_->whitening) {
-    whitened = Whiten(*impl_->whitening, queries.data(), n);
-    queries = whitened;
-  }
   const int kk = static_cast<int>(std::min<int64_t>(k, total));
   std::vector<float> scores(n * kk);
   std::vector<faiss_idx> labels(n * kk);
@@ -1089,11 +1007,7 @@ bool VectorIndex::Optimize() {
   }
   std::unique_ptr<Impl> fresh;
   try {
-    // The vectors are the index's own, whitened when it is: the whitening
-    // stays (re-learned only by a Build from the original vectors).
-    std::unique_ptr<faiss::LinearTransform> keep;
-    if (impl_->whitening) keep = std::make_unique<faiss::LinearTransform>(*impl_->whitening);
-    fresh = BuildImpl(dim_, ids, vectors, options_, std::move(keep));
+    fresh = BuildImpl(dim_, ids, vectors, options_);
   } catch (const faiss::FaissException& e) {
     throw Error("vector index \"" + descriptor_key_ + "\": FAISS failed to re-train: " + e.what());
   }
@@ -1114,7 +1028,6 @@ bool VectorIndex::Optimize() {
   impl_->position_ids = std::move(fresh->position_ids);
   impl_->position_of = std::move(fresh->position_of);
   impl_->trained_on = fresh->trained_on;
-  impl_->whitening = std::move(fresh->whitening);
   return true;
 }
 
@@ -1150,29 +1063,6 @@ int VectorIndex::nlist() const {
   return impl_->nlist();
 }
 
-bool VectorIndex::whitened() const {
-  std::shared_lock lock(impl_->mutex);
-  return impl_->whitening != nullptr;
-}
-
-float VectorIndex::Similarity(std::span<const float> a, std::span<const float> b) const {
-  if (a.size() != static_cast<size_t>(dim_) || b.size() != static_cast<size_t>(dim_)) {
-    throw Error("vector index similarity: vectors of " + std::to_string(a.size()) + " and " +
-                std::to_string(b.size()) + " values, the index dimension is " +
-                std::to_string(dim_));
-  }
-  std::shared_lock lock(impl_->mutex);
-  std::vector<float> wa(a.begin(), a.end()), wb(b.begin(), b.end());
-  if (impl_->whitening) {
-    wa = Whiten(*impl_->whitening, a.data(), 1);
-    wb = Whiten(*impl_->whitening, b.data(), 1);
-  } else {
-    faiss::fvec_renorm_L2(wa.size(), 1, wa.data());
-    faiss::fvec_renorm_L2(wb.size(), 1, wb.data());
-  }
-  return faiss::fvec_inner_product(wa.data(), wb.data(), wa.size());
-}
-
 size_t VectorIndex::MemoryBytes() const {
   std::shared_lock lock(impl_->mutex);
   return impl_->MemoryBytes(dim_);
@@ -1199,20 +1089,17 @@ void VectorIndex::Save(const std::filesystem::path& path) const {
     const size_t payload_at = bytes.size();
     StringWriter writer;
     writer.out = &bytes;
-    auto write_part = [&](auto&& write) {
-      const size_t len_at = bytes.size();
-      PutU64(bytes, 0);
-      write();
-      std::string len;
-      PutU64(len, bytes.size() - len_at - 8);
-      bytes.replace(len_at, 8, len);
-    };
     try {
-      write_part([&] {
-        if (impl_->whitening) faiss::write_VectorTransform(impl_->whitening.get(), &writer);
-      });
       if (impl_->kind == IndexKind::kBinarySq8) {
         PutU64(bytes, static_cast<uint64_t>(impl_->trained_on));
+        auto write_part = [&](auto&& write) {
+          const size_t len_at = bytes.size();
+          PutU64(bytes, 0);
+          write();
+          std::string len;
+          PutU64(len, bytes.size() - len_at - 8);
+          bytes.replace(len_at, 8, len);
+        };
         write_part([&] { faiss::write_index_binary(impl_->head.get(), &writer); });
         write_part([&] { faiss::write_index_binary(impl_->tail.get(), &writer); });
         write_part([&] { faiss::write_index(impl_->index.get(), &writer); });
@@ -1270,7 +1157,7 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
   const uint32_t dim = GetU32(bytes, 16);
   const uint32_t key_len = GetU32(bytes, 20);
   const uint64_t count = GetU64(bytes, 24);
-  uint64_t payload_len = GetU64(bytes, 32);  // less the whitening, once read
+  const uint64_t payload_len = GetU64(bytes, 32);
   if (key_len > kMaxKey || payload_len > bytes.size()) {
     // A length this large cannot be real; the rest of the header is damaged.
     return refuse("truncated or corrupt header (lengths exceed the file size of " +
@@ -1308,36 +1195,12 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
   }
   const auto kind = static_cast<IndexKind>(kind_raw);
 
-  size_t payload_at = kFixedHeader + key_len;  // past the whitening, once read
+  const size_t payload_at = kFixedHeader + key_len;
   std::unique_ptr<faiss::Index> index;
   std::unique_ptr<faiss::IndexBinary> head, tail;
   std::vector<int64_t> position_ids;
   uint64_t trained_on = 0;
-  std::unique_ptr<faiss::LinearTransform> whitening;
   try {
-    // The whitening: [len, transform], len 0 for none.
-    if (payload_len < 8) return refuse("corrupt payload (truncated)");
-    const uint64_t white_len = GetU64(bytes, payload_at);
-    if (white_len > payload_len - 8) return refuse("corrupt payload (whitening length)");
-    if (white_len > 0) {
-      SpanReader r;
-      r.data = bytes.data() + payload_at + 8;
-      r.size = white_len;
-      std::unique_ptr<faiss::VectorTransform> vt(faiss::read_VectorTransform(&r));
-      const size_t d = dim;
-      auto* lt = dynamic_cast<faiss::LinearTransform*>(vt.get());
-      if (r.at != r.size || !lt || typeid(*lt) != typeid(faiss::LinearTransform) ||
-          lt->d_in != static_cast<int>(dim) || lt->d_out != static_cast<int>(dim) ||
-          !lt->have_bias || !lt->is_trained || lt->A.size() != d * d || lt->b.size() != d ||
-          !std::all_of(lt->A.begin(), lt->A.end(), [](float v) { return std::isfinite(v); }) ||
-          !std::all_of(lt->b.begin(), lt->b.end(), [](float v) { return std::isfinite(v); })) {
-        return refuse("corrupt payload (whitening)");
-      }
-      vt.release();
-      whitening.reset(lt);
-    }
-    payload_at += 8 + white_len;
-    payload_len -= 8 + white_len;
     SpanReader reader;
     reader.data = bytes.data() + payload_at;
     reader.size = payload_len;
@@ -1389,7 +1252,6 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
   // Check the decoded structure against the header.
   auto impl = std::make_unique<Impl>();
   impl->index = std::move(index);
-  impl->whitening = std::move(whitening);
   impl->kind = kind;
   faiss::Index* raw = impl->index.get();
   if (raw->d != static_cast<int>(dim) || raw->ntotal != static_cast<faiss_idx>(count) ||

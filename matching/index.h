@@ -76,24 +76,6 @@
 // to an approximate index only assigns the new vectors to the existing lists
 // (binary_sq8: encodes them with the existing ranges).
 //
-// Whitening. The descriptors of one partition share directions of large
-// variance that carry little identity (class and sub-class marks, the
-// texture's power spectrum): the plain cosine lets non-mates that share them
-// outrank weak mates. An index built from at least `whiten_min_vectors`
-// vectors learns a partial whitening from a sample of them (the mean
-// removed, principal components scaled by (eigenvalue + mean
-// eigenvalue)^-1/2) and ranks by the cosine of whitened, re-normalised
-// vectors: every vector added and every query goes through it. Measured on
-// sbf-v2 synthetic bfd-v2 descriptors, exact ranking, 200 queries with one
-// mate each (throwaway /tmp/exp4/wr.cpp, 2026-11-24), mate in the top
-// 100 / 1000 / 5000: 10^4 0.980 / 0.995 / 1 -> 0.985 / 0.995 / 1; 10^5
-// 0.945 / 0.975 / 0.985 -> 0.965 / 0.985 / 0.995; 10^6 0.855 / 0.920 / 0.950
-// -> 0.910 / 0.955 / 0.985. The whitening is learned once, by Build() or when
-// Optimize() turns an unwhitened index approximate; Optimize() otherwise
-// keeps it (the index holds only whitened vectors), a Build() from the
-// store's vectors learns it anew. Scores of differently whitened indexes
-// (other partitions, other nodes) are not comparable.
-//
 // Threads: every method of VectorIndex may be called from any thread. Add,
 // Remove and Optimize take an exclusive lock; Search, SearchBatch, Save and
 // the accessors a shared one, so searches run concurrently with each other
@@ -122,10 +104,6 @@
 #include <vector>
 
 #include "matching/hamming.h"
-
-namespace faiss {
-struct LinearTransform;
-}
 
 namespace bien {
 
@@ -187,19 +165,12 @@ struct VectorIndexOptions {
   // 2^16 codes or more, whose Hamming scan is split over them.
   int search_threads = 1;
   int build_threads = 2;  // OpenMP threads of Build / Optimize / Add
-  // Partial whitening (see "Whitening" above): Build() learns it from a
-  // sample of the vectors (at most 2^16) when there are at least this many;
-  // 0: never. 8192 keeps the transform's 4 MB (d = 1024) below 0.5 KB per
-  // vector, and the covariance of d = 1024 is learned from 8 x d vectors.
-  int64_t whiten_min_vectors = 8192;
-  void Check() const;  // throws bien::Error on a bad value
+  void Check() const;     // throws bien::Error on a bad value
 };
 
 struct SearchHit {
   int64_t id = 0;
-  // Inner product (cosine similarity for unit vectors); of the whitened
-  // vectors when the index is whitened (VectorIndex::Similarity).
-  float score = 0;
+  float score = 0;  // inner product (cosine similarity for unit vectors)
 };
 
 // Per-call search settings (never stored in the shared index).
@@ -266,13 +237,7 @@ class VectorIndex {
   int dim() const { return dim_; }
   const std::string& descriptor_key() const { return descriptor_key_; }
   IndexKind kind() const;
-  int nlist() const;      // 0 for an exact index
-  bool whitened() const;  // whether vectors and queries go through a whitening
-  // The score this index ranks by, of two vectors of its dimension: their
-  // cosine, after the whitening when the index is whitened (for the unit
-  // vectors it holds, the inner product otherwise). Throws bien::Error on a
-  // size mismatch.
-  float Similarity(std::span<const float> a, std::span<const float> b) const;
+  int nlist() const;  // 0 for an exact index
   // Estimated bytes held in memory (vectors/codes, ids, lists, id set).
   size_t MemoryBytes() const;
   const VectorIndexOptions& options() const { return options_; }
@@ -304,10 +269,9 @@ class VectorIndex {
   VectorIndex(int dim, std::string descriptor_key, const VectorIndexOptions& options,
               std::unique_ptr<Impl> impl);
   // Trains (when approximate) and fills a new index body; no locking.
-  static std::unique_ptr<Impl> BuildImpl(
-      int dim, std::span<const int64_t> ids, std::span<const float> vectors,
-      const VectorIndexOptions& options,
-      std::unique_ptr<faiss::LinearTransform> whitened_by = nullptr);
+  static std::unique_ptr<Impl> BuildImpl(int dim, std::span<const int64_t> ids,
+                                         std::span<const float> vectors,
+                                         const VectorIndexOptions& options);
   void SearchBinarySq8(std::span<const float> queries, size_t n, int kk,
                        std::vector<std::vector<SearchHit>>& out) const;
   int dim_;

@@ -304,15 +304,20 @@ CorrelationResult AnswerCorrelation(Store& store, const CorrelationRequest& req,
     fine(first);
     // Query expansion, as the local search does it (the node's defaults): the
     // coarse neighbours of the strongest candidates. The answer has no "via":
-    // they rank after the query's own list, with the query's coarse score (the
-    // index's: whitened where the partition's index is).
+    // they rank after the query's own list, with the query's cosine.
     std::vector<SearchCandidate> more =
         selection.Expand(scored, kDefaultLeadThreshold, SearchOptions{});
     for (size_t i = 0; i < more.size(); ++i) {
       more[i].coarse_rank = static_cast<int>(cands.size() + i) + 1;
       const auto v = store.GetDescriptor(more[i].scan, ci.index->descriptor_key());
       if (v && v->size() == req.descriptor.size()) {
-        more[i].coarse_score = ci.index->Similarity(*v, req.descriptor);
+        double dot = 0, na = 0, nb = 0;
+        for (size_t d = 0; d < v->size(); ++d) {
+          dot += static_cast<double>((*v)[d]) * req.descriptor[d];
+          na += static_cast<double>((*v)[d]) * (*v)[d];
+          nb += static_cast<double>(req.descriptor[d]) * req.descriptor[d];
+        }
+        more[i].coarse_score = na > 0 && nb > 0 ? dot / std::sqrt(na * nb) : 0;
       }
     }
     fine(more);

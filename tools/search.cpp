@@ -377,7 +377,6 @@ SearchReport SearchBullet(Store& store, const ExhibitRecord& query, const Search
   const std::shared_ptr<VectorIndex> index =
       SyncIndex(store, partition, owners, key, dim, BulletIndexName(partition), &report.index_note);
   report.index_kind = std::string(IndexKindName(index->kind()));
-  report.index_whitened = index->whitened();
 
   // Coarse: each query land's nearest lands; a candidate bullet's coarse
   // score is the sum over the query's lands of the best cosine (at least 0)
@@ -784,7 +783,6 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   report.partition_scans = ci.scans;
   report.index_note = ci.note;
   report.index_kind = std::string(IndexKindName(ci.index->kind()));
-  report.index_whitened = ci.index->whitened();
   CoarseSelection selection(store, ci, query.cc, query.id);
   int jobs =
       options.jobs > 0 ? options.jobs : static_cast<int>(std::thread::hardware_concurrency());
@@ -915,8 +913,7 @@ void PrintRingStage(std::ostream& out, const SearchReport& r) {
 void PrintBulletSearch(std::ostream& out, const SearchReport& r, size_t shown) {
   out << "query        " << Label(r.query) << "  (" << r.query_lands << " usable lands; partition "
       << r.partition << ", " << r.partition_scans << " land scans indexed)\n"
-      << "index        " << r.index_kind << (r.index_whitened ? " (whitened)" : "") << ", "
-      << r.index_note << "\n"
+      << "index        " << r.index_kind << ", " << r.index_note << "\n"
       << "coarse       " << Fixed(r.coarse_ms, 0)
       << " ms: " << r.candidates.size() + r.skipped.size() << " candidate bullets\n"
       << "fine         " << Fixed(r.fine_ms / 1000, 1) << " s: bullet comparison (" << r.method
@@ -1009,29 +1006,28 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                        {"outcome", ToString(l.outcome)},
                        {"status", ToString(l.status)}});
     }
-    nlohmann::json j = {
-        {"query", Label(r.query)},
-        {"partition", r.partition},
-        {"partition_scans", r.partition_scans},
-        {"index", {{"kind", r.index_kind}, {"whitened", r.index_whitened}, {"note", r.index_note}}},
-        {"coarse_only", r.coarse_only},
-        {"compared", r.coarse_only ? 0 : r.candidates.size()},
-        {"candidates", list},
-        {"skipped", r.skipped},
-        {"lead_threshold", r.lead_threshold},
-        {"leads", leads},
-        {"coarse_ms", r.coarse_ms},
-        {"ring_stage",
-         {{"key", RingSpectraKey()},
-          {"pool", r.ring_pool},
-          {"ms", r.ring_ms},
-          {"note", r.ring_note}}},
-        {"fine_ms", r.fine_ms},
-        {"fine_features",
-         {{"cached", r.features_cached},
-          {"computed", r.features_computed},
-          {"write_failures", r.features_write_failures}}},
-        {"jobs", r.jobs}};
+    nlohmann::json j = {{"query", Label(r.query)},
+                        {"partition", r.partition},
+                        {"partition_scans", r.partition_scans},
+                        {"index", {{"kind", r.index_kind}, {"note", r.index_note}}},
+                        {"coarse_only", r.coarse_only},
+                        {"compared", r.coarse_only ? 0 : r.candidates.size()},
+                        {"candidates", list},
+                        {"skipped", r.skipped},
+                        {"lead_threshold", r.lead_threshold},
+                        {"leads", leads},
+                        {"coarse_ms", r.coarse_ms},
+                        {"ring_stage",
+                         {{"key", RingSpectraKey()},
+                          {"pool", r.ring_pool},
+                          {"ms", r.ring_ms},
+                          {"note", r.ring_note}}},
+                        {"fine_ms", r.fine_ms},
+                        {"fine_features",
+                         {{"cached", r.features_cached},
+                          {"computed", r.features_computed},
+                          {"write_failures", r.features_write_failures}}},
+                        {"jobs", r.jobs}};
     if (r.method == kBulletSearchMethod) {
       j.erase("fine_features");
       j.erase("ring_stage");
@@ -1046,8 +1042,7 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
     ctx.out << "query        " << Label(r.query) << "  (partition " << r.partition << ", "
             << r.partition_scans << (r.method == kBulletSearchMethod ? " land" : "")
             << " scans indexed)\n"
-            << "index        " << r.index_kind << (r.index_whitened ? " (whitened)" : "") << ", "
-            << r.index_note << "\n"
+            << "index        " << r.index_kind << ", " << r.index_note << "\n"
             << "coarse       " << Fixed(r.coarse_ms, 0) << " ms: " << r.candidates.size()
             << " candidate exhibits\n";
     PrintRingStage(ctx.out, r);
@@ -1071,8 +1066,7 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
   }
   ctx.out << "query        " << Label(r.query) << "  (partition " << r.partition << ", "
           << r.partition_scans << " scans indexed)\n"
-          << "index        " << r.index_kind << (r.index_whitened ? " (whitened)" : "") << ", "
-          << r.index_note << "\n"
+          << "index        " << r.index_kind << ", " << r.index_note << "\n"
           << "coarse       " << Fixed(r.coarse_ms, 0)
           << " ms: " << r.candidates.size() + r.skipped.size() << " candidate exhibits\n";
   PrintRingStage(ctx.out, r);

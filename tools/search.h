@@ -93,11 +93,9 @@ struct SearchOptions {
 
 struct SearchCandidate {
   ExhibitRecord exhibit;
-  ScanId scan;          // the scan the coarse stage found
-  int coarse_rank = 0;  // 1-based, in the coarse list that found it
-  // Cosine of the descriptors, after the partition's whitening when its index
-  // is whitened (VectorIndex::Similarity; report.index_whitened).
-  double coarse_score = 0;
+  ScanId scan;              // the scan the coarse stage found
+  int coarse_rank = 0;      // 1-based, in the coarse list that found it
+  double coarse_score = 0;  // cosine of the descriptors
   int descriptor_rank = 0;  // 1-based rank by that cosine (before the ring stage)
   // Ring correlation with the query (the ring stage ran and the candidate has
   // ring spectra); the list's order when the ring stage ran.
@@ -131,7 +129,6 @@ struct SearchReport {
   std::string partition;
   int64_t partition_scans = 0;              // scans with a descriptor in the partition
   std::string index_kind;                   // "exact", "ivf_flat", ...
-  bool index_whitened = false;              // coarse scores are whitened cosines
   std::string index_note;                   // "loaded", "updated (+2)", "rebuilt: no saved index"
   bool coarse_only = false;                 // SearchOptions::coarse_only: no fine scores
   std::vector<SearchCandidate> candidates;  // best fine score first (coarse only: coarse order)

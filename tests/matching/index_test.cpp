@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 #include <future>
-#include <numeric>
 #include <random>
 #include <set>
 #include <thread>
@@ -737,8 +736,6 @@ TEST(VectorIndexTest, SaveLoadRoundTripsEveryKind) {
 }
 
 // Rewrites a saved file's payload and re-signs it, as a forger would.
-// Re-signs the file with its payload cut to its (empty) whitening part and
-// `keep_payload` bytes of the rest.
 void ForgePayload(const std::filesystem::path& path, size_t keep_payload) {
   auto bytes = ReadBytes(path);
   auto u32 = [&](size_t at) {
@@ -748,10 +745,8 @@ void ForgePayload(const std::filesystem::path& path, size_t keep_payload) {
   };
   const size_t key_len = u32(20);
   const size_t payload_at = 104 + key_len;
-  bytes.resize(payload_at + 8 + keep_payload);
-  for (int i = 0; i < 8; ++i) {
-    bytes[32 + i] = std::byte((uint64_t(8 + keep_payload) >> (8 * i)) & 0xff);
-  }
+  bytes.resize(payload_at + keep_payload);
+  for (int i = 0; i < 8; ++i) bytes[32 + i] = std::byte((uint64_t(keep_payload) >> (8 * i)) & 0xff);
   const std::string hex = Sha256Hex(std::span<const std::byte>(bytes));
   for (char c : hex) bytes.push_back(std::byte(c));
   WriteBytes(path, bytes);
@@ -853,21 +848,16 @@ TEST_P(VectorIndexLoad, RefusesDamagedOrForeignFiles) {
     bytes[32 + i] = std::byte((uint64_t(payload_len - 8) >> (8 * i)) & 0xff);
   resign(bytes);
   EXPECT_TRUE(Contains(reason(), "position ids")) << reason();
-  // The sign-code part's length off by one (after the whitening's length
-  // and trained_on).
+  // The sign-code part's length off by one.
   bytes = original;
-  bytes[payload_at + 16] = std::byte(std::to_integer<uint8_t>(bytes[payload_at + 16]) + 1);
+  bytes[payload_at + 8] = std::byte(std::to_integer<uint8_t>(bytes[payload_at + 8]) + 1);
   resign(bytes);
   EXPECT_TRUE(Contains(reason(), "payload")) << reason();
-  // Format 1 held the sign codes in one block, format 2 had no whitening:
-  // refused (the caller rebuilds).
-  for (int version : {1, 2}) {
-    bytes = original;
-    bytes[8] = std::byte(version);
-    resign(bytes);
-    EXPECT_TRUE(Contains(reason(), "format version " + std::to_string(version) + " not supported"))
-        << reason();
-  }
+  // Format 1 held the sign codes in one block: refused (the caller rebuilds).
+  bytes = original;
+  bytes[8] = std::byte{1};
+  resign(bytes);
+  EXPECT_TRUE(Contains(reason(), "format version 1 not supported")) << reason();
   // A header that says ivf_flat over a binary_sq8 payload.
   bytes = original;
   bytes[12] = std::byte{1};
@@ -878,161 +868,6 @@ TEST_P(VectorIndexLoad, RefusesDamagedOrForeignFiles) {
 INSTANTIATE_TEST_SUITE_P(Kinds, VectorIndexLoad,
                          ::testing::Values(IndexKind::kIvfFlat, IndexKind::kBinarySq8),
                          [](const auto& info) { return std::string(IndexKindName(info.param)); });
-
-// Descriptors as a partition's look to the index: every vector carries large
-// random amounts of a few directions all share (class marks, the power
-// spectrum), mates (pairs) share a weak identity of their own, and each has
-// its own noise. ids first_id + i; vector i's mate is i ^ 1.
-Data SharedDirections(int64_t n, int dim, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> g(0.f, 1.f);
-  Data d;
-  d.dim = dim;
-  constexpr int kShared = 2;
-  std::vector<float> shared(kShared * dim);
-  for (float& v : shared) v = g(rng) / std::sqrt(static_cast<float>(dim));
-  std::vector<float> identity(dim);
-  d.vectors.resize(n * dim);
-  for (int64_t i = 0; i < n; ++i) {
-    if (i % 2 == 0) {
-      for (float& v : identity) v = g(rng) / std::sqrt(static_cast<float>(dim));
-    }
-    float* x = &d.vectors[i * dim];
-    for (int j = 0; j < dim; ++j) {
-      x[j] = 0.8f * identity[j] + 0.4f * g(rng) / std::sqrt(static_cast<float>(dim));
-    }
-    for (int s = 0; s < kShared; ++s) {
-      const float amount = 1.5f * g(rng);
-      for (int j = 0; j < dim; ++j) x[j] += amount * shared[s * dim + j];
-    }
-    Normalise(x, dim);
-    d.ids.push_back(1000 + i);
-  }
-  return d;
-}
-
-// Share of the first `queries` even vectors whose mate (the next one) is in
-// the top 10 of `index`, the query itself left out.
-double MateInTop10(const VectorIndex& index, const Data& d, int queries) {
-  int found = 0;
-  for (int q = 0; q < queries; ++q) {
-    const int64_t i = 2 * q * 7;  // spread over the set
-    const auto hits = index.Search(std::span<const float>(&d.vectors[i * d.dim], d.dim), 11);
-    for (const SearchHit& h : hits) found += h.id == d.ids[i + 1];
-  }
-  return found / static_cast<double>(queries);
-}
-
-TEST(VectorIndexWhitening, LiftsWeakMatesAboveDirectionsAllVectorsShare) {
-  // Measured: 0.155 -> 0.985.
-  const Data d = SharedDirections(10000, 128, 31);
-  VectorIndexOptions plain;
-  plain.whiten_min_vectors = 0;
-  const auto unwhitened = VectorIndex::Build(128, kKey, d.ids, d.vectors, plain);
-  const auto whitened = VectorIndex::Build(128, kKey, d.ids, d.vectors);
-  ASSERT_EQ(whitened->kind(), IndexKind::kBinarySq8);
-  EXPECT_FALSE(unwhitened->whitened());
-  EXPECT_TRUE(whitened->whitened());
-  const double before = MateInTop10(*unwhitened, d, 200);
-  const double after = MateInTop10(*whitened, d, 200);
-  std::printf("mate in top 10: plain cosine %.3f, whitened %.3f\n", before, after);
-  EXPECT_LT(before, 0.4);
-  EXPECT_GT(after, 0.9);
-  EXPECT_GT(after, before + 0.5);
-}
-
-TEST(VectorIndexWhitening, LearnedAtBuildKeptBySaveLoadAddAndOptimize) {
-  TempDir dir;
-  constexpr int kDim = 128;
-  const Data d = SharedDirections(9000, kDim, 32);
-  // Below whiten_min_vectors: none.
-  const auto few = VectorIndex::Build(kDim, kKey, std::span<const int64_t>(d.ids).first(8000),
-                                      std::span<const float>(d.vectors).first(8000 * kDim));
-  EXPECT_FALSE(few->whitened());
-  auto index = VectorIndex::Build(kDim, kKey, d.ids, d.vectors);
-  ASSERT_TRUE(index->whitened());
-  VectorIndexOptions plain;
-  plain.whiten_min_vectors = 0;
-  const auto unwhitened = VectorIndex::Build(kDim, kKey, d.ids, d.vectors, plain);
-  EXPECT_FALSE(unwhitened->whitened());
-  // The transform (A and b) is counted.
-  EXPECT_GE(index->MemoryBytes(), unwhitened->MemoryBytes() + kDim * (kDim + 1) * 4);
-
-  // The score is the whitened cosine, which Similarity gives too.
-  const std::span<const float> q(&d.vectors[0], kDim), mate(&d.vectors[kDim], kDim);
-  const auto hits = index->Search(q, 5);
-  ASSERT_GE(hits.size(), 2u);
-  EXPECT_EQ(hits[0].id, d.ids[0]);
-  EXPECT_NEAR(hits[0].score, 1.0, 0.02);
-  EXPECT_NEAR(index->Similarity(q, q), 1.0, 1e-4);
-  EXPECT_EQ(hits[1].id, d.ids[1]);
-  EXPECT_NEAR(hits[1].score, index->Similarity(q, mate), 0.02);  // SQ8 codes
-  // Unwhitened: the plain inner product.
-  EXPECT_NEAR(unwhitened->Similarity(q, mate),
-              std::inner_product(q.begin(), q.end(), mate.begin(), 0.0), 1e-5);
-  EXPECT_TRUE(Contains(ErrorOf([&] { (void)index->Similarity(q, q.first(10)); }), "dimension"));
-
-  // Saved and loaded: the same transform, the same hits.
-  const auto path = dir / "w.bidx";
-  index->Save(path);
-  auto loaded = VectorIndex::Load(path, kKey, kDim);
-  ASSERT_TRUE(loaded.index) << loaded.reason;
-  EXPECT_TRUE(loaded.index->whitened());
-  const auto again = loaded.index->Search(q, 5);
-  ASSERT_EQ(again.size(), hits.size());
-  for (size_t j = 0; j < hits.size(); ++j) {
-    EXPECT_EQ(again[j].id, hits[j].id);
-    EXPECT_FLOAT_EQ(again[j].score, hits[j].score);
-  }
-  // A damaged transform is refused (the file re-signed so that the
-  // checksum passes): its length cut by one.
-  {
-    auto bytes = ReadBytes(path);
-    const size_t white_len_at = 104 + std::strlen(kKey);
-    bytes[white_len_at] = std::byte(std::to_integer<uint8_t>(bytes[white_len_at]) - 1);
-    bytes.resize(bytes.size() - 64);
-    const std::string hex = Sha256Hex(std::span<const std::byte>(bytes));
-    for (char c : hex) bytes.push_back(std::byte(c));
-    const auto bad = dir / "bad.bidx";
-    WriteBytes(bad, bytes);
-    const auto refused = VectorIndex::Load(bad, kKey, kDim);
-    EXPECT_FALSE(refused.index);
-    EXPECT_TRUE(Contains(refused.reason, "payload")) << refused.reason;
-  }
-
-  // A vector added later goes through the same transform.
-  const Data extra = SharedDirections(2, kDim, 33);
-  const int64_t new_id = 99;
-  const std::span<const float> extra_vector(extra.vectors.data(), kDim);
-  loaded.index->Add(std::span<const int64_t>(&new_id, 1), extra_vector);
-  const auto found = loaded.index->Search(extra_vector, 1);
-  ASSERT_EQ(found.size(), 1u);
-  EXPECT_EQ(found[0].id, new_id);
-  EXPECT_NEAR(found[0].score, 1.0, 0.02);
-
-  // Optimize keeps it: shrunk below exact_below / 2 the index turns exact,
-  // still whitened, and still finds the mates.
-  std::vector<int64_t> drop(d.ids.begin() + 2000, d.ids.end());
-  loaded.index->Remove(drop);
-  ASSERT_TRUE(loaded.index->ShouldOptimize());
-  ASSERT_TRUE(loaded.index->Optimize());
-  EXPECT_EQ(loaded.index->kind(), IndexKind::kExact);
-  EXPECT_TRUE(loaded.index->whitened());
-  const auto exact_hits = loaded.index->Search(q, 2);
-  ASSERT_EQ(exact_hits.size(), 2u);
-  EXPECT_EQ(exact_hits[1].id, d.ids[1]);
-
-  // An exact index that grows past exact_below learns one when it turns
-  // approximate.
-  auto grown = VectorIndex::Build(kDim, kKey, std::span<const int64_t>(d.ids).first(3000),
-                                  std::span<const float>(d.vectors).first(3000 * kDim));
-  EXPECT_FALSE(grown->whitened());
-  grown->Add(std::span<const int64_t>(d.ids).subspan(3000),
-             std::span<const float>(d.vectors).subspan(3000 * kDim));
-  ASSERT_TRUE(grown->Optimize());
-  EXPECT_EQ(grown->kind(), IndexKind::kBinarySq8);
-  EXPECT_TRUE(grown->whitened());
-}
 
 TEST(PartitionIndexesTest, LoadOrRebuildSaysWhatHappened) {
   TempDir dir;
