@@ -304,7 +304,8 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
 // benchmark's synthetic exhibits: for each query, its ring spectra around the
 // centre offsets and those of its `pools[q]` candidates (best cosine first)
 // are made from their synthetic shots (MakeSynthBreechFace, the shots the
-// descriptors were made from; not timed: a node stores them at ingest), then,
+// descriptors were made from; not timed: a node stores them at ingest; a
+// candidate's once for all queries when memory allows), then,
 // timed, each candidate's ring correlation and the ring order on `jobs`
 // threads.
 struct RingStageBench {
@@ -337,28 +338,29 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
   double found10 = 0, found100 = 0;
   {
     const CvSingleThread cv_single;  // parallel over candidates instead
-    // A candidate's spectra are made once for every query whose pool holds it
-    // when all the distinct candidates' spectra fit in kSharedSpectraIds (at
-    // 10^4 and 10^5 exhibits the pools overlap heavily; at 10^6 they are made
-    // per query). Candidates too sparse for spectra keep an empty vector.
+    // A candidate's spectra (empty: too sparse for them), made from its shot.
+    auto spectra_of = [&](int64_t id) {
+      try {
+        return BreechFaceRingSpectra(surface_of(id), "candidate");
+      } catch (const Error&) {
+        return std::vector<float>();
+      }
+    };
+    // Made once for every query whose pool holds the candidate when all the
+    // distinct candidates' spectra fit in kSharedSpectraIds (at 10^4 and 10^5
+    // exhibits the pools overlap heavily); otherwise (10^6) per query.
     constexpr size_t kSharedSpectraIds = 300000;  // 2.3 GB of spectra
     std::unordered_map<int64_t, std::vector<float>> shared;
-    {
-      std::unordered_set<int64_t> distinct;
-      for (const auto& pool : pools) distinct.insert(pool.begin(), pool.end());
-      if (distinct.size() <= kSharedSpectraIds) {
-        const auto t_spectra = Clock::now();
-        const std::vector<int64_t> ids(distinct.begin(), distinct.end());
-        std::vector<std::vector<float>> made(ids.size());
-        ParallelFor(ids.size(), jobs, [&](size_t i) {
-          try {
-            made[i] = BreechFaceRingSpectra(surface_of(ids[i]), "candidate");
-          } catch (const Error&) {
-          }
-        });
-        for (size_t i = 0; i < ids.size(); ++i) shared.emplace(ids[i], std::move(made[i]));
-        b.spectra_seconds += std::chrono::duration<double>(Clock::now() - t_spectra).count();
-      }
+    std::unordered_set<int64_t> distinct;
+    for (const auto& pool : pools) distinct.insert(pool.begin(), pool.end());
+    const bool share = distinct.size() <= kSharedSpectraIds;
+    if (share) {
+      const auto t_spectra = Clock::now();
+      const std::vector<int64_t> ids(distinct.begin(), distinct.end());
+      std::vector<std::vector<float>> made(ids.size());
+      ParallelFor(ids.size(), jobs, [&](size_t i) { made[i] = spectra_of(ids[i]); });
+      for (size_t i = 0; i < ids.size(); ++i) shared.emplace(ids[i], std::move(made[i]));
+      b.spectra_seconds += std::chrono::duration<double>(Clock::now() - t_spectra).count();
     }
     for (size_t q = 0; q < pools.size(); ++q) {
       const std::vector<int64_t>& pool = pools[q];
@@ -370,18 +372,11 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       } catch (const Error&) {
         ++b.queries_without;
       }
-      std::vector<std::vector<float>> own(shared.empty() ? pool.size() : 0);
+      std::vector<std::vector<float>> own(share ? 0 : pool.size());
       std::vector<const std::vector<float>*> spectra(pool.size());
-      for (size_t i = 0; i < pool.size(); ++i) {
-        spectra[i] = shared.empty() ? &own[i] : &shared.at(pool[i]);
-      }
-      if (query && shared.empty()) {
-        ParallelFor(pool.size(), jobs, [&](size_t i) {
-          try {
-            own[i] = BreechFaceRingSpectra(surface_of(pool[i]), "candidate");
-          } catch (const Error&) {
-          }
-        });
+      for (size_t i = 0; i < pool.size(); ++i) spectra[i] = share ? &shared.at(pool[i]) : &own[i];
+      if (query && !share) {
+        ParallelFor(pool.size(), jobs, [&](size_t i) { own[i] = spectra_of(pool[i]); });
       }
       b.spectra_seconds += std::chrono::duration<double>(Clock::now() - t_spectra).count();
       const auto t = Clock::now();
