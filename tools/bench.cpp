@@ -306,8 +306,8 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
 // are made from their synthetic shots (MakeSynthBreechFace, the shots the
 // descriptors were made from; not timed: a node stores them at ingest; a
 // candidate's once for all queries when memory allows), then,
-// timed, each candidate's ring correlation and the ring order on `jobs`
-// threads.
+// timed, the ring stage's scores (RingStageScores: the found centre's for all,
+// the centre search for the best kRingScreen) and order on `jobs` threads.
 struct RingStageBench {
   int pool = 0;          // candidates per query (the largest pool)
   double ms_median = 0;  // correlations + order, per query
@@ -318,7 +318,8 @@ struct RingStageBench {
   int queries_without = 0;      // queries too sparse for them (cosine order kept)
   double spectra_seconds = 0;   // making the synthetic shots' spectra, wall
   // The same for the pool's first 1000, 2000, 5000, ... (smaller pools, from
-  // the same scores): (pool, found at 10, found at 100).
+  // the same scores, i.e. screened on the whole pool): (pool, found at 10,
+  // found at 100).
   std::vector<std::tuple<int, double, double>> smaller;
 };
 
@@ -347,9 +348,11 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       }
     };
     // Made once for every query whose pool holds the candidate when all the
-    // distinct candidates' spectra fit in kSharedSpectraIds (at 10^4 and 10^5
-    // exhibits the pools overlap heavily); otherwise (10^6) per query.
-    constexpr size_t kSharedSpectraIds = 300000;  // 2.3 GB of spectra
+    // distinct candidates' spectra fit in kSharedSpectraIds (the pools
+    // overlap: at 10^6 exhibits 200 pools of 20 000 hold up to 4 million
+    // entries but at most 10^6 exhibits, 7.6 GB of spectra made in about 25
+    // minutes on 2 cores instead of 100 per query); otherwise per query.
+    constexpr size_t kSharedSpectraIds = 1000000;
     std::unordered_map<int64_t, std::vector<float>> shared;
     std::unordered_set<int64_t> distinct;
     for (const auto& pool : pools) distinct.insert(pool.begin(), pool.end());
@@ -381,11 +384,7 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       b.spectra_seconds += std::chrono::duration<double>(Clock::now() - t_spectra).count();
       const auto t = Clock::now();
       std::vector<std::optional<double>> ring(pool.size());
-      if (query) {
-        ParallelFor(pool.size(), jobs, [&](size_t i) {
-          if (!spectra[i]->empty()) ring[i] = RingCorrelation(*query, *spectra[i]).score;
-        });
-      }
+      if (query) ring = RingStageScores(*query, spectra, 100, jobs);
       const std::vector<size_t> order = RingOrder(ring, 100);
       ms.push_back(MsSince(t));
       for (const auto* v : spectra) b.without_spectra += query && v->empty();

@@ -331,7 +331,7 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                        "(default 3; 0: off)");
   c_search->add_option("--ring-pool", search.options.ring_pool,
                        "Cartridge cases: the index's best N are re-ranked by ring correlation "
-                       "before the best --k go on (default 5000; 0: the cosine's order)");
+                       "before the best --k go on (default 20000; 0: the cosine's order)");
   c_search->add_flag("--no-leads", search.no_leads, "Do not record leads");
   c_search->add_option("--jobs", search.options.jobs, "Threads (default: all cores)");
   bool federated = false;

@@ -141,7 +141,7 @@ struct BenchSearchArgs {
   int jobs = 0;       // threads of generation and of the fine stage; 0 = every core
   // The ring stage (tools/search.h): each query's best ring_pool from the
   // index re-ranked by ring correlation; 0: not measured.
-  int ring_pool = 5000;  // the search's default (SearchOptions)
+  int ring_pool = 20000;  // the search's default (SearchOptions)
 };
 int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args);
 

@@ -109,6 +109,6 @@ exchange::CorrelationResult AnswerCorrelation(Store& store,
 // sparse) and (unless coarse_only) the compact fine features.
 exchange::CorrelationRequest BuildCorrelationRequest(Store& store, const ExhibitRecord& exhibit,
                                                      bool coarse_only, int top, int coarse_k,
-                                                     int ring_pool = 5000);
+                                                     int ring_pool = 20000);
 
 }  // namespace bien::cli

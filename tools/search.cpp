@@ -685,6 +685,36 @@ std::vector<size_t> RingOrder(const std::vector<std::optional<double>>& ring, in
   return order;
 }
 
+std::vector<std::optional<double>> RingStageScores(
+    const RingQuery& query, const std::vector<const std::vector<float>*>& spectra, int keep,
+    int jobs) {
+  if (query.spectra.empty()) throw Error("ring query without spectra");
+  jobs = std::max(1, jobs);
+  std::vector<std::optional<double>> ring(spectra.size());
+  ParallelFor(spectra.size(), jobs, [&](size_t i) {
+    if (!spectra[i]->empty()) ring[i] = RingCorrelation(query.spectra[0], *spectra[i]).score;
+  });
+  std::vector<size_t> screened;
+  for (size_t i = 0; i < ring.size(); ++i) {
+    if (ring[i]) screened.push_back(i);
+  }
+  const size_t screen = static_cast<size_t>(std::max(kRingScreen, keep));
+  if (screened.size() > screen) {
+    std::nth_element(
+        screened.begin(), screened.begin() + static_cast<ptrdiff_t>(screen), screened.end(),
+        [&](size_t a, size_t b) { return *ring[a] > *ring[b] || (*ring[a] == *ring[b] && a < b); });
+    // The cosine's best `screen` too (the pool is in cosine order): a mate
+    // whose firing-pin centre was found off scores low at the found centre.
+    screened.erase(std::remove_if(screened.begin() + static_cast<ptrdiff_t>(screen), screened.end(),
+                                  [&](size_t i) { return i >= screen; }),
+                   screened.end());
+  }
+  ParallelFor(screened.size(), jobs, [&](size_t j) {
+    ring[screened[j]] = RingCorrelation(query, *spectra[screened[j]]).score;
+  });
+  return ring;
+}
+
 std::vector<SearchCandidate> RingStage(const Store& store, const RingQuery& query,
                                        std::vector<SearchCandidate> pool, int keep, int jobs,
                                        std::vector<SearchCandidate>* dropped) {
@@ -695,11 +725,10 @@ std::vector<SearchCandidate> RingStage(const Store& store, const RingQuery& quer
     auto v = store.GetDescriptor(pool[i].scan, key);
     if (v && v->size() == dim) spectra[i] = std::move(*v);
   }
-  ParallelFor(pool.size(), std::max(1, jobs), [&](size_t i) {
-    if (!spectra[i].empty()) pool[i].ring_score = RingCorrelation(query, spectra[i]).score;
-  });
-  std::vector<std::optional<double>> ring(pool.size());
-  for (size_t i = 0; i < pool.size(); ++i) ring[i] = pool[i].ring_score;
+  std::vector<const std::vector<float>*> of(pool.size());
+  for (size_t i = 0; i < pool.size(); ++i) of[i] = &spectra[i];
+  const std::vector<std::optional<double>> ring = RingStageScores(query, of, keep, jobs);
+  for (size_t i = 0; i < pool.size(); ++i) pool[i].ring_score = ring[i];
   std::vector<bool> chosen(pool.size(), false);
   std::vector<SearchCandidate> out;
   for (size_t i : RingOrder(ring, keep)) {

@@ -86,9 +86,13 @@ struct SearchOptions {
   // best rotation and centre offset), and the best coarse_k go on. 0: the
   // descriptor's order alone. At 10^6 synthetic exhibits 1000 / 2000 / 5000
   // put a mate in the top 100 for 0.915 / 0.930 / 0.955 of the queries
-  // (docs/PERFORMANCE.md, "The ring stage"), at about 0.03 ms per candidate
-  // on 2 cores and 28 ms to read 5000 spectra from the store.
-  int ring_pool = 5000;
+  // (docs/PERFORMANCE.md, "The ring stage"); the mates beyond are the pool's
+  // (at 10^5 the exact cosine's top 5000 / 10 000 / 20 000 hold 0.988 /
+  // 0.993 / 0.995 of them, docs/ACCURACY.md "Search"); with 20 000,
+  // screened (kRingScreen), 0.990 at 10^5 against 0.980 with 5000. About 3 us
+  // per candidate; reading 5000 spectra from the store took 28 ms (20 000 not
+  // measured).
+  int ring_pool = 20000;
 };
 
 struct SearchCandidate {
@@ -172,6 +176,22 @@ std::vector<float> BreechFaceScanDescriptor(const Surface& raw, const std::strin
 // whose cosine rank is within `keep` keeps that place, the other places take
 // the ring-scored ones, best first.
 std::vector<size_t> RingOrder(const std::vector<std::optional<double>>& ring, int keep);
+// The ring stage scores every candidate at the query's found centre (one
+// correlation, about 3 us) and runs the centre search (RingQuery's 49
+// offsets, about 60 us) on the best kRingScreen of those (at least `keep`)
+// and on the cosine's best kRingScreen. In a simulation (400 synthetic
+// queries among 10^5 exhibits, docs/ACCURACY.md "Search") this screen lost
+// no mate the full centre search ranks in the top 100, for pools up to
+// 10^5; it lets the pool grow for less CPU.
+inline constexpr int kRingScreen = 1000;
+// The ring stage's scores of candidates with these spectra (in cosine
+// order; empty: none, nullopt): the centre search's for the screened, the
+// found centre's for the rest (never above a candidate screened by it,
+// since the search includes the found centre), on `jobs` threads. RingOrder
+// of them is the stage's order.
+std::vector<std::optional<double>> RingStageScores(
+    const RingQuery& query, const std::vector<const std::vector<float>*>& spectra, int keep,
+    int jobs);
 std::vector<SearchCandidate> RingStage(const Store& store, const RingQuery& query,
                                        std::vector<SearchCandidate> pool, int keep, int jobs,
                                        std::vector<SearchCandidate>* dropped);

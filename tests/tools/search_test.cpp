@@ -346,6 +346,70 @@ TEST(RingOrder, UnscoredCandidatesKeepTheirPlaceAndTheRestFollowTheRingScore) {
   EXPECT_EQ(cli::RingOrder({0.2, 0.7}, 1), (std::vector<size_t>{1}));
 }
 
+// The ring stage's screen on a pool larger than kRingScreen: synthetic
+// shots of 1500 firearms, the query's mate at the pool's end (the cosine
+// placed it last). Every candidate gets the found centre's correlation; the
+// best kRingScreen of those and the pool's first kRingScreen get the centre
+// search, and nothing left out scores above a candidate screened by it.
+TEST(RingStageScores, ScreensAtTheFoundCentreThenSearchesCentres) {
+  const SynthDescriptorOptions synth;
+  const DescriptorOptions shape;
+  const RingQuery query = BreechFaceRingQuery(MakeSynthBreechFace(synth, shape, 0, 1), "query");
+  constexpr int kOthers = 1500;
+  std::vector<std::vector<float>> spectra(kOthers + 2);
+  for (int f = 1; f <= kOthers; ++f) {
+    try {
+      spectra[f - 1] = BreechFaceRingSpectra(MakeSynthBreechFace(synth, shape, f, 0), "other");
+    } catch (const Error&) {
+      // too sparse for spectra: stays empty, as in a store
+    }
+  }
+  // spectra[kOthers] stays empty: a candidate without spectra.
+  spectra[kOthers + 1] = BreechFaceRingSpectra(MakeSynthBreechFace(synth, shape, 0, 0), "mate");
+  std::vector<const std::vector<float>*> of;
+  for (const auto& v : spectra) of.push_back(&v);
+  const auto ring = cli::RingStageScores(query, of, 100, 2);
+  ASSERT_EQ(ring.size(), spectra.size());
+  EXPECT_FALSE(ring[kOthers].has_value());
+  // Which are screened: the best kRingScreen at the found centre and the
+  // first kRingScreen of the pool.
+  std::vector<std::pair<double, size_t>> found;
+  for (size_t i = 0; i < spectra.size(); ++i) {
+    if (!spectra[i].empty())
+      found.emplace_back(RingCorrelation(query.spectra[0], spectra[i]).score, i);
+  }
+  ASSERT_GT(found.size(), static_cast<size_t>(cli::kRingScreen + 300));
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
+  std::set<size_t> screened;
+  for (size_t j = 0; j < static_cast<size_t>(cli::kRingScreen); ++j)
+    screened.insert(found[j].second);
+  const double screen_floor = found[cli::kRingScreen - 1].first;
+  int by_cosine_only = 0, moved = 0;
+  for (const auto& [score, i] : found) {
+    ASSERT_TRUE(ring[i].has_value()) << i;
+    if (i < static_cast<size_t>(cli::kRingScreen)) by_cosine_only += screened.insert(i).second;
+    if (screened.count(i)) {
+      const double full = RingCorrelation(query, spectra[i]).score;
+      EXPECT_DOUBLE_EQ(*ring[i], full) << i;
+      EXPECT_GE(full, score - 1e-6) << i;
+      moved += full > score;
+    } else {
+      EXPECT_DOUBLE_EQ(*ring[i], score) << i;
+      EXPECT_LE(score, screen_floor) << i;
+    }
+  }
+  EXPECT_GT(by_cosine_only, 0);              // the union adds candidates
+  EXPECT_GT(moved, cli::kRingScreen / 2);    // the search lifts most scores
+  EXPECT_LT(screened.size(), found.size());  // some are left at the found centre
+  // The mate, last by cosine, leads the order.
+  const std::vector<size_t> order = cli::RingOrder(ring, 100);
+  ASSERT_EQ(order.size(), 100u);
+  EXPECT_EQ(order[0], static_cast<size_t>(kOthers + 1));
+  EXPECT_GT(*ring[order[0]], *ring[order[1]] + 0.1);  // measured 0.49 against 0.3
+}
+
 // The ring stage re-ranks the coarse pool by ring correlation; spectra a
 // store lacks (scans stored before them) are computed from the originals.
 TEST_F(SearchCli, TheRingStageOrdersTheCoarseListAndBackfillsMissingSpectra) {
