@@ -673,7 +673,7 @@ int CmdEvalBullets(Context& ctx, const EvalArgs& args) {
 
 int CmdBenchBullets(Context& ctx, const BenchBulletsArgs& args) {
   if (args.repeat < 1) throw Error("--repeat must be at least 1");
-  cv::setNumThreads(1);
+  const CvSingleThread cv_single;  // restored when the command returns
   std::vector<Surface> scans;
   std::vector<std::string> labels;
   std::string source;

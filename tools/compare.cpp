@@ -338,7 +338,7 @@ int CmdEval(Context& ctx, const EvalArgs& args) {
   if (items.size() < 2) throw Error(args.truth.string() + ": needs at least two scans");
   int jobs = args.jobs > 0 ? args.jobs : static_cast<int>(std::thread::hardware_concurrency());
   jobs = std::max(1, jobs);
-  cv::setNumThreads(1);  // parallel over comparisons instead
+  const CvSingleThread cv_single;  // parallel over comparisons instead
 
   // Random rotations, one per scan, drawn up front so they do not depend on
   // thread scheduling.
@@ -561,7 +561,7 @@ int CmdCalibrate(Context& ctx, const CalibrateArgs& args) {
   }
   int jobs = args.jobs > 0 ? args.jobs : static_cast<int>(std::thread::hardware_concurrency());
   jobs = std::max(1, jobs);
-  cv::setNumThreads(1);
+  const CvSingleThread cv_single;  // restored when the command returns
   const CmcOptions options;
   std::vector<std::shared_ptr<const CmcPrepared>> prepared(exhibits.size());
   std::vector<std::string> sha(exhibits.size());
@@ -615,7 +615,7 @@ int CmdBenchCompare(Context& ctx, const BenchCompareArgs& args) {
   const CsvTable truth = ReadCsvFile(dir / "truth.csv");
   const auto path_col = truth.Column("path");
   if (!path_col) throw Error((dir / "truth.csv").string() + ": no path column");
-  cv::setNumThreads(1);
+  const CvSingleThread cv_single;  // restored when the command returns
   const CmcOptions options;
   std::vector<std::shared_ptr<const CmcPrepared>> prepared;
   std::vector<double> preprocess_ms, prepare_ms;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <opencv2/core/utility.hpp>
 #include <opencv2/imgcodecs.hpp>
 
 #include "core/csv.h"
@@ -72,7 +73,12 @@ TEST_F(CompareCli, EvalReportsTheNamedFieldsAndFeedsTheNodeDistribution) {
   const std::string node = (dir_.path() / "node").string();
   ASSERT_EQ(RunBien({"init", "--node", node}).code, 0);
   const std::string truth = (dir_.path() / "set" / "truth.csv").string();
+  // eval compares on its own threads with OpenCV single-threaded meanwhile;
+  // the process's OpenCV setting comes back afterwards (commands also run
+  // in-process, e.g. in the server).
+  cv::setNumThreads(2);
   const auto j = Json(RunBien({"eval", "--truth", truth, "--json", "--node", node}));
+  EXPECT_EQ(cv::getNumThreads(), 2);
   for (const char* field : {"pairs", "km", "knm", "auc", "eer", "min_km", "max_knm", "top1",
                             "top10", "ms_per_comparison"}) {
     EXPECT_TRUE(j.contains(field)) << field;
