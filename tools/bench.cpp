@@ -307,7 +307,8 @@ FineStage MeasureFineStage(int candidates, int jobs, uint64_t seed,
 // descriptors were made from; not timed: a node stores them at ingest; a
 // candidate's once for all queries when memory allows), then,
 // timed, the ring stage's scores (RingStageScores: the found centre's for all,
-// the centre search for the best kRingScreen) and order on `jobs` threads.
+// the centre search for the best kRingScreen of those and of the cosine's)
+// and order on `jobs` threads.
 struct RingStageBench {
   int pool = 0;          // candidates per query (the largest pool)
   double ms_median = 0;  // correlations + order, per query
