@@ -33,6 +33,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/bytes.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/hash.h"
@@ -241,25 +242,6 @@ std::vector<float> SampleVectors(std::span<const float> vectors, int64_t n, int6
 // pointer + cached hash per element, one pointer per bucket).
 size_t SetBytes(const std::unordered_set<int64_t>& s) {
   return s.size() * 32 + s.bucket_count() * sizeof(void*);
-}
-
-void PutU32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void PutU64(std::string& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint32_t GetU32(const std::string& in, size_t at) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i)
-    v |= static_cast<uint32_t>(static_cast<uint8_t>(in[at + i])) << (8 * i);
-  return v;
-}
-uint64_t GetU64(const std::string& in, size_t at) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i)
-    v |= static_cast<uint64_t>(static_cast<uint8_t>(in[at + i])) << (8 * i);
-  return v;
 }
 
 // FAISS I/O into / out of our own buffers (no extra copy of the payload).
