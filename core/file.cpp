@@ -63,4 +63,16 @@ std::vector<std::byte> ReadWholeFile(const std::filesystem::path& path) {
   return bytes;
 }
 
+std::string ReadFileInto(const std::filesystem::path& path, std::string& bytes) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return "no such file";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot open the file";
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) return "cannot read the file size (" + ec.message() + ")";
+  bytes.resize(size);
+  if (!in.read(bytes.data(), static_cast<std::streamsize>(size))) return "cannot read the file";
+  return "";
+}
+
 }  // namespace bien

@@ -28,4 +28,10 @@ void WriteFileAtomically(const std::filesystem::path& path, std::string_view byt
 // "PATH: read failed".
 std::vector<std::byte> ReadWholeFile(const std::filesystem::path& path);
 
+// The whole file into `bytes`, for readers that refuse a bad file with a
+// reason instead of throwing: returns "" on success, else why not ("no such
+// file", "cannot open the file", "cannot read the file size (...)", "cannot
+// read the file").
+std::string ReadFileInto(const std::filesystem::path& path, std::string& bytes);
+
 }  // namespace bien

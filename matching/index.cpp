@@ -23,7 +23,6 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
-#include <fstream>
 #include <limits>
 #include <mutex>
 #include <numeric>
@@ -1114,16 +1113,7 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return refuse("no saved index");
   std::string bytes;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return refuse("cannot open the file");
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) return refuse("cannot read the file size (" + ec.message() + ")");
-    bytes.resize(size);
-    if (!in.read(bytes.data(), static_cast<std::streamsize>(size))) {
-      return refuse("cannot read the file");
-    }
-  }
+  if (std::string why = ReadFileInto(path, bytes); !why.empty()) return refuse(why);
   if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
     return refuse("not a bien vector index file (bad magic)");
   }

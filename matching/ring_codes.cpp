@@ -6,7 +6,6 @@
 #include <cmath>
 #include <complex>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <numeric>
 #include <opencv2/core.hpp>
@@ -479,16 +478,7 @@ RingCodeIndex::LoadResult RingCodeIndex::Load(const std::filesystem::path& path,
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return refuse("no saved ring codes");
   std::string bytes;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return refuse("cannot open the file");
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) return refuse("cannot read the file size (" + ec.message() + ")");
-    bytes.resize(size);
-    if (!in.read(bytes.data(), static_cast<std::streamsize>(size))) {
-      return refuse("cannot read the file");
-    }
-  }
+  if (std::string why = ReadFileInto(path, bytes); !why.empty()) return refuse(why);
   if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
     return refuse("not a bien ring code file (bad magic)");
   }
