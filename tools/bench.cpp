@@ -33,6 +33,7 @@
 #include "matching/descriptor.h"
 #include "matching/hamming.h"
 #include "matching/index.h"
+#include "matching/ring_codes.h"
 #include "tools/commands.h"
 #include "tools/output.h"
 #include "tools/parallel.h"
@@ -322,12 +323,35 @@ struct RingStageBench {
   // the same scores, i.e. screened on the whole pool): (pool, found at 10,
   // found at 100).
   std::vector<std::tuple<int, double, double>> smaller;
+  // The compressed ring screen (BenchSearchArgs::ring_codes; keep 0: not
+  // measured): training the basis on a sample and encoding every indexed
+  // exhibit (wall), the code bytes per exhibit (with its scale), the share of
+  // the training energy kept; per query the screen over every code (ms), a
+  // mate among its best `keep`, the size of its union with the cosine pool,
+  // the ring stage on that union (ms) and a mate in its top 10 / 100.
+  struct Codes {
+    std::string key;
+    int keep = 0;
+    int64_t trained_on = 0;
+    double train_seconds = 0;
+    double encode_seconds = 0;
+    double bytes_per_exhibit = 0;
+    double kept_energy = 0;
+    double screen_ms_median = 0;
+    double screen_ms_p99 = 0;
+    double screen_found = 0;
+    double union_mean = 0;
+    double stage_ms_median = 0;
+    double mate_found_at_10 = 0;
+    double mate_found_at_100 = 0;
+  } codes;
 };
 
 RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
                                 const std::vector<int64_t>& held,
                                 const std::vector<std::vector<int64_t>>& mates, int shots,
-                                uint64_t seed, int jobs) {
+                                uint64_t seed, int jobs, const std::vector<int64_t>& indexed,
+                                int codes_keep) {
   SynthDescriptorOptions synth;
   synth.seed = seed;
   const DescriptorOptions shape;  // the working pixel the descriptors were made at
@@ -357,7 +381,13 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
     std::unordered_map<int64_t, std::vector<float>> shared;
     std::unordered_set<int64_t> distinct;
     for (const auto& pool : pools) distinct.insert(pool.begin(), pool.end());
+    if (codes_keep > 0) distinct.insert(indexed.begin(), indexed.end());  // all are encoded
     const bool share = distinct.size() <= kSharedSpectraIds;
+    if (codes_keep > 0 && !share) {
+      throw Error("--ring-codes: the spectra of " + std::to_string(distinct.size()) +
+                  " exhibits are more than this benchmark keeps (" +
+                  std::to_string(kSharedSpectraIds) + ")");
+    }
     if (share) {
       const auto t_spectra = Clock::now();
       const std::vector<int64_t> ids(distinct.begin(), distinct.end());
@@ -365,6 +395,31 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       ParallelFor(ids.size(), jobs, [&](size_t i) { made[i] = spectra_of(ids[i]); });
       for (size_t i = 0; i < ids.size(); ++i) shared.emplace(ids[i], std::move(made[i]));
       b.spectra_seconds += std::chrono::duration<double>(Clock::now() - t_spectra).count();
+    }
+    // The compressed screen's codes of every indexed exhibit, in `indexed`
+    // order; the basis trained on about 20 000 of them.
+    std::optional<RingCodec> codec;
+    std::vector<int8_t> code_bytes;
+    std::vector<float> code_scales;
+    std::vector<double> screen_ms, stage_ms;
+    double screen_found = 0, union_total = 0, codes10 = 0, codes100 = 0;
+    if (codes_keep > 0) {
+      b.codes.keep = codes_keep;
+      std::vector<const std::vector<float>*> all(indexed.size());
+      for (size_t i = 0; i < indexed.size(); ++i) all[i] = &shared.at(indexed[i]);
+      const size_t step = std::max<size_t>(1, indexed.size() / 20000);
+      std::vector<const std::vector<float>*> sample;
+      for (size_t i = 0; i < all.size(); i += step) sample.push_back(all[i]);
+      auto t0 = Clock::now();
+      codec.emplace(RingCodec::Train(sample));
+      b.codes.train_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      b.codes.trained_on = static_cast<int64_t>(sample.size());
+      b.codes.key = codec->Key();
+      b.codes.kept_energy = codec->kept_energy();
+      t0 = Clock::now();
+      codec->EncodeAll(all, jobs, code_bytes, code_scales);
+      b.codes.encode_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      b.codes.bytes_per_exhibit = codec->code_bytes() + static_cast<double>(sizeof(float));
     }
     for (size_t q = 0; q < pools.size(); ++q) {
       const std::vector<int64_t>& pool = pools[q];
@@ -409,6 +464,61 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
         std::get<2>(b.smaller[at]) += found(o, 100);
         ++at;
       }
+      if (!codec) continue;
+      // The compressed screen: every code scored, its best codes_keep
+      // appended (in their order) to the cosine pool, the ring stage on all.
+      std::vector<int64_t> joined = pool;
+      const auto t_screen = Clock::now();
+      if (query) {
+        std::vector<float> scores(indexed.size());
+        codec->ScoreAll(codec->Project(query->spectra.front()), code_bytes, code_scales, scores,
+                        jobs);
+        std::vector<size_t> best(indexed.size());
+        for (size_t i = 0; i < best.size(); ++i) best[i] = i;
+        const size_t keep = std::min(best.size(), static_cast<size_t>(codes_keep));
+        auto better = [&](size_t x, size_t y) {
+          return scores[x] > scores[y] || (scores[x] == scores[y] && x < y);
+        };
+        std::nth_element(best.begin(), best.begin() + static_cast<ptrdiff_t>(keep), best.end(),
+                         better);
+        best.resize(keep);
+        std::sort(best.begin(), best.end(), better);
+        screen_ms.push_back(MsSince(t_screen));
+        bool mate_kept = false;
+        const std::unordered_set<int64_t> in_pool(pool.begin(), pool.end());
+        for (size_t i : best) {
+          const int64_t id = indexed[i];
+          mate_kept = mate_kept || std::count(mates[q].begin(), mates[q].end(), id) > 0;
+          if (!in_pool.count(id)) joined.push_back(id);
+        }
+        screen_found += mate_kept;
+      }
+      union_total += static_cast<double>(joined.size());
+      std::vector<const std::vector<float>*> joined_spectra(joined.size());
+      for (size_t i = 0; i < joined.size(); ++i) joined_spectra[i] = &shared.at(joined[i]);
+      const auto t_stage = Clock::now();
+      std::vector<std::optional<double>> joined_ring(joined.size());
+      if (query) joined_ring = RingStageScores(*query, joined_spectra, 100, jobs);
+      const std::vector<size_t> joined_order = RingOrder(joined_ring, 100);
+      stage_ms.push_back(MsSince(t_stage));
+      auto found_joined = [&](size_t top) {
+        for (size_t j = 0; j < std::min(top, joined_order.size()); ++j) {
+          if (std::count(mates[q].begin(), mates[q].end(), joined[joined_order[j]])) return 1.0;
+        }
+        return 0.0;
+      };
+      codes10 += found_joined(10);
+      codes100 += found_joined(100);
+    }
+    if (codec) {
+      const double n = static_cast<double>(std::max<size_t>(pools.size(), 1));
+      b.codes.screen_ms_median = Percentile(screen_ms, 0.5);
+      b.codes.screen_ms_p99 = Percentile(screen_ms, 0.99);
+      b.codes.screen_found = screen_found / n;
+      b.codes.union_mean = union_total / n;
+      b.codes.stage_ms_median = Percentile(stage_ms, 0.5);
+      b.codes.mate_found_at_10 = codes10 / n;
+      b.codes.mate_found_at_100 = codes100 / n;
     }
   }
   const double n = static_cast<double>(std::max<size_t>(pools.size(), 1));
@@ -429,6 +539,28 @@ nlohmann::json SmallerPoolsJson(const RingStageBench& b) {
     out.push_back({{"pool", pool}, {"mate_recall_at_10", f10}, {"mate_recall_at_100", f100}});
   }
   return out;
+}
+
+nlohmann::json CodesJson(const RingStageBench::Codes& c, double pool_query_ms, double fine_ms) {
+  // The coarse stage with the screen: the index's pool, the screen, the ring
+  // stage on their union.
+  const double coarse = pool_query_ms + c.screen_ms_median + c.stage_ms_median;
+  return {{"key", c.key},
+          {"keep", c.keep},
+          {"trained_on", c.trained_on},
+          {"train_seconds", c.train_seconds},
+          {"encode_seconds", c.encode_seconds},
+          {"bytes_per_exhibit", c.bytes_per_exhibit},
+          {"kept_energy", c.kept_energy},
+          {"screen_ms_median", c.screen_ms_median},
+          {"screen_ms_p99", c.screen_ms_p99},
+          {"screen_mate_recall", c.screen_found},
+          {"union_mean", c.union_mean},
+          {"stage_ms_median", c.stage_ms_median},
+          {"mate_recall_at_10", c.mate_found_at_10},
+          {"mate_recall_at_100", c.mate_found_at_100},
+          {"coarse_ms", coarse},
+          {"end_to_end_ms", coarse + fine_ms}};
 }
 
 nlohmann::json FineJson(const FineStage& f) {
@@ -454,6 +586,12 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
   if (args.nprobe < 1) throw Error("--nprobe must be at least 1");
   if (args.jobs < 0) throw Error("--jobs must be 0 (every core) or more");
   if (args.ring_pool < 0) throw Error("--ring-pool must be 0 (not measured) or more");
+  if (args.ring_codes < -1) {
+    throw Error("--ring-codes must be -1 (as the search), 0 (not measured) or more");
+  }
+  if (args.ring_codes > 0 && args.ring_pool == 0) {
+    throw Error("--ring-codes: the compressed screen joins the ring stage; give --ring-pool too");
+  }
   const int jobs = args.jobs > 0
                        ? args.jobs
                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -600,16 +738,27 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
     }
     restore();
     RingStageBench ring;
+    // The screen's size: as the search (the pool's, when the partition holds
+    // more than the pool), or as given.
+    const int codes_keep =
+        args.ring_pool == 0 ? 0
+        : args.ring_codes >= 0
+            ? args.ring_codes
+            : (static_cast<int64_t>(ids.size()) > args.ring_pool ? args.ring_pool : 0);
     if (args.ring_pool > 0) {
       log("n = " + std::to_string(n) + ": ring stage of each query's best " +
           std::to_string(args.ring_pool) +
+          (codes_keep > 0 ? " and the ring screen's best " + std::to_string(codes_keep) : "") +
           " (their ring spectra made from the synthetic shots first, untimed)...\n");
-      ring = MeasureRingStage(r.pools, held, mates, shots, seed, jobs);
+      ring = MeasureRingStage(r.pools, held, mates, shots, seed, jobs, ids, codes_keep);
     }
     // The coarse stage a search runs: the index's top 100, or its ring pool
-    // and the ring stage.
+    // (with the ring screen's) and the ring stage.
     const double coarse_ms =
-        args.ring_pool > 0 ? r.pool_query_ms_median + ring.ms_median : r.query_ms_median;
+        args.ring_pool == 0 ? r.query_ms_median
+        : codes_keep > 0
+            ? r.pool_query_ms_median + ring.codes.screen_ms_median + ring.codes.stage_ms_median
+            : r.pool_query_ms_median + ring.ms_median;
     const double indexed = static_cast<double>(ids.size());
     runs.push_back(
         {{"exhibits", n},
@@ -642,6 +791,9 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
                                              {"queries_without_spectra", ring.queries_without},
                                              {"spectra_seconds", ring.spectra_seconds},
                                              {"smaller_pools", SmallerPoolsJson(ring)}}
+                            : nlohmann::json(nullptr)},
+         {"ring_codes", codes_keep > 0
+                            ? CodesJson(ring.codes, r.pool_query_ms_median, fine.total_ms())
                             : nlohmann::json(nullptr)},
          {"coarse_ms", coarse_ms},
          {"fine_ms", fine.total_ms()},
@@ -703,9 +855,27 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
   ctx.out << "MATE@k: share of queries whose mate is in the coarse top k (EXACT: exact search).\n"
           << "RING: the index's best " << args.ring_pool
           << " (POOL MS: that search + the ring stage's correlations, median) re-ranked by ring "
-             "correlation; RING@k: a mate in its top k. TOTAL: the coarse stage a search runs + "
-             "FINE.\n"
+             "correlation without the ring screen; RING@k: a mate in its top k. TOTAL: the "
+             "coarse stage a search runs (with the ring screen where it runs, below) + FINE.\n"
           << "peak resident memory: " << Fixed(j["peak_rss_mib"].get<double>(), 0) << " MiB\n";
+  for (const auto& r : runs) {
+    const auto& c = r["ring_codes"];
+    if (c.is_null()) continue;
+    ctx.out << r["exhibits"].get<int64_t>() << " exhibits, compressed ring screen ("
+            << c["key"].get<std::string>() << ", " << Fixed(c["bytes_per_exhibit"].get<double>(), 0)
+            << " bytes per exhibit, basis from " << c["trained_on"].get<int64_t>() << " keeping "
+            << Fixed(c["kept_energy"].get<double>(), 3) << " of the energy): screen "
+            << Fixed(c["screen_ms_median"].get<double>(), 1) << " ms median (p99 "
+            << Fixed(c["screen_ms_p99"].get<double>(), 1) << "), a mate in its best "
+            << c["keep"].get<int>() << " for " << Fixed(c["screen_mate_recall"].get<double>(), 3)
+            << "; ring stage on the union with the pool ("
+            << Fixed(c["union_mean"].get<double>(), 0) << " on average) "
+            << Fixed(c["stage_ms_median"].get<double>(), 1) << " ms; RING@10 / @100 "
+            << Fixed(c["mate_recall_at_10"].get<double>(), 3) << " / "
+            << Fixed(c["mate_recall_at_100"].get<double>(), 3) << "; coarse "
+            << Fixed(c["coarse_ms"].get<double>(), 0) << " ms, total "
+            << Fixed(c["end_to_end_ms"].get<double>(), 0) << " ms\n";
+  }
   return kExitOk;
 }
 

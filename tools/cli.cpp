@@ -265,6 +265,13 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                    "Candidates per query re-ranked by ring correlation (0: not measured; their "
                    "spectra are made from the synthetic shots, about 3 ms each per core)")
       ->capture_default_str();
+  c_bench_search
+      ->add_option("--ring-codes", bench_search.ring_codes,
+                   "The ring screen's best N join the ring pool, as bien search does: every "
+                   "exhibit's ring spectra encoded (brc-v1) and scored per query (-1: as the "
+                   "search, N = the pool when the partition is larger; 0: not measured; the "
+                   "spectra of every exhibit are made, about 7.6 KB each in memory)")
+      ->capture_default_str();
   c_bench_search->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchSearch(ctx, bench_search); }; });
 

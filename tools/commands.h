@@ -142,6 +142,13 @@ struct BenchSearchArgs {
   // The ring stage (tools/search.h): each query's best ring_pool from the
   // index re-ranked by ring correlation; 0: not measured.
   int ring_pool = 20000;  // the search's default (SearchOptions)
+  // The compressed ring screen (matching/ring_codes.h): every indexed
+  // exhibit's ring spectra are made and encoded (brc-v1, the basis trained on
+  // a sample of them), each query scores all the codes and its best
+  // `ring_codes` join the index's ring_pool before the ring stage. -1: as
+  // the search does (ring_pool, when the partition holds more); 0: not
+  // measured. The ring stage over the index's pool alone is measured too.
+  int ring_codes = -1;
 };
 int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args);
 

@@ -22,6 +22,7 @@
 #include "matching/bullet.h"
 #include "matching/descriptor.h"
 #include "matching/index.h"
+#include "matching/ring_codes.h"
 #include "tools/bullet_commands.h"
 #include "tools/cli.h"
 #include "tools/compare.h"
@@ -107,38 +108,55 @@ struct FileStamp {
            mtime.tv_nsec == o.mtime.tv_nsec;
   }
 };
-struct CachedIndex {
-  std::shared_ptr<VectorIndex> index;
-  FileStamp stamp;  // of the file when this process loaded or saved it
-};
-std::mutex index_cache_mu;
-std::map<std::filesystem::path, CachedIndex> index_cache;
-
 std::optional<FileStamp> StampOf(const std::filesystem::path& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return std::nullopt;
   return FileStamp{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
 }
 
-void Remember(const std::filesystem::path& path, std::shared_ptr<VectorIndex> index) {
+// The key an index file holds (a saved index of another key is stale).
+const std::string& KeyOf(const VectorIndex& index) { return index.descriptor_key(); }
+std::string KeyOf(const RingCodeIndex& index) { return index.key(); }
+
+// One cache per index type (VectorIndex, RingCodeIndex).
+template <typename T>
+struct IndexCache {
+  struct Entry {
+    std::shared_ptr<T> index;
+    FileStamp stamp;  // of the file when this process loaded or saved it
+  };
+  std::mutex mu;
+  std::map<std::filesystem::path, Entry> entries;
+};
+template <typename T>
+IndexCache<T>& CacheOf() {
+  static IndexCache<T> cache;
+  return cache;
+}
+
+template <typename T>
+void Remember(const std::filesystem::path& path, std::shared_ptr<T> index) {
   const auto stamp = StampOf(path);
-  const std::lock_guard lock(index_cache_mu);
+  IndexCache<T>& cache = CacheOf<T>();
+  const std::lock_guard lock(cache.mu);
   if (stamp) {
-    index_cache[path] = CachedIndex{std::move(index), *stamp};
+    cache.entries[path] = {std::move(index), *stamp};
   } else {
-    index_cache.erase(path);
+    cache.entries.erase(path);
   }
 }
 
 // The index this process last loaded or saved at `path`, if the file is
 // still that one (device, inode, size, modification time) and holds `key`.
-std::shared_ptr<VectorIndex> Recall(const std::filesystem::path& path, const std::string& key) {
+template <typename T>
+std::shared_ptr<T> Recall(const std::filesystem::path& path, const std::string& key) {
   const auto stamp = StampOf(path);
-  const std::lock_guard lock(index_cache_mu);
-  const auto it = index_cache.find(path);
-  if (it == index_cache.end()) return nullptr;
-  if (!stamp || !(*stamp == it->second.stamp) || it->second.index->descriptor_key() != key) {
-    index_cache.erase(it);
+  IndexCache<T>& cache = CacheOf<T>();
+  const std::lock_guard lock(cache.mu);
+  const auto it = cache.entries.find(path);
+  if (it == cache.entries.end()) return nullptr;
+  if (!stamp || !(*stamp == it->second.stamp) || KeyOf(*it->second.index) != key) {
+    cache.entries.erase(it);
     return nullptr;
   }
   return it->second.index;
@@ -158,6 +176,18 @@ VectorIndexOptions IndexOptionsFor(int dim) {
   return options;
 }
 
+// The ids of `want` (sorted) that `have` (sorted) lacks, and those it holds
+// beyond them.
+std::pair<std::vector<int64_t>, std::vector<int64_t>> IdChanges(const std::vector<int64_t>& want,
+                                                                const std::vector<int64_t>& have) {
+  std::pair<std::vector<int64_t>, std::vector<int64_t>> out;
+  std::set_difference(want.begin(), want.end(), have.begin(), have.end(),
+                      std::back_inserter(out.first));
+  std::set_difference(have.begin(), have.end(), want.begin(), want.end(),
+                      std::back_inserter(out.second));
+  return out;
+}
+
 // The partition's index, brought up to date with the store: loaded when the
 // saved one holds exactly the store's scans, updated in place when it only
 // lacks or holds a few more, rebuilt otherwise (and always when the file is
@@ -175,7 +205,7 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
   for (const DescriptorRow& r : owners) ids.push_back(r.scan.value);
   const std::string fingerprint = IdFingerprint(ids);
 
-  std::shared_ptr<VectorIndex> current = Recall(path, key);
+  std::shared_ptr<VectorIndex> current = Recall<VectorIndex>(path, key);
   std::string why;
   if (current) {
     if (IdFingerprint(current->Ids()) == fingerprint) {
@@ -206,12 +236,7 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
     }
   }
   if (current) {
-    const std::vector<int64_t> have = current->Ids();
-    std::vector<int64_t> missing, extra;
-    std::set_difference(ids.begin(), ids.end(), have.begin(), have.end(),
-                        std::back_inserter(missing));
-    std::set_difference(have.begin(), have.end(), ids.begin(), ids.end(),
-                        std::back_inserter(extra));
+    const auto [missing, extra] = IdChanges(ids, current->Ids());
     if (missing.size() + extra.size() <= std::max<size_t>(1000, ids.size() / 4)) {
       std::vector<float> vectors;
       vectors.reserve(missing.size() * static_cast<size_t>(dim));
@@ -245,6 +270,104 @@ std::shared_ptr<VectorIndex> SyncIndex(Store& store, const Partition& partition,
   std::shared_ptr<VectorIndex> index =
       VectorIndex::Build(dim, key, row_ids, vectors, IndexOptionsFor(dim));
   std::filesystem::create_directories(folder.folder());
+  index->Save(path);
+  Remember(path, index);
+  *note = "rebuilt: " + why;
+  return index;
+}
+
+// The file of a partition's ring codes: beside its vector index, same stem.
+std::filesystem::path RingCodesPath(const Store& store, const Partition& partition) {
+  return PartitionIndexes(store.dir() / "index").PathFor(partition.Key()).replace_extension(".brc");
+}
+
+// The partition's compressed ring screen (matching/ring_codes.h), brought up
+// to date with the store's ring spectra as SyncIndex does for the vectors:
+// loaded when the saved codes are of this key and hold exactly the store's
+// scans with spectra, updated in place when a few differ, rebuilt (the basis
+// trained anew on up to kRingCodeTrainSample of them) when the file is
+// missing, damaged, of another key, or the partition grew or shrank fourfold
+// since the basis was trained. Saved when changed. Spectra that vanish while
+// it reads are left out (the next search adds or drops them).
+std::shared_ptr<RingCodeIndex> SyncRingCodes(Store& store, const Partition& partition, int jobs,
+                                             std::string* note) {
+  const std::string key = RingCodec::KeyFor(), spectra_key = RingSpectraKey();
+  const std::filesystem::path path = RingCodesPath(store, partition);
+  std::vector<int64_t> ids;
+  for (const ScanId& id : store.DescriptorScanIds(spectra_key, partition)) ids.push_back(id.value);
+  std::sort(ids.begin(), ids.end());
+  const std::string fingerprint = IdFingerprint(ids);
+  // Spectra of these scans from the store, in batches, to `feed`.
+  auto read = [&](const std::vector<int64_t>& which, auto&& feed) {
+    constexpr size_t kBatch = 4096;
+    for (size_t at = 0; at < which.size(); at += kBatch) {
+      std::vector<int64_t> batch_ids;
+      std::vector<std::vector<float>> batch;
+      for (size_t i = at; i < std::min(which.size(), at + kBatch); ++i) {
+        auto v = store.GetDescriptor(ScanId(which[i]), spectra_key);
+        if (!v) continue;
+        batch_ids.push_back(which[i]);
+        batch.push_back(std::move(*v));
+      }
+      std::vector<const std::vector<float>*> of;
+      for (const auto& v : batch) of.push_back(&v);
+      feed(batch_ids, of);
+    }
+  };
+
+  std::shared_ptr<RingCodeIndex> current = Recall<RingCodeIndex>(path, key);
+  std::string why;
+  if (current && IdFingerprint(current->Ids()) == fingerprint) {
+    *note = "in memory";
+    return current;
+  }
+  if (!current) {
+    RingCodeIndex::LoadResult loaded = RingCodeIndex::Load(path, key);
+    why = loaded.reason;
+    if (loaded.index) {
+      current = std::shared_ptr<RingCodeIndex>(std::move(loaded.index));
+      Remember(path, current);
+      if (loaded.id_fingerprint == fingerprint) {
+        *note = "loaded";
+        return current;
+      }
+    }
+  }
+  if (current) {
+    const auto [missing, extra] = IdChanges(ids, current->Ids());
+    current->Remove(extra);
+    read(missing, [&](const std::vector<int64_t>& batch_ids,
+                      const std::vector<const std::vector<float>*>& of) {
+      current->Add(batch_ids, of, jobs);
+    });
+    if (!current->ShouldRetrain()) {
+      current->Save(path);
+      Remember(path, current);
+      *note = "updated (+" + std::to_string(missing.size()) + ", -" + std::to_string(extra.size()) +
+              ")";
+      return current;
+    }
+    why = "the partition grew or shrank fourfold since the basis was trained on " +
+          std::to_string(current->trained_on()) + " scans";
+  }
+  // Rebuilt: the basis from an even sample, then every scan's code.
+  const size_t step = std::max<size_t>(1, ids.size() / static_cast<size_t>(kRingCodeTrainSample));
+  std::vector<int64_t> sample_ids;
+  for (size_t i = 0; i < ids.size(); i += step) sample_ids.push_back(ids[i]);
+  std::vector<std::vector<float>> sample;
+  read(sample_ids,
+       [&](const std::vector<int64_t>&, const std::vector<const std::vector<float>*>& of) {
+         for (const auto* v : of) sample.push_back(*v);
+       });
+  std::vector<const std::vector<float>*> sample_of;
+  for (const auto& v : sample) sample_of.push_back(&v);
+  auto index = std::make_shared<RingCodeIndex>(RingCodec::Train(sample_of),
+                                               static_cast<int64_t>(ids.size()));
+  sample.clear();
+  read(ids,
+       [&](const std::vector<int64_t>& batch_ids,
+           const std::vector<const std::vector<float>*>& of) { index->Add(batch_ids, of, jobs); });
+  std::filesystem::create_directories(path.parent_path());
   index->Save(path);
   Remember(path, index);
   *note = "rebuilt: " + why;
@@ -581,7 +704,7 @@ CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition) {
     // The same store state, and the index file still the one this process
     // loaded or saved (a damaged or removed file is checked, and rebuilt).
     if (it != checked_indexes.end() && it->second.stamp == stamp &&
-        Recall(path, key) == it->second.coarse.index) {
+        Recall<VectorIndex>(path, key) == it->second.coarse.index) {
       CoarseIndex out = it->second.coarse;
       out.note = "in memory";
       return out;
@@ -596,9 +719,44 @@ CoarseIndex OpenCoarseIndex(Store& store, const Partition& partition) {
   for (const DescriptorRow& r : owners) exhibit_of->emplace(r.scan.value, r.exhibit.value);
   out.exhibit_of = std::move(exhibit_of);
   out.index = SyncIndex(store, partition, owners, key, DescriptorDim(), partition.Key(), &out.note);
+  out.partition = partition;
   const std::lock_guard lock(checked_mu);
   checked_indexes[memo] = CheckedIndex{stamp, out};
   return out;
+}
+
+namespace {
+
+// The ring code indexes this process checked against a store, as
+// checked_indexes.
+struct CheckedCodes {
+  SearchStamp stamp;
+  std::shared_ptr<RingCodeIndex> codes;
+};
+std::mutex checked_codes_mu;
+std::map<std::string, CheckedCodes> checked_codes;
+
+}  // namespace
+
+std::shared_ptr<RingCodeIndex> OpenRingCodes(Store& store, const Partition& partition, int jobs,
+                                             std::string* note) {
+  const std::string key = RingCodec::KeyFor();
+  const std::filesystem::path path = RingCodesPath(store, partition);
+  const std::string memo = store.dir().string() + "\n" + partition.Key() + "\n" + key;
+  const SearchStamp stamp = store.SearchStampNow();
+  {
+    const std::lock_guard lock(checked_codes_mu);
+    const auto it = checked_codes.find(memo);
+    if (it != checked_codes.end() && it->second.stamp == stamp &&
+        Recall<RingCodeIndex>(path, key) == it->second.codes) {
+      *note = "in memory";
+      return it->second.codes;
+    }
+  }
+  std::shared_ptr<RingCodeIndex> codes = SyncRingCodes(store, partition, jobs, note);
+  const std::lock_guard lock(checked_codes_mu);
+  checked_codes[memo] = CheckedCodes{stamp, codes};
+  return codes;
 }
 
 CoarseSelection::CoarseSelection(Store& store, CoarseIndex index, ClassCharacteristics cc,
@@ -655,11 +813,52 @@ std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float>
                                                           const RingQuery& rings, int pool, int k,
                                                           int jobs, int* pooled) {
   std::vector<SearchCandidate> candidates = Next(vector, std::max(pool, k));
+  screen_ = {};
+  const int64_t size = index_.index ? index_.index->size() : 0;
+  if (index_.partition && size > std::max(pool, k) && !rings.spectra.empty()) {
+    // The compressed ring screen over the whole partition: its best `pool`
+    // that the cosine's pool lacks join it (a mate the descriptor ranks
+    // beyond the pool; docs/SEARCH.md "The ring screen").
+    const auto t = Clock::now();
+    try {
+      const std::shared_ptr<RingCodeIndex> codes =
+          OpenRingCodes(store_, *index_.partition, jobs, &screen_.note);
+      const std::vector<SearchHit> hits =
+          codes->Search(rings.spectra.front(), std::max(pool, k), jobs);
+      for (size_t i = 0; i < hits.size(); ++i) {
+        const auto owner = index_.exhibit_of->find(hits[i].id);
+        if (owner == index_.exhibit_of->end()) continue;  // no descriptor: not searchable
+        const int64_t e = owner->second;
+        if ((query_ && e == query_->value) || taken_.count(e)) continue;
+        const ExhibitRecord& record = Exhibit(e);
+        if (!ClassCompatible(cc_, record.cc)) continue;
+        taken_.insert(e);
+        SearchCandidate c;
+        c.exhibit = record;
+        c.scan = ScanId(hits[i].id);
+        c.coarse_rank = static_cast<int>(candidates.size()) + 1;
+        c.screen_rank = static_cast<int>(i) + 1;
+        candidates.push_back(std::move(c));
+        ++screen_.added;
+      }
+    } catch (const Error& e) {
+      screen_.note = std::string("no ring screen: ") + e.what();
+    }
+    screen_.ms = MsSince(t);
+  }
   if (pooled) *pooled = static_cast<int>(candidates.size());
   std::vector<SearchCandidate> dropped;
   std::vector<SearchCandidate> kept =
       RingStage(store_, rings, std::move(candidates), k, jobs, &dropped);
   for (const SearchCandidate& c : dropped) taken_.erase(c.exhibit.id.value);
+  // The cosine of the screen's candidates that stay (the index did not
+  // score them).
+  const std::vector<float> query(vector.begin(), vector.end());
+  for (SearchCandidate& c : kept) {
+    if (c.screen_rank == 0) continue;
+    const auto v = store_.GetDescriptor(c.scan, index_.index->descriptor_key());
+    if (v && v->size() == query.size()) c.coarse_score = DescriptorCosine(query, *v);
+  }
   return kept;
 }
 
@@ -836,6 +1035,9 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
       const auto t_ring = Clock::now();
       first = selection.NextByRings(*query_vector, *ring_query, options.ring_pool, options.coarse_k,
                                     jobs, &report.ring_pool);
+      report.ring_screen = selection.screen().added;
+      report.ring_screen_ms = selection.screen().ms;
+      report.ring_screen_note = selection.screen().note;
       int unscored = 0;
       for (const SearchCandidate& c : first) unscored += !c.ring_score;
       if (unscored > 0) {
@@ -921,6 +1123,9 @@ namespace {
 
 // "0.412 (#57)": the descriptor cosine and its rank in the coarse pool.
 std::string CosineCell(const SearchCandidate& c) {
+  if (c.screen_rank > 0) {
+    return Fixed(c.coarse_score, 3) + " (screen #" + std::to_string(c.screen_rank) + ")";
+  }
   return Fixed(c.coarse_score, 3) + " (#" + std::to_string(c.descriptor_rank) + ")";
 }
 
@@ -930,10 +1135,16 @@ std::string RingCell(const SearchCandidate& c) {
 
 void PrintRingStage(std::ostream& out, const SearchReport& r) {
   if (r.ring_pool > 0) {
-    out << "rings        " << Fixed(r.ring_ms, 0) << " ms: the index's best " << r.ring_pool
-        << " re-ranked by ring correlation (" << RingSpectraKey() << ")";
+    out << "rings        " << Fixed(r.ring_ms, 0) << " ms: the index's best "
+        << r.ring_pool - r.ring_screen;
+    if (r.ring_screen > 0) out << " and " << r.ring_screen << " more of the ring screen";
+    out << " re-ranked by ring correlation (" << RingSpectraKey() << ")";
     if (!r.ring_note.empty()) out << "; " << r.ring_note;
     out << "\n";
+    if (!r.ring_screen_note.empty()) {
+      out << "ring screen  " << Fixed(r.ring_screen_ms, 0) << " ms: " << RingCodec::KeyFor()
+          << " codes of the partition, " << r.ring_screen_note << "\n";
+    }
   } else if (!r.ring_note.empty()) {
     out << "rings        " << r.ring_note << "\n";
   }
@@ -995,6 +1206,7 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
            c.found_via.empty() ? nlohmann::json(nullptr) : nlohmann::json(c.found_via)},
           {"coarse_score", c.coarse_score},
           {"descriptor_rank", c.descriptor_rank},
+          {"screen_rank", c.screen_rank},
           {"ring_score", c.ring_score ? nlohmann::json(*c.ring_score) : nlohmann::json(nullptr)},
           {"score", c.score},
           {"forward", c.forward},
@@ -1008,6 +1220,7 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
         j.erase("registration");
         j.erase("scan_id");
         j.erase("descriptor_rank");  // no ring stage for bullets
+        j.erase("screen_rank");
         j.erase("ring_score");
         j["phase"] = *c.phase;
         j["lands"] = c.lands;
@@ -1050,7 +1263,12 @@ int CmdSearch(Context& ctx, const SearchArgs& args) {
                          {{"key", RingSpectraKey()},
                           {"pool", r.ring_pool},
                           {"ms", r.ring_ms},
-                          {"note", r.ring_note}}},
+                          {"note", r.ring_note},
+                          {"screen",
+                           {{"key", RingCodec::KeyFor()},
+                            {"added", r.ring_screen},
+                            {"ms", r.ring_screen_ms},
+                            {"note", r.ring_screen_note}}}}},
                         {"fine_ms", r.fine_ms},
                         {"fine_features",
                          {{"cached", r.features_cached},

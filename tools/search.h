@@ -9,7 +9,11 @@
 //     or of another descriptor version); its best `ring_pool` exhibits are
 //     re-ranked by the ring correlation of their stored ring spectra with
 //     the query's (the best rotation and centre offset, brs-v1), which
-//     ranks mates higher than the rotation-invariant cosine does;
+//     ranks mates higher than the rotation-invariant cosine does; in a
+//     partition larger than the pool, the best `ring_pool` of the ring
+//     screen (compressed ring spectra of every scan scored at the found
+//     centre, matching/ring_codes.h, saved in NODE/index/ as .brc) join
+//     the pool first;
 //  2. fine: the best `coarse_k` exhibits of compatible class characteristics
 //     are compared with congruent matching cells (matching/cmc.h) on all
 //     cores, from their cached compact features (tools/fine_features.h;
@@ -43,6 +47,7 @@
 #include "matching/cmc.h"
 #include "matching/descriptor.h"
 #include "matching/index.h"
+#include "matching/ring_codes.h"
 #include "storage/store.h"
 #include "tools/commands.h"
 #include "tools/fine_features.h"
@@ -104,6 +109,10 @@ struct SearchCandidate {
   // Ring correlation with the query (the ring stage ran and the candidate has
   // ring spectra); the list's order when the ring stage ran.
   std::optional<double> ring_score;
+  // 1-based rank by the compressed ring screen (matching/ring_codes.h) when
+  // the screen, not the index's pool, brought the candidate in;
+  // descriptor_rank is then 0 (coarse_score is still the cosine).
+  int screen_rank = 0;
   std::string found_via;  // empty: the query's coarse list; else the candidate whose list
   double score = 0;       // combined CMC score
   int forward = 0;        // congruent cells, reference -> candidate
@@ -145,6 +154,13 @@ struct SearchReport {
   int ring_pool = 0;
   double ring_ms = 0;
   std::string ring_note;
+  // The compressed ring screen (partitions larger than the pool): the
+  // candidates it added to the pool, its share of ring_ms, and the state of
+  // the partition's ring codes ("loaded", "rebuilt: ...") or why it did not
+  // run.
+  int ring_screen = 0;
+  double ring_screen_ms = 0;
+  std::string ring_screen_note;
   double fine_ms = 0;
   int jobs = 1;
   // Compact CMC features (tools/fine_features.h) of the query and the
@@ -230,8 +246,9 @@ struct CoarseIndex {
   // scan id -> exhibit id of every indexed scan (shared, not copied, when a
   // remembered check is reused)
   std::shared_ptr<const std::unordered_map<int64_t, int64_t>> exhibit_of;
-  int64_t scans = 0;  // indexed scans
-  std::string note;   // "in memory", "loaded", "updated (+2, -0)", "rebuilt: ..."
+  int64_t scans = 0;                   // indexed scans
+  std::string note;                    // "in memory", "loaded", "updated (+2, -0)", "rebuilt: ..."
+  std::optional<Partition> partition;  // whose index it is (its ring codes are opened on demand)
 };
 // The full check (backfill, the partition's scan list against the index's id
 // set) runs once per store state: a process remembers, per node folder,
@@ -259,12 +276,23 @@ class CoarseSelection {
   // (coarse_rank 1..k in this list, found_via = via).
   std::vector<SearchCandidate> Next(std::span<const float> vector, int k,
                                     const std::string& via = "");
-  // The same with the ring stage: the next max(pool, k) by cosine re-ranked
-  // by RingStage against `rings` on `jobs` threads; the `k` it keeps are
-  // taken, the rest given back (a later list, e.g. query expansion, may take
-  // them). `pooled` receives how many were re-ranked.
+  // The same with the ring stage: the next max(pool, k) by cosine, and when
+  // the partition holds more scans than that, the best `pool` of the
+  // partition's compressed ring screen (OpenRingCodes) not among them, all
+  // re-ranked by RingStage against `rings` on `jobs` threads; the `k` it
+  // keeps are taken, the rest given back (a later list, e.g. query
+  // expansion, may take them). `pooled` receives how many were re-ranked.
   std::vector<SearchCandidate> NextByRings(std::span<const float> vector, const RingQuery& rings,
                                            int pool, int k, int jobs, int* pooled = nullptr);
+  // What the last NextByRings' screen did: candidates added, its time (ms),
+  // the ring codes' state or why it did not run (empty: the pool held the
+  // whole partition).
+  struct Screen {
+    int added = 0;
+    double ms = 0;
+    std::string note;
+  };
+  const Screen& screen() const { return screen_; }
   // Query expansion: for each of the `options.expand_top` strongest of
   // `scored` (fine score at or above `threshold`), the next
   // `options.expand_k` candidates of its own stored descriptor, marked as
@@ -281,7 +309,20 @@ class CoarseSelection {
   std::optional<ExhibitId> query_;
   std::set<int64_t> taken_;                    // exhibits already candidates
   std::map<int64_t, ExhibitRecord> exhibits_;  // records of the hits looked at
+  Screen screen_;
 };
+
+// The partition's compressed ring screen (matching/ring_codes.h), saved in
+// NODE/index/ beside its vector index (.brc) and brought up to date with the
+// store's ring spectra first (loaded, updated with the scans added or
+// removed since, or rebuilt when missing, damaged, of another key, or when
+// the partition grew or shrank fourfold since its basis was trained); the
+// check runs once per store state, as OpenCoarseIndex's. `note` receives
+// "in memory", "loaded", "updated (+n, -m)" or "rebuilt: why". Throws
+// bien::Error when the partition has too few ring spectra to train a basis
+// (fewer than 12) or the file cannot be saved.
+std::shared_ptr<RingCodeIndex> OpenRingCodes(Store& store, const Partition& partition, int jobs,
+                                             std::string* note);
 
 // Runs the search of a stored exhibit. Throws bien::Error naming the exhibit
 // when it is neither a cartridge case nor a bullet, has no 3D scan or no

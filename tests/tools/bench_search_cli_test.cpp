@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "matching/descriptor.h"
+#include "matching/ring_codes.h"
 #include "tests/test_util.h"
 #include "tests/tools/cli_util.h"
 #include "tools/synth_features.h"
@@ -204,8 +205,20 @@ TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
   EXPECT_GT(ring["ms_median"].get<double>(), 0);
   EXPECT_GE(ring["mate_recall_at_10"].get<double>(), run["mate_recall_at_10"].get<double>());
   EXPECT_EQ(ring["queries_without_spectra"], 0);
-  EXPECT_DOUBLE_EQ(run["coarse_ms"].get<double>(),
-                   ring["pool_query_ms_median"].get<double>() + ring["ms_median"].get<double>());
+  // The ring screen, as the search runs it on a partition larger than the
+  // pool: every exhibit's codes scored, its best 40 join the pool.
+  const auto& codes = run["ring_codes"];
+  EXPECT_EQ(codes["keep"], 40);
+  EXPECT_EQ(codes["key"], RingCodec::KeyFor());
+  EXPECT_EQ(codes["bytes_per_exhibit"], 544);
+  EXPECT_EQ(codes["trained_on"], 1950);
+  EXPECT_GT(codes["kept_energy"].get<double>(), 0.8);
+  EXPECT_GT(codes["union_mean"].get<double>(), 40);
+  EXPECT_LE(codes["union_mean"].get<double>(), 80);
+  EXPECT_GE(codes["mate_recall_at_100"].get<double>(), ring["mate_recall_at_100"].get<double>());
+  EXPECT_DOUBLE_EQ(run["coarse_ms"].get<double>(), ring["pool_query_ms_median"].get<double>() +
+                                                       codes["screen_ms_median"].get<double>() +
+                                                       codes["stage_ms_median"].get<double>());
   EXPECT_DOUBLE_EQ(run["end_to_end_ms"].get<double>(),
                    run["coarse_ms"].get<double>() + fine["total_ms"].get<double>());
   // Text output: one row per size.
@@ -213,6 +226,17 @@ TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
                           "--queries", "20", "--rerank", "2", "--ring-pool", "20"});
   ASSERT_EQ(t.code, 0) << t.err;
   EXPECT_TRUE(Contains(t.out, "MATE@100")) << t.out;
+  EXPECT_TRUE(Contains(t.out, "compressed ring screen (brc-v1")) << t.out;
+  // Without the screen the coarse stage is the pool and the ring stage.
+  const auto off = nlohmann::json::parse(
+      RunBien({"bench", "search", "--exhibits", "400", "--features", file_.string(), "--queries",
+               "20", "--rerank", "2", "--ring-pool", "20", "--ring-codes", "0", "--json"})
+          .out);
+  const auto& off_run = off["runs"][0];
+  EXPECT_TRUE(off_run["ring_codes"].is_null());
+  EXPECT_DOUBLE_EQ(off_run["coarse_ms"].get<double>(),
+                   off_run["ring_stage"]["pool_query_ms_median"].get<double>() +
+                       off_run["ring_stage"]["ms_median"].get<double>());
   EXPECT_TRUE(Contains(t.out, "RING@100")) << t.out;
   EXPECT_TRUE(Contains(t.out, "exact")) << t.out;
   EXPECT_TRUE(Contains(t.out, "fine stage (2 candidates")) << t.out;
@@ -270,6 +294,12 @@ TEST(BenchSearchCliArgs, BadArgumentsAreRefused) {
   r = RunBien({"bench", "search", "--exhibits", "100", "--shots", "1", "--rerank", "1"});
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "no mates")) << r.err;
+  r = RunBien({"bench", "search", "--exhibits", "100", "--ring-codes", "-2"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "--ring-codes must be -1")) << r.err;
+  r = RunBien({"bench", "search", "--exhibits", "100", "--ring-codes", "10", "--ring-pool", "0"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(Contains(r.err, "give --ring-pool too")) << r.err;
   r = RunBien({"synth", "--features", "0", "--out", (dir / "f.bin").string()});
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "count must be at least 1")) << r.err;
