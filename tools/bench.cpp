@@ -344,6 +344,9 @@ struct RingStageBench {
     double stage_ms_median = 0;
     double mate_found_at_10 = 0;
     double mate_found_at_100 = 0;
+    // The same with the screen's first 1000, 2000, 5000, 10 000 only (from
+    // the same scores): (keep, found at 10, found at 100).
+    std::vector<std::tuple<int, double, double>> smaller;
   } codes;
 };
 
@@ -468,6 +471,7 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       // The compressed screen: every code scored, its best codes_keep
       // appended (in their order) to the cosine pool, the ring stage on all.
       std::vector<int64_t> joined = pool;
+      std::vector<size_t> screen_place;  // of each joined beyond the pool, in the screen's list
       const auto t_screen = Clock::now();
       if (query) {
         std::vector<float> scores(indexed.size());
@@ -486,10 +490,13 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
         screen_ms.push_back(MsSince(t_screen));
         bool mate_kept = false;
         const std::unordered_set<int64_t> in_pool(pool.begin(), pool.end());
-        for (size_t i : best) {
-          const int64_t id = indexed[i];
+        for (size_t r = 0; r < best.size(); ++r) {
+          const int64_t id = indexed[best[r]];
           mate_kept = mate_kept || std::count(mates[q].begin(), mates[q].end(), id) > 0;
-          if (!in_pool.count(id)) joined.push_back(id);
+          if (!in_pool.count(id)) {
+            joined.push_back(id);
+            screen_place.push_back(r);
+          }
         }
         screen_found += mate_kept;
       }
@@ -509,6 +516,31 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       };
       codes10 += found_joined(10);
       codes100 += found_joined(100);
+      // Smaller screens from the same scores: the pool and the screen's
+      // first `keep` (screened for the centre search on the whole union).
+      size_t cut = 0;
+      for (size_t keep : {1000, 2000, 5000, 10000}) {
+        if (keep >= static_cast<size_t>(codes_keep)) break;
+        if (b.codes.smaller.size() <= cut) {
+          b.codes.smaller.emplace_back(static_cast<int>(keep), 0.0, 0.0);
+        }
+        std::vector<size_t> subset;
+        for (size_t i = 0; i < joined.size(); ++i) {
+          if (i < pool.size() || screen_place[i - pool.size()] < keep) subset.push_back(i);
+        }
+        std::vector<std::optional<double>> sub_ring(subset.size());
+        for (size_t i = 0; i < subset.size(); ++i) sub_ring[i] = joined_ring[subset[i]];
+        const std::vector<size_t> o = RingOrder(sub_ring, 100);
+        auto found_sub = [&](size_t top) {
+          for (size_t j = 0; j < std::min(top, o.size()); ++j) {
+            if (std::count(mates[q].begin(), mates[q].end(), joined[subset[o[j]]])) return 1.0;
+          }
+          return 0.0;
+        };
+        std::get<1>(b.codes.smaller[cut]) += found_sub(10);
+        std::get<2>(b.codes.smaller[cut]) += found_sub(100);
+        ++cut;
+      }
     }
     if (codec) {
       const double n = static_cast<double>(std::max<size_t>(pools.size(), 1));
@@ -519,6 +551,10 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       b.codes.stage_ms_median = Percentile(stage_ms, 0.5);
       b.codes.mate_found_at_10 = codes10 / n;
       b.codes.mate_found_at_100 = codes100 / n;
+      for (auto& [keep, f10, f100] : b.codes.smaller) {
+        f10 /= n;
+        f100 /= n;
+      }
     }
   }
   const double n = static_cast<double>(std::max<size_t>(pools.size(), 1));
@@ -545,6 +581,10 @@ nlohmann::json CodesJson(const RingStageBench::Codes& c, double pool_query_ms, d
   // The coarse stage with the screen: the index's pool, the screen, the ring
   // stage on their union.
   const double coarse = pool_query_ms + c.screen_ms_median + c.stage_ms_median;
+  nlohmann::json smaller = nlohmann::json::array();
+  for (const auto& [keep, f10, f100] : c.smaller) {
+    smaller.push_back({{"keep", keep}, {"mate_recall_at_10", f10}, {"mate_recall_at_100", f100}});
+  }
   return {{"key", c.key},
           {"keep", c.keep},
           {"trained_on", c.trained_on},
@@ -559,6 +599,7 @@ nlohmann::json CodesJson(const RingStageBench::Codes& c, double pool_query_ms, d
           {"stage_ms_median", c.stage_ms_median},
           {"mate_recall_at_10", c.mate_found_at_10},
           {"mate_recall_at_100", c.mate_found_at_100},
+          {"smaller_screens", smaller},
           {"coarse_ms", coarse},
           {"end_to_end_ms", coarse + fine_ms}};
 }
