@@ -773,6 +773,23 @@ const ExhibitRecord& CoarseSelection::Exhibit(int64_t id) {
 
 std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector, int k,
                                                    const std::string& via) {
+  std::vector<SearchCandidate> out = Collect(vector, k, via);
+  FillRecords(out);
+  return out;
+}
+
+bool CoarseSelection::ChecksClass() const {
+  return cc_.firing_pin || cc_.breech_face || cc_.lands || cc_.twist;
+}
+
+void CoarseSelection::FillRecords(std::vector<SearchCandidate>& candidates) {
+  for (SearchCandidate& c : candidates) {
+    if (c.exhibit.exhibit_ref.empty()) c.exhibit = Exhibit(c.exhibit.id.value);
+  }
+}
+
+std::vector<SearchCandidate> CoarseSelection::Collect(std::span<const float> vector, int k,
+                                                      const std::string& via) {
   std::vector<SearchCandidate> out;
   const int64_t size = index_.index ? index_.index->size() : 0;
   if (k < 1 || size == 0) return out;
@@ -789,11 +806,15 @@ std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector
       if (owner == index_.exhibit_of->end()) continue;
       const int64_t e = owner->second;
       if ((query_ && e == query_->value) || taken_.count(e) || taking.count(e)) continue;
-      const ExhibitRecord& record = Exhibit(e);
-      if (!ClassCompatible(cc_, record.cc)) continue;
-      taking.insert(e);
       SearchCandidate c;
-      c.exhibit = record;
+      if (ChecksClass()) {
+        const ExhibitRecord& record = Exhibit(e);
+        if (!ClassCompatible(cc_, record.cc)) continue;
+        c.exhibit = record;
+      } else {
+        c.exhibit.id = ExhibitId(e);  // every exhibit of the partition is compatible: read later
+      }
+      taking.insert(e);
       c.scan = ScanId(h.id);
       c.coarse_rank = static_cast<int>(out.size()) + 1;
       c.descriptor_rank = c.coarse_rank;
@@ -812,7 +833,7 @@ std::vector<SearchCandidate> CoarseSelection::Next(std::span<const float> vector
 std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float> vector,
                                                           const RingQuery& rings, int pool, int k,
                                                           int jobs, int* pooled) {
-  std::vector<SearchCandidate> candidates = Next(vector, std::max(pool, k));
+  std::vector<SearchCandidate> candidates = Collect(vector, std::max(pool, k), "");
   screen_ = {};
   const int64_t size = index_.index ? index_.index->size() : 0;
   if (index_.partition && size > std::max(pool, k) && !rings.spectra.empty()) {
@@ -830,11 +851,15 @@ std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float>
         if (owner == index_.exhibit_of->end()) continue;  // no descriptor: not searchable
         const int64_t e = owner->second;
         if ((query_ && e == query_->value) || taken_.count(e)) continue;
-        const ExhibitRecord& record = Exhibit(e);
-        if (!ClassCompatible(cc_, record.cc)) continue;
-        taken_.insert(e);
         SearchCandidate c;
-        c.exhibit = record;
+        if (ChecksClass()) {
+          const ExhibitRecord& record = Exhibit(e);
+          if (!ClassCompatible(cc_, record.cc)) continue;
+          c.exhibit = record;
+        } else {
+          c.exhibit.id = ExhibitId(e);
+        }
+        taken_.insert(e);
         c.scan = ScanId(hits[i].id);
         c.coarse_rank = static_cast<int>(candidates.size()) + 1;
         c.screen_rank = static_cast<int>(i) + 1;
@@ -851,6 +876,7 @@ std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float>
   std::vector<SearchCandidate> kept =
       RingStage(store_, rings, std::move(candidates), k, jobs, &dropped);
   for (const SearchCandidate& c : dropped) taken_.erase(c.exhibit.id.value);
+  FillRecords(kept);
   // The cosine of the screen's candidates that stay (the index did not
   // score them).
   const std::vector<float> query(vector.begin(), vector.end());

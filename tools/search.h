@@ -303,6 +303,14 @@ class CoarseSelection {
 
  private:
   const ExhibitRecord& Exhibit(int64_t id);
+  // Next without reading the exhibits' records when every exhibit of the
+  // partition is class-compatible with the query (only their ids are set;
+  // a pool of 20 000 records took about 0.3 s to read); FillRecords reads
+  // those of the candidates that stay.
+  std::vector<SearchCandidate> Collect(std::span<const float> vector, int k,
+                                       const std::string& via);
+  bool ChecksClass() const;  // the query has class characteristics beyond the partition's
+  void FillRecords(std::vector<SearchCandidate>& candidates);
   Store& store_;
   CoarseIndex index_;
   ClassCharacteristics cc_;
