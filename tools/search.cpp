@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <opencv2/core.hpp>
 #include <ostream>
 #include <set>
@@ -946,7 +947,13 @@ std::vector<SearchCandidate> RingStage(const Store& store, const RingQuery& quer
   const std::string key = RingSpectraKey();
   const size_t dim = static_cast<size_t>(RingSpectraDim());
   std::vector<std::vector<float>> spectra(pool.size());
-  for (size_t i = 0; i < pool.size(); ++i) {
+  // Read in scan-id order (the store's row order): 20 000 spectra took 145-300
+  // ms so against 210-800 ms in the pool's order (throwaway, 50 000 scans).
+  std::vector<size_t> by_scan(pool.size());
+  std::iota(by_scan.begin(), by_scan.end(), size_t{0});
+  std::sort(by_scan.begin(), by_scan.end(),
+            [&](size_t a, size_t b) { return pool[a].scan.value < pool[b].scan.value; });
+  for (size_t i : by_scan) {
     auto v = store.GetDescriptor(pool[i].scan, key);
     if (v && v->size() == dim) spectra[i] = std::move(*v);
   }
