@@ -785,7 +785,7 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
         args.ring_pool == 0 ? 0
         : args.ring_codes >= 0
             ? args.ring_codes
-            : (static_cast<int64_t>(ids.size()) > args.ring_pool ? args.ring_pool : 0);
+            : (static_cast<int64_t>(ids.size()) > args.ring_pool ? SearchOptions{}.ring_screen : 0);
     if (args.ring_pool > 0) {
       log("n = " + std::to_string(n) + ": ring stage of each query's best " +
           std::to_string(args.ring_pool) +

@@ -266,11 +266,12 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                    "spectra are made from the synthetic shots, about 3 ms each per core)")
       ->capture_default_str();
   c_bench_search
-      ->add_option("--ring-codes", bench_search.ring_codes,
-                   "The ring screen's best N join the ring pool, as bien search does: every "
-                   "exhibit's ring spectra encoded (brc-v1) and scored per query (-1: as the "
-                   "search, N = the pool when the partition is larger; 0: not measured; the "
-                   "spectra of every exhibit are made, about 7.6 KB each in memory)")
+      ->add_option(
+          "--ring-codes", bench_search.ring_codes,
+          "The ring screen's best N join the ring pool, as bien search does: every "
+          "exhibit's ring spectra encoded (brc-v1) and scored per query (-1: as the "
+          "search, N = 5000 when the partition is larger than the pool; 0: not measured; the "
+          "spectra of every exhibit are made, about 7.6 KB each in memory)")
       ->capture_default_str();
   c_bench_search->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchSearch(ctx, bench_search); }; });
@@ -339,6 +340,10 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_search->add_option("--ring-pool", search.options.ring_pool,
                        "Cartridge cases: the index's best N are re-ranked by ring correlation "
                        "before the best --k go on (default 20000; 0: the cosine's order)");
+  c_search->add_option("--ring-screen", search.options.ring_screen,
+                       "Cartridge cases, partitions larger than --ring-pool: the ring screen's "
+                       "best N (compressed ring spectra of every scan) join the ring stage "
+                       "(default 5000; 0: off)");
   c_search->add_flag("--no-leads", search.no_leads, "Do not record leads");
   c_search->add_option("--jobs", search.options.jobs, "Threads (default: all cores)");
   bool federated = false;

@@ -146,8 +146,9 @@ struct BenchSearchArgs {
   // exhibit's ring spectra are made and encoded (brc-v1, the basis trained on
   // a sample of them), each query scores all the codes and its best
   // `ring_codes` join the index's ring_pool before the ring stage. -1: as
-  // the search does (ring_pool, when the partition holds more); 0: not
-  // measured. The ring stage over the index's pool alone is measured too.
+  // the search does (SearchOptions::ring_screen, when the partition holds
+  // more than ring_pool); 0: not measured. The ring stage over the index's
+  // pool alone is measured too.
   int ring_codes = -1;
 };
 int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args);

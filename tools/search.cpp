@@ -833,12 +833,12 @@ std::vector<SearchCandidate> CoarseSelection::Collect(std::span<const float> vec
 
 std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float> vector,
                                                           const RingQuery& rings, int pool, int k,
-                                                          int jobs, int* pooled) {
+                                                          int jobs, int* pooled, int screen) {
   std::vector<SearchCandidate> candidates = Collect(vector, std::max(pool, k), "");
   screen_ = {};
   const int64_t size = index_.index ? index_.index->size() : 0;
-  if (index_.partition && size > std::max(pool, k) && !rings.spectra.empty()) {
-    // The compressed ring screen over the whole partition: its best `pool`
+  if (screen > 0 && index_.partition && size > std::max(pool, k) && !rings.spectra.empty()) {
+    // The compressed ring screen over the whole partition: its best `screen`
     // that the cosine's pool lacks join it (a mate the descriptor ranks
     // beyond the pool; docs/SEARCH.md "The ring screen").
     const auto t = Clock::now();
@@ -846,7 +846,7 @@ std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float>
       const std::shared_ptr<RingCodeIndex> codes =
           OpenRingCodes(store_, *index_.partition, jobs, &screen_.note);
       const std::vector<SearchHit> hits =
-          codes->Search(rings.spectra.front(), std::max(pool, k), jobs);
+          codes->Search(rings.spectra.front(), std::max(screen, k), jobs);
       for (size_t i = 0; i < hits.size(); ++i) {
         const auto owner = index_.exhibit_of->find(hits[i].id);
         if (owner == index_.exhibit_of->end()) continue;  // no descriptor: not searchable
@@ -1010,6 +1010,7 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
   const std::string name = Label(query);
   if (options.coarse_k < 1) throw Error("the coarse stage needs at least one candidate (--k)");
   if (options.ring_pool < 0) throw Error("--ring-pool must be 0 (off) or more");
+  if (options.ring_screen < 0) throw Error("--ring-screen must be 0 (off) or more");
   if (options.lead_threshold &&
       !(std::isfinite(*options.lead_threshold) && *options.lead_threshold >= 0)) {
     throw Error("--lead-threshold must be a number >= 0");
@@ -1067,7 +1068,7 @@ SearchReport SearchExhibit(Store& store, const ExhibitRecord& query, const Searc
     if (ring_query) {
       const auto t_ring = Clock::now();
       first = selection.NextByRings(*query_vector, *ring_query, options.ring_pool, options.coarse_k,
-                                    jobs, &report.ring_pool);
+                                    jobs, &report.ring_pool, options.ring_screen);
       report.ring_screen = selection.screen().added;
       report.ring_screen_ms = selection.screen().ms;
       report.ring_screen_note = selection.screen().note;

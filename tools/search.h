@@ -70,6 +70,14 @@ inline constexpr double kDefaultBulletLeadThreshold = 0.5;
 // matching/bullet.h with the bld-v1 coarse stage).
 inline constexpr const char* kBulletSearchMethod = "bullet-v1";
 
+// The ring screen's candidates per search (docs/SEARCH.md "The ring
+// screen"). At 10^6 synthetic exhibits with a pool of 20 000 the screen's
+// best 20 000 put a mate in the coarse top 100 for 0.990 of the queries
+// (0.975 without it), and so did its first 1000, 2000, 5000 and 10 000
+// (scored on the same run, docs/PERFORMANCE.md "The ring screen"): 5000
+// keeps a margin and reads 15 000 fewer spectra from the store than 20 000.
+inline constexpr int kDefaultRingScreen = 5000;
+
 struct SearchOptions {
   int coarse_k = 100;  // candidates the coarse stage hands to the fine stage
   int jobs = 0;        // fine-stage threads; 0 = all cores
@@ -98,6 +106,9 @@ struct SearchOptions {
   // of CPU per candidate; reading 20 000 spectra from the store about 200 ms
   // (5000: 47 ms; warm cache).
   int ring_pool = 20000;
+  // The ring screen (partitions with more scans than the pool): its best
+  // `ring_screen` join the pool; 0 turns it off (kDefaultRingScreen).
+  int ring_screen = kDefaultRingScreen;
 };
 
 struct SearchCandidate {
@@ -277,13 +288,15 @@ class CoarseSelection {
   std::vector<SearchCandidate> Next(std::span<const float> vector, int k,
                                     const std::string& via = "");
   // The same with the ring stage: the next max(pool, k) by cosine, and when
-  // the partition holds more scans than that, the best `pool` of the
-  // partition's compressed ring screen (OpenRingCodes) not among them, all
-  // re-ranked by RingStage against `rings` on `jobs` threads; the `k` it
-  // keeps are taken, the rest given back (a later list, e.g. query
-  // expansion, may take them). `pooled` receives how many were re-ranked.
+  // the partition holds more scans than that, the best max(screen, k) of the
+  // partition's compressed ring screen (OpenRingCodes; none when screen is
+  // 0) not among them, all re-ranked by RingStage against `rings` on `jobs`
+  // threads; the `k` it keeps are taken, the rest given back (a later list,
+  // e.g. query expansion, may take them). `pooled` receives how many were
+  // re-ranked.
   std::vector<SearchCandidate> NextByRings(std::span<const float> vector, const RingQuery& rings,
-                                           int pool, int k, int jobs, int* pooled = nullptr);
+                                           int pool, int k, int jobs, int* pooled = nullptr,
+                                           int screen = kDefaultRingScreen);
   // What the last NextByRings' screen did: candidates added, its time (ms),
   // the ring codes' state or why it did not run (empty: the pool held the
   // whole partition).

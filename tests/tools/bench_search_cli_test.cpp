@@ -158,9 +158,9 @@ TEST_F(BenchSearchCli, DamagedTruncatedAndForeignFilesAreRefused) {
 }
 
 TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
-  const auto r =
-      RunBien({"bench", "search", "--exhibits", "2000,500,2000", "--features", file_.string(),
-               "--queries", "50", "--rerank", "8", "--ring-pool", "40", "--json"});
+  const auto r = RunBien({"bench", "search", "--exhibits", "2000,500,2000", "--features",
+                          file_.string(), "--queries", "50", "--rerank", "8", "--ring-pool", "40",
+                          "--ring-codes", "40", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["descriptor_key"], DescriptorKey());
@@ -206,7 +206,8 @@ TEST_F(BenchSearchCli, BenchSearchFindsTheMates) {
   EXPECT_GE(ring["mate_recall_at_10"].get<double>(), run["mate_recall_at_10"].get<double>());
   EXPECT_EQ(ring["queries_without_spectra"], 0);
   // The ring screen, as the search runs it on a partition larger than the
-  // pool: every exhibit's codes scored, its best 40 join the pool.
+  // pool (here its best 40): every exhibit's codes scored, its best join
+  // the pool.
   const auto& codes = run["ring_codes"];
   EXPECT_EQ(codes["keep"], 40);
   EXPECT_EQ(codes["key"], RingCodec::KeyFor());

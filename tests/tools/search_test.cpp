@@ -497,7 +497,7 @@ TEST(SearchScreen, TheRingScreenJoinsThePoolAndItsCodesFollowTheStore) {
             0);
   auto search = [&](const std::string& exhibit) {
     return Json(RunBien({"search", "--node", node, exhibit, "--coarse-only", "--json", "--k", "3",
-                         "--ring-pool", "3"}));
+                         "--ring-pool", "3", "--ring-screen", "3"}));
   };
   const auto s = search("E2-0");
   const auto& screen = s["ring_stage"]["screen"];
@@ -570,7 +570,12 @@ TEST(SearchScreen, TheRingScreenJoinsThePoolAndItsCodesFollowTheStore) {
       RunBien({"search", "--node", node, "E2-0", "--coarse-only", "--k", "3", "--ring-pool", "3"});
   EXPECT_EQ(text.code, 0) << text.err;
   EXPECT_TRUE(Contains(text.out, "ring screen")) << text.out;
-  // A pool that holds the whole partition needs no screen.
+  // Off on request; a pool that holds the whole partition needs no screen.
+  const auto off = Json(RunBien({"search", "--node", node, "E2-0", "--coarse-only", "--json", "--k",
+                                 "3", "--ring-pool", "3", "--ring-screen", "0"}));
+  EXPECT_EQ(off["ring_stage"]["screen"]["added"].get<int>(), 0);
+  EXPECT_EQ(off["ring_stage"]["pool"].get<int>(), 3);
+  EXPECT_NE(RunBien({"search", "--node", node, "E2-0", "--ring-screen", "-1"}).code, 0);
   EXPECT_EQ(Json(RunBien({"search", "--node", node, "E2-0", "--coarse-only", "--json", "--k", "3",
                           "--ring-pool", "20"}))["ring_stage"]["screen"]["note"]
                 .get<std::string>(),
