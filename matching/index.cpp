@@ -1114,16 +1114,10 @@ VectorIndex::LoadResult VectorIndex::Load(const std::filesystem::path& path,
   if (!std::filesystem::is_regular_file(path, ec)) return refuse("no saved index");
   std::string bytes;
   if (std::string why = ReadFileInto(path, bytes); !why.empty()) return refuse(why);
-  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    return refuse("not a bien vector index file (bad magic)");
-  }
-  if (bytes.size() < kFixedHeader + kChecksumLen) {
-    return refuse("truncated (" + std::to_string(bytes.size()) + " bytes, shorter than a header)");
-  }
-  const uint32_t version = GetU32(bytes, 8);
-  if (version != kFormatVersion) {
-    return refuse("format version " + std::to_string(version) +
-                  " not supported (this build reads " + std::to_string(kFormatVersion) + ")");
+  if (std::string why = CheckFileHead(bytes, std::string_view(kMagic, sizeof(kMagic)),
+                                      "vector index", kFixedHeader + kChecksumLen, kFormatVersion);
+      !why.empty()) {
+    return refuse(why);
   }
   const uint32_t kind_raw = GetU32(bytes, 12);
   const uint32_t dim = GetU32(bytes, 16);

@@ -479,16 +479,10 @@ RingCodeIndex::LoadResult RingCodeIndex::Load(const std::filesystem::path& path,
   if (!std::filesystem::is_regular_file(path, ec)) return refuse("no saved ring codes");
   std::string bytes;
   if (std::string why = ReadFileInto(path, bytes); !why.empty()) return refuse(why);
-  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    return refuse("not a bien ring code file (bad magic)");
-  }
-  if (bytes.size() < kFixedHeader + kChecksumLen) {
-    return refuse("truncated (" + std::to_string(bytes.size()) + " bytes, shorter than a header)");
-  }
-  const uint32_t version = GetU32(bytes, 8);
-  if (version != kFormatVersion) {
-    return refuse("format version " + std::to_string(version) +
-                  " not supported (this build reads " + std::to_string(kFormatVersion) + ")");
+  if (std::string why = CheckFileHead(bytes, std::string_view(kMagic, sizeof(kMagic)), "ring code",
+                                      kFixedHeader + kChecksumLen, kFormatVersion);
+      !why.empty()) {
+    return refuse(why);
   }
   const size_t body = bytes.size() - kChecksumLen;
   if (Sha256Hex(std::string_view(bytes.data(), body)) != std::string_view(bytes).substr(body)) {
