@@ -953,9 +953,11 @@ class SqliteStore final : public Store {
   std::vector<ScanRecord> ScansLackingDescriptor(const std::string& key,
                                                  std::optional<ExhibitKind> kind) const override;
   std::vector<Partition> Partitions() const override;
+  using Store::AddBenchDistractors;
   std::vector<AddResult> AddBenchDistractors(const std::string& actor, const std::string& calibre,
                                              const std::string& key, int dim,
-                                             std::span<const float> vectors) override;
+                                             std::span<const float> vectors,
+                                             std::span<const BenchExtraDescriptors> extra) override;
   std::vector<RecordedLead> RecordLeads(const std::string& actor, ExhibitId query,
                                         const std::vector<LeadCandidate>& candidates) override;
   std::vector<LeadRecord> Leads(bool open_only) const override;
@@ -1675,10 +1677,9 @@ void SqliteStore::PutDescriptor(ScanId scan, const std::string& key,
   tx.Commit();
 }
 
-std::vector<AddResult> SqliteStore::AddBenchDistractors(const std::string& actor,
-                                                        const std::string& calibre,
-                                                        const std::string& key, int dim,
-                                                        std::span<const float> vectors) {
+std::vector<AddResult> SqliteStore::AddBenchDistractors(
+    const std::string& actor, const std::string& calibre, const std::string& key, int dim,
+    std::span<const float> vectors, std::span<const BenchExtraDescriptors> extra) {
   const std::string what = "bench distractors";
   CheckLine("the actor (who is acting)", actor, false);
   CheckRef(what + ": calibre", calibre);
@@ -1697,12 +1698,47 @@ std::vector<AddResult> SqliteStore::AddBenchDistractors(const std::string& actor
   for (size_t i = 0; i < count; ++i) {
     CheckDescriptor(what + ": vector " + std::to_string(i + 1), key, vectors.subspan(i * d, d));
   }
+  // Each extra key's dimension (0: no vector given).
+  std::vector<size_t> extra_dims(extra.size(), 0);
+  for (size_t e = 0; e < extra.size(); ++e) {
+    const BenchExtraDescriptors& x = extra[e];
+    CheckRef(what + ": an extra descriptor key", x.key);
+    if (x.key == key)
+      throw Error(what + ": extra descriptors of " + Quote(x.key) + " repeat the key");
+    for (size_t f = 0; f < e; ++f) {
+      if (extra[f].key == x.key) throw Error(what + ": extra key " + Quote(x.key) + " given twice");
+    }
+    if (x.vectors.size() != count) {
+      throw Error(what + ": " + std::to_string(x.vectors.size()) + " extra descriptors of " +
+                  Quote(x.key) + " for " + std::to_string(count) + " vectors");
+    }
+    for (size_t i = 0; i < count; ++i) {
+      const std::vector<float>& v = x.vectors[i];
+      if (v.empty()) continue;
+      const std::string label =
+          what + ": vector " + std::to_string(i + 1) + ", extra " + Quote(x.key);
+      if (extra_dims[e] != 0 && v.size() != extra_dims[e]) {
+        throw Error(label + " has " + std::to_string(v.size()) + " values, the others " +
+                    std::to_string(extra_dims[e]));
+      }
+      extra_dims[e] = v.size();
+      CheckDescriptor(label, x.key, v);
+    }
+  }
 
   sql::Transaction tx(*db_);
   if (const auto stored = DescriptorDim(key, std::nullopt); stored && *stored != dim) {
     throw Error(what + ": vectors of " + std::to_string(dim) + " values, but the store's " +
                 "descriptors of " + Quote(key) + " have " + std::to_string(*stored) +
                 " (a new dimension needs a new key)");
+  }
+  for (size_t e = 0; e < extra.size(); ++e) {
+    const auto stored = DescriptorDim(extra[e].key, std::nullopt);
+    if (stored && extra_dims[e] != 0 && *stored != static_cast<int64_t>(extra_dims[e])) {
+      throw Error(what + ": extra descriptors of " + Quote(extra[e].key) + " have " +
+                  std::to_string(extra_dims[e]) + " values, the store's " +
+                  std::to_string(*stored) + " (a new dimension needs a new key)");
+    }
   }
   const std::string now = UtcNowIso8601();
   const std::string case_ref = kBenchDistractorCase;
@@ -1777,6 +1813,17 @@ std::vector<AddResult> SqliteStore::AddBenchDistractors(const std::string& actor
             .Bind(5, now)
             .Run();
       }
+      for (const BenchExtraDescriptors& x : extra) {
+        const std::vector<float>& v = x.vectors[i];
+        if (v.empty()) continue;
+        sql::Stmt::Scope scope(insert_descriptor);
+        insert_descriptor.Bind(1, r.scan.value)
+            .Bind(2, x.key)
+            .Bind(3, static_cast<int64_t>(v.size()))
+            .Bind(4, FloatBytes(v))
+            .Bind(5, now)
+            .Run();
+      }
     } catch (const Error& e) {
       throw Error(what + ": vector " + std::to_string(i + 1) + " (" + label + ", sha256 " +
                   r.sha256.substr(0, 12) + "...) cannot be recorded: " + e.what());
@@ -1793,6 +1840,11 @@ std::vector<AddResult> SqliteStore::AddBenchDistractors(const std::string& actor
       .Add("calibre", calibre)
       .Add("descriptor_key", key)
       .Add("dim", dim);
+  if (!extra.empty()) {
+    std::string keys;
+    for (const BenchExtraDescriptors& x : extra) keys += (keys.empty() ? "" : ",") + x.key;
+    details.Add("extra_keys", keys);
+  }
   AppendAudit(actor, "add_bench_distractors", "bench distractors " + case_ref, std::nullopt,
               std::nullopt, details.str());
   tx.Commit();

@@ -104,6 +104,13 @@ enum class AddStatus { kAdded, kDuplicate };
 inline constexpr const char* kBenchDistractorCase = "BENCH-DISTRACTORS";
 inline constexpr const char* kBenchDistractorFormat = "synthetic-descriptor";
 
+// Benchmarks only: more descriptors of bench distractors under one key, one
+// vector per distractor (empty: none for it). Store::AddBenchDistractors.
+struct BenchExtraDescriptors {
+  std::string key;
+  std::span<const std::vector<float>> vectors;
+};
+
 struct AddResult {
   AddStatus status = AddStatus::kAdded;
   ScanId scan;        // the new scan; for a duplicate, the scan already holding the file
@@ -427,10 +434,22 @@ class Store {
   // `dim` differs from the key's stored descriptors, a value is not finite,
   // the key, calibre or actor is malformed, or a row cannot be written (e.g.
   // two equal vectors: one sha256). docs/SCHEMA.md, "Bench distractors".
-  virtual std::vector<AddResult> AddBenchDistractors(const std::string& actor,
-                                                     const std::string& calibre,
-                                                     const std::string& key, int dim,
-                                                     std::span<const float> vectors) = 0;
+  //
+  // `extra` (may be empty) gives each distractor more descriptors in the same
+  // transaction: per entry a key and one vector per distractor, in order (an
+  // empty vector: none for that distractor, as a scan too sparse for ring
+  // spectra has none). Its vectors of one key share one dimension, the
+  // key's stored one if any. Refused as above when an entry has another
+  // count than `vectors`, a malformed key, the descriptor key again, or a
+  // value that is not finite.
+  std::vector<AddResult> AddBenchDistractors(const std::string& actor, const std::string& calibre,
+                                             const std::string& key, int dim,
+                                             std::span<const float> vectors) {
+    return AddBenchDistractors(actor, calibre, key, dim, vectors, {});
+  }
+  virtual std::vector<AddResult> AddBenchDistractors(
+      const std::string& actor, const std::string& calibre, const std::string& key, int dim,
+      std::span<const float> vectors, std::span<const BenchExtraDescriptors> extra) = 0;
 
   // Flags candidates of a search for `query` for review, in one transaction
   // with one "record_leads" audit row. The pair (query, candidate) is

@@ -1581,6 +1581,41 @@ TEST_F(StoreTest, AddBenchDistractorsInOneTransaction) {
   ExpectError([&] { store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 0, w); },
               "dimension 0 is out of range");
   ExpectSameCounts(store_->Counts(), before_bad);
+
+  // More descriptors per distractor (ring spectra in `bien bench node`), in
+  // the same transaction; an empty vector gives that distractor none.
+  const std::vector<float> two{0.8f, 0.6f, 0, 0, 0.28f, 0.96f};
+  const std::vector<std::vector<float>> ring{{1, 2, 3, 4}, {}};
+  const std::vector<BenchExtraDescriptors> extra{{"ring-v1", ring}};
+  const auto with = store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3, two, extra);
+  ASSERT_EQ(with.size(), 2u);
+  EXPECT_EQ(*store_->GetDescriptor(with[0].scan, "ring-v1"), (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_FALSE(store_->GetDescriptor(with[1].scan, "ring-v1").has_value());
+  EXPECT_EQ(*store_->GetDescriptor(with[1].scan, "bf-v1"), (std::vector<float>{0, 0.28f, 0.96f}));
+  EXPECT_EQ(store_->AuditTrail(std::nullopt).back().action, "add_bench_distractors");
+  EXPECT_NE(store_->AuditTrail(std::nullopt).back().details.find("\"extra_keys\":\"ring-v1\""),
+            std::string::npos);
+
+  // Bad extras are refused before anything is written.
+  const StoreCounts before_extra = store_->Counts();
+  const std::vector<float> three{0.6f, 0, 0.8f, 0.96f, 0.28f, 0, 0, 0, 1};
+  auto refuse = [&](std::vector<BenchExtraDescriptors> x, const std::string& message) {
+    ExpectError([&] { store_->AddBenchDistractors("alice", "9mm Luger", "bf-v1", 3, three, x); },
+                message);
+  };
+  const std::vector<std::vector<float>> short_list{{1, 2, 3, 4}};
+  refuse({{"ring-v1", short_list}}, "1 extra descriptors of 'ring-v1' for 3 vectors");
+  const std::vector<std::vector<float>> ragged{{1, 2, 3, 4}, {1, 2}, {}};
+  refuse({{"ring-v1", ragged}}, "vector 2, extra 'ring-v1' has 2 values, the others 4");
+  const std::vector<std::vector<float>> not_finite{{}, {}, {1, NAN, 3, 4}};
+  refuse({{"ring-v1", not_finite}}, "vector 3, extra 'ring-v1'");
+  const std::vector<std::vector<float>> five{{1, 2, 3, 4, 5}, {}, {}};
+  refuse({{"ring-v1", five}}, "extra descriptors of 'ring-v1' have 5 values, the store's 4");
+  const std::vector<std::vector<float>> fine{{1, 2, 3, 4}, {}, {}};
+  refuse({{"bf-v1", fine}}, "extra descriptors of 'bf-v1' repeat the key");
+  refuse({{"ring-v1", fine}, {"ring-v1", fine}}, "extra key 'ring-v1' given twice");
+  refuse({{"", fine}}, "an extra descriptor key");
+  ExpectSameCounts(store_->Counts(), before_extra);
 }
 
 TEST_F(StoreTest, AddScansStoresDescriptorsInTheSameTransaction) {
