@@ -43,6 +43,7 @@
 #include "matching/cmc.h"
 #include "matching/descriptor.h"
 #include "storage/exchange_store.h"
+#include "tools/bench_support.h"
 #include "tools/cli.h"
 #include "tools/compare.h"
 #include "tools/federation.h"
@@ -64,52 +65,8 @@ constexpr int kCoarseK = 100;      // each node's fine top-100 (the search's def
 constexpr int kPoolFiles = 64;     // distinct encoded feature files the distractors link to
 constexpr double kTimeoutS = 300;  // a federated search waits this long for its peers
 constexpr uint64_t kQuerySeed = 2026;
-constexpr uint64_t kPoolSeed = 7919;  // other firearms than the queries'
-
-// The work folder: --work (created; must be empty), or a temporary folder
-// removed on scope exit.
-class WorkDir {
- public:
-  explicit WorkDir(const std::optional<fs::path>& given) {
-    if (given) {
-      path_ = fs::absolute(*given);
-      if (fs::exists(path_) && !(fs::is_directory(path_) && fs::is_empty(path_))) {
-        throw Error("--work " + path_.string() + ": exists and is not an empty folder");
-      }
-      fs::create_directories(path_);
-      return;
-    }
-    std::string templ = (fs::temp_directory_path() / "bien-bench-federation-XXXXXX").string();
-    if (!mkdtemp(templ.data())) throw Error("cannot create a temporary folder for the benchmark");
-    path_ = templ;
-    remove_ = true;
-  }
-  ~WorkDir() {
-    std::error_code ec;
-    if (remove_) fs::remove_all(path_, ec);
-  }
-  WorkDir(const WorkDir&) = delete;
-  WorkDir& operator=(const WorkDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-  bool remove_ = false;
-};
 
 double Seconds(Clock::time_point t0) { return MsSince(t0) / 1000; }
-
-// "1.23 0.98 0.51" of /proc/loadavg.
-std::vector<double> LoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::vector<double> out(3, 0.0);
-  for (double& v : out) in >> v;
-  return out;
-}
-
-std::string LoadText(const std::vector<double>& l) {
-  return Fixed(l[0], 2) + " " + Fixed(l[1], 2) + " " + Fixed(l[2], 2);
-}
 
 // Milliseconds since 1970 of "2026-11-23T10:15:30.123Z" (the store's times).
 std::optional<int64_t> IsoMs(const std::string& text) {
@@ -122,26 +79,6 @@ std::optional<int64_t> IsoMs(const std::string& text) {
   tm.tm_year -= 1900;
   tm.tm_mon -= 1;
   return static_cast<int64_t>(timegm(&tm)) * 1000 + ms;
-}
-
-std::string ReadText(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-double Median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-double Max(const std::vector<double>& v) {
-  return v.empty() ? 0 : *std::max_element(v.begin(), v.end());
-}
-
-json Stats(const std::vector<double>& v) {
-  return {{"median", Median(v)}, {"max", Max(v)}, {"n", v.size()}};
 }
 
 // The query's exhibit on node `node` (0 = RS, the querying node).
@@ -177,20 +114,12 @@ struct Outcome {
 
 int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
   if (args.queries < 1 || args.queries > 999) throw Error("--queries: 1 to 999");
-  if (args.jobs < 0) throw Error("--jobs must be 0 (every core) or more");
+  const int jobs = BenchJobs(args.jobs);
   if (args.exhibits < args.queries + 1) {
     throw Error("--exhibits " + std::to_string(args.exhibits) + ": need more than --queries (" +
                 std::to_string(args.queries) + ") per node, the rest being distractors");
   }
-  if (args.data && !fs::is_directory(*args.data)) {
-    throw Error("--data " + args.data->string() + ": no such folder");
-  }
-  if (args.features && !fs::is_regular_file(*args.features)) {
-    throw Error("--features " + args.features->string() + ": no such file");
-  }
-  const int jobs = args.jobs > 0
-                       ? args.jobs
-                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  CheckBenchPaths(args.data, args.features);
   const fs::path exe = BienExecutable("bien bench federation");
   const std::vector<double> load_before = LoadAverage();
   const auto t_all = Clock::now();
@@ -207,7 +136,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
     }
   };
 
-  WorkDir work(args.work);
+  BenchWorkDir work(args.work, "bien-bench-federation");
   std::vector<LocalNode> nodes = BalkanNodes(work.path());
   const int64_t distractors = args.exhibits - args.queries;  // per node
   const std::string key = DescriptorKey();
@@ -229,28 +158,8 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
   {
     std::vector<std::vector<fs::path>> shots;  // per firearm, one scan per node
     if (args.data) {
-      // Fadul: each slide's first three scans (by file name).
+      shots = FadulShots(*args.data, static_cast<int>(nodes.size()), args.queries);
       const fs::path fadul = *args.data / "cartridge" / "fadul";
-      const CsvTable truth = ReadCsvFile(fadul / "truth.csv");
-      const auto path_col = truth.Column("path"), source_col = truth.Column("source");
-      if (!path_col || !source_col) {
-        throw Error((fadul / "truth.csv").string() + ": needs columns path and source");
-      }
-      std::map<std::string, std::vector<fs::path>> by_source;
-      for (const auto& row : truth.rows)
-        by_source[row[*source_col]].push_back(fadul / row[*path_col]);
-      for (auto& [source, files] : by_source) {
-        std::sort(files.begin(), files.end());
-        if (files.size() >= nodes.size()) {
-          shots.emplace_back(files.begin(), files.begin() + static_cast<long>(nodes.size()));
-        }
-      }
-      if (static_cast<int>(shots.size()) < args.queries) {
-        throw Error("--queries " + std::to_string(args.queries) + ": " + fadul.string() + " has " +
-                    std::to_string(shots.size()) + " firearms with " +
-                    std::to_string(nodes.size()) + " scans");
-      }
-      shots.resize(static_cast<size_t>(args.queries));
       query_source = "Fadul (" + fadul.string() + ")";
     } else {
       SynthOptions so;
@@ -294,54 +203,18 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
 
   // 3a. The distractors' coarse vectors: one slice per node.
   t = Clock::now();
-  std::vector<float> vectors;
-  std::string vector_source;
   const int64_t total = distractors * static_cast<int64_t>(nodes.size());
-  if (args.features) {
-    log("  reading " + std::to_string(total) + " descriptors from " + args.features->string() +
-        " (checks the whole file's SHA-256)...\n");
-    FeatureFile f = ReadBenchFeatures(*args.features, total);
-    vectors = std::move(f.vectors);
-    vector_source = args.features->string();
-  } else {
-    SynthFeatureOptions o;
-    o.count = total;
-    o.shots = 2;
-    o.seed = 1;
-    o.jobs = jobs;
-    o.Check();
-    log("  generating " + std::to_string(total) + " synthetic descriptors on " +
-        std::to_string(jobs) + " threads (about 600 per second per core)...\n");
-    vectors = MakeSynthFeatures(
-        o, ctx.progress ? ProgressLine(ctx.err, "synthetic descriptors") : FeatureProgress());
-    vector_source = "generated (SynthDescriptors, seed 1)";
-  }
+  BenchVectors made = BenchDistractorVectors(
+      args.features, total, jobs, log,
+      ctx.progress ? ProgressLine(ctx.err, "synthetic descriptors") : FeatureProgress());
+  std::vector<float> vectors = std::move(made.vectors);
+  const std::string vector_source = made.source;
   const double vectors_s = Seconds(t);
 
   // 3b. The pool of encoded CMC features the distractors' cache entries link to.
   t = Clock::now();
-  const fs::path pool = work.path() / "feature-pool";
-  fs::create_directories(pool);
-  std::vector<fs::path> pool_files(kPoolFiles);
-  {
-    SynthOptions so;
-    so.firearms = kPoolFiles;
-    so.shots = 1;
-    so.seed = kPoolSeed;
-    so.size_px = 545;
-    const CmcOptions cmc = FineFeatures(nodes[0].dir).options();
-    ParallelFor(static_cast<size_t>(kPoolFiles), jobs, [&](size_t i) {
-      const int firearm = static_cast<int>(i);
-      const std::string label = "feature pool scan " + std::to_string(i + 1);
-      const Surface pre = Preprocessed(Operand{label, "", MakeSynthShot(so, firearm, 0)}, nullptr);
-      const std::string bytes = EncodeCmcFeatures(pre, label, cmc);
-      DecodeCmcFeatures(bytes, label, cmc);  // usable (cells), or throws naming it
-      pool_files[i] = pool / (std::to_string(i + 1) + ".cmcf");
-      std::ofstream out(pool_files[i], std::ios::binary);
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      if (!out) throw Error(pool_files[i].string() + ": cannot write");
-    });
-  }
+  const std::vector<fs::path> pool_files = MakeFeaturePool(
+      work.path() / "feature-pool", FineFeatures(nodes[0].dir).options(), kPoolFiles, jobs);
   const double pool_s = Seconds(t);
 
   // 3c. Each node's distractors (one transaction), their feature links, and
@@ -356,18 +229,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
         store->AddBenchDistractors(ctx.actor, kCalibre, key, dim, slice);
     const double add_s = Seconds(t);
     t = Clock::now();
-    FineFeatures features(n.dir);
-    std::set<fs::path> folders;
-    for (size_t i = 0; i < added.size(); ++i) {
-      const fs::path path = features.PathFor(added[i].sha256);
-      if (folders.insert(path.parent_path()).second) fs::create_directories(path.parent_path());
-      std::error_code ec;
-      fs::create_hard_link(pool_files[i % pool_files.size()], path, ec);
-      if (ec) {
-        throw Error(path.string() + ": cannot link to " +
-                    pool_files[i % pool_files.size()].string() + ": " + ec.message());
-      }
-    }
+    LinkFeaturePool(n.dir, added, pool_files, 0);
     const double link_s = Seconds(t);
     t = Clock::now();
     const CoarseIndex ci = OpenCoarseIndex(*store, partition);

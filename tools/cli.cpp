@@ -320,6 +320,34 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
   c_bench_federation->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchFederation(ctx, bench_federation); }; });
 
+  BenchNodeArgs bench_node;
+  auto* c_bench_node = c_bench->add_subcommand(
+      "node",
+      "`bien search` end to end on one node of N cartridge cases (descriptors, ring spectra, "
+      "cached fine features), each search a process");
+  c_bench_node
+      ->add_option("--exhibits", bench_node.exhibits,
+                   "Exhibits in cartridge_case|9mm Luger (queries, their mates, distractors)")
+      ->capture_default_str();
+  c_bench_node->add_option("--queries", bench_node.queries, "Timed searches (one firearm each)")
+      ->capture_default_str();
+  c_bench_node->add_option(
+      "--features", bench_node.features,
+      "The distractors' descriptors from a `bien synth --features` file (default: generated)");
+  c_bench_node->add_option(
+      "--data", bench_node.data,
+      "Real data folder (../shared/data): the queries and their mates are Fadul scans");
+  c_bench_node->add_option(
+      "--work", bench_node.work,
+      "Keep the node in this (new or empty) folder (default: a temporary folder, removed)");
+  c_bench_node->add_option("--jobs", bench_node.jobs, "Threads (default: all cores)");
+  c_bench_node->add_option("--ring-pool", bench_node.ring_pool,
+                           "Each search's --ring-pool (default: the search's)");
+  c_bench_node->add_option("--ring-screen", bench_node.ring_screen,
+                           "Each search's --ring-screen (default: the search's)");
+  c_bench_node->callback(
+      [&] { action = [&](Context& ctx) { return CmdBenchNode(ctx, bench_node); }; });
+
   // search
   SearchArgs search;
   auto* c_search = app.add_subcommand(

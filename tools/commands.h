@@ -153,6 +153,21 @@ struct BenchSearchArgs {
 };
 int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args);
 
+// `bien bench node` (tools/bench_node.cpp): one node of `exhibits` cartridge
+// cases with descriptors, ring spectra and cached CMC features, and `bien
+// search` timed end to end as a process.
+struct BenchNodeArgs {
+  int64_t exhibits = 100000;  // in cartridge_case|9mm Luger: queries, mates, distractors
+  int queries = 10;           // timed searches (one firearm each: a query and its mate)
+  std::optional<std::filesystem::path> features;  // `bien synth --features` file for distractors
+  std::optional<std::filesystem::path> data;      // real data folder: Fadul queries and mates
+  std::optional<std::filesystem::path> work;      // kept folder (default: temporary, removed)
+  int jobs = 0;                                   // threads; 0 = every core
+  int ring_pool = -1;    // passed to each search as --ring-pool; -1: the search's default
+  int ring_screen = -1;  // likewise --ring-screen
+};
+int CmdBenchNode(Context& ctx, const BenchNodeArgs& args);
+
 struct DemoArgs {
   std::filesystem::path dir = "bien-demo";
 };
