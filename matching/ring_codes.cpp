@@ -412,6 +412,30 @@ std::vector<SearchHit> RingCodeIndex::Search(const std::vector<float>& spectra, 
   return out;
 }
 
+std::vector<std::optional<float>> RingCodeIndex::Scores(const std::vector<float>& spectra,
+                                                        std::span<const int64_t> ids,
+                                                        int jobs) const {
+  const std::vector<float> query = codec_.Project(spectra);
+  const std::shared_lock lock(mutex_);
+  const size_t width = static_cast<size_t>(codec_.code_bytes());
+  std::vector<size_t> held;  // indices into ids with a code
+  std::vector<int8_t> bytes;
+  std::vector<float> scales;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto it = position_.find(ids[i]);
+    if (it == position_.end()) continue;
+    held.push_back(i);
+    const auto from = bytes_.begin() + static_cast<ptrdiff_t>(it->second * width);
+    bytes.insert(bytes.end(), from, from + static_cast<ptrdiff_t>(width));
+    scales.push_back(scales_[it->second]);
+  }
+  std::vector<float> scores(held.size());
+  if (!held.empty()) codec_.ScoreAll(query, bytes, scales, scores, jobs);
+  std::vector<std::optional<float>> out(ids.size());
+  for (size_t j = 0; j < held.size(); ++j) out[held[j]] = scores[j];
+  return out;
+}
+
 std::vector<int64_t> RingCodeIndex::Ids() const {
   const std::shared_lock lock(mutex_);
   std::vector<int64_t> out = ids_;

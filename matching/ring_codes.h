@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <shared_mutex>
 #include <span>
 #include <string>
@@ -137,6 +138,13 @@ class RingCodeIndex {
   // spectra (found centre), best first (ties: lower id first), on `jobs`
   // threads. Throws bien::Error on a wrong length or k < 1.
   std::vector<SearchHit> Search(const std::vector<float>& spectra, int k, int jobs) const;
+
+  // The best-rotation correlation of the query's spectra (found centre) with
+  // the code of each of `ids`, in order (nullopt: no code held), on `jobs`
+  // threads: the ring stage's first score where the codes are at hand.
+  // Throws bien::Error on a wrong length.
+  std::vector<std::optional<float>> Scores(const std::vector<float>& spectra,
+                                           std::span<const int64_t> ids, int jobs) const;
 
   std::vector<int64_t> Ids() const;  // sorted
   int64_t size() const;

@@ -404,6 +404,7 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
     std::optional<RingCodec> codec;
     std::vector<int8_t> code_bytes;
     std::vector<float> code_scales;
+    std::unordered_map<int64_t, size_t> code_position;  // exhibit id -> its code
     std::vector<double> screen_ms, stage_ms;
     double screen_found = 0, union_total = 0, codes10 = 0, codes100 = 0;
     if (codes_keep > 0) {
@@ -421,6 +422,8 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       b.codes.kept_energy = codec->kept_energy();
       t0 = Clock::now();
       codec->EncodeAll(all, jobs, code_bytes, code_scales);
+      code_position.reserve(indexed.size());
+      for (size_t i = 0; i < indexed.size(); ++i) code_position.emplace(indexed[i], i);
       b.codes.encode_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
       b.codes.bytes_per_exhibit = codec->code_bytes() + static_cast<double>(sizeof(float));
     }
@@ -472,9 +475,9 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       // appended (in their order) to the cosine pool, the ring stage on all.
       std::vector<int64_t> joined = pool;
       std::vector<size_t> screen_place;  // of each joined beyond the pool, in the screen's list
+      std::vector<float> scores(indexed.size());  // every code's, at the found centre
       const auto t_screen = Clock::now();
       if (query) {
-        std::vector<float> scores(indexed.size());
         codec->ScoreAll(codec->Project(query->spectra.front()), code_bytes, code_scales, scores,
                         jobs);
         std::vector<size_t> best(indexed.size());
@@ -503,10 +506,27 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
       union_total += static_cast<double>(joined.size());
       std::vector<const std::vector<float>*> joined_spectra(joined.size());
       for (size_t i = 0; i < joined.size(); ++i) joined_spectra[i] = &shared.at(joined[i]);
+      // As the search runs it with the codes at hand: their found-centre
+      // scores, the centre search on RingCentreSearchSet (its spectra copied,
+      // as the search reads them from the store).
       const auto t_stage = Clock::now();
-      std::vector<std::optional<double>> joined_ring(joined.size());
-      if (query) joined_ring = RingStageScores(*query, joined_spectra, 100, jobs);
-      const std::vector<size_t> joined_order = RingOrder(joined_ring, 100);
+      std::vector<std::optional<double>> joined_keys(joined.size());
+      if (query) {
+        std::vector<std::optional<double>> compressed(joined.size());
+        for (size_t i = 0; i < joined.size(); ++i) {
+          if (!joined_spectra[i]->empty()) compressed[i] = scores[code_position.at(joined[i])];
+        }
+        RingStageScoresFromCodes(
+            *query, compressed, 100, jobs,
+            [&](const std::vector<size_t>& which) {
+              std::vector<std::vector<float>> out;
+              out.reserve(which.size());
+              for (size_t i : which) out.push_back(*joined_spectra[i]);
+              return out;
+            },
+            &joined_keys);
+      }
+      const std::vector<size_t> joined_order = RingOrder(joined_keys, 100);
       stage_ms.push_back(MsSince(t_stage));
       auto found_joined = [&](size_t top) {
         for (size_t j = 0; j < std::min(top, joined_order.size()); ++j) {
@@ -529,7 +549,7 @@ RingStageBench MeasureRingStage(const std::vector<std::vector<int64_t>>& pools,
           if (i < pool.size() || screen_place[i - pool.size()] < keep) subset.push_back(i);
         }
         std::vector<std::optional<double>> sub_ring(subset.size());
-        for (size_t i = 0; i < subset.size(); ++i) sub_ring[i] = joined_ring[subset[i]];
+        for (size_t i = 0; i < subset.size(); ++i) sub_ring[i] = joined_keys[subset[i]];
         const std::vector<size_t> o = RingOrder(sub_ring, 100);
         auto found_sub = [&](size_t top) {
           for (size_t j = 0; j < std::min(top, o.size()); ++j) {

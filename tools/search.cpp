@@ -836,6 +836,7 @@ std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float>
                                                           int jobs, int* pooled, int screen) {
   std::vector<SearchCandidate> candidates = Collect(vector, std::max(pool, k), "");
   screen_ = {};
+  std::shared_ptr<RingCodeIndex> codes;  // when the screen ran: the ring stage reads less
   const int64_t size = index_.index ? index_.index->size() : 0;
   if (screen > 0 && index_.partition && size > std::max(pool, k) && !rings.spectra.empty()) {
     // The compressed ring screen over the whole partition: its best `screen`
@@ -843,8 +844,7 @@ std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float>
     // beyond the pool; docs/SEARCH.md "The ring screen").
     const auto t = Clock::now();
     try {
-      const std::shared_ptr<RingCodeIndex> codes =
-          OpenRingCodes(store_, *index_.partition, jobs, &screen_.note);
+      codes = OpenRingCodes(store_, *index_.partition, jobs, &screen_.note);
       const std::vector<SearchHit> hits =
           codes->Search(rings.spectra.front(), std::max(screen, k), jobs);
       for (size_t i = 0; i < hits.size(); ++i) {
@@ -869,13 +869,14 @@ std::vector<SearchCandidate> CoarseSelection::NextByRings(std::span<const float>
       }
     } catch (const Error& e) {
       screen_.note = std::string("no ring screen: ") + e.what();
+      codes.reset();
     }
     screen_.ms = MsSince(t);
   }
   if (pooled) *pooled = static_cast<int>(candidates.size());
   std::vector<SearchCandidate> dropped;
   std::vector<SearchCandidate> kept =
-      RingStage(store_, rings, std::move(candidates), k, jobs, &dropped);
+      RingStage(store_, rings, std::move(candidates), k, jobs, &dropped, codes.get());
   for (const SearchCandidate& c : dropped) taken_.erase(c.exhibit.id.value);
   FillRecords(kept);
   // The cosine of the screen's candidates that stay (the index did not
@@ -920,50 +921,104 @@ std::vector<std::optional<double>> RingStageScores(
   ParallelFor(spectra.size(), jobs, [&](size_t i) {
     if (!spectra[i]->empty()) ring[i] = RingCorrelation(query.spectra[0], *spectra[i]).score;
   });
-  std::vector<size_t> screened;
-  for (size_t i = 0; i < ring.size(); ++i) {
-    if (ring[i]) screened.push_back(i);
-  }
-  const size_t screen = static_cast<size_t>(std::max(kRingScreen, keep));
-  if (screened.size() > screen) {
-    std::nth_element(
-        screened.begin(), screened.begin() + static_cast<ptrdiff_t>(screen), screened.end(),
-        [&](size_t a, size_t b) { return *ring[a] > *ring[b] || (*ring[a] == *ring[b] && a < b); });
-    // The cosine's best `screen` too (the pool is in cosine order): a mate
-    // whose firing-pin centre was found off scores low at the found centre.
-    screened.erase(std::remove_if(screened.begin() + static_cast<ptrdiff_t>(screen), screened.end(),
-                                  [&](size_t i) { return i >= screen; }),
-                   screened.end());
-  }
+  const std::vector<size_t> screened = RingCentreSearchSet(ring, keep);
   ParallelFor(screened.size(), jobs, [&](size_t j) {
     ring[screened[j]] = RingCorrelation(query, *spectra[screened[j]]).score;
   });
   return ring;
 }
 
+std::vector<size_t> RingCentreSearchSet(const std::vector<std::optional<double>>& found, int keep) {
+  std::vector<size_t> screened;
+  for (size_t i = 0; i < found.size(); ++i) {
+    if (found[i]) screened.push_back(i);
+  }
+  const size_t screen = static_cast<size_t>(std::max(kRingScreen, keep));
+  if (screened.size() > screen) {
+    std::nth_element(screened.begin(), screened.begin() + static_cast<ptrdiff_t>(screen),
+                     screened.end(), [&](size_t a, size_t b) {
+                       return *found[a] > *found[b] || (*found[a] == *found[b] && a < b);
+                     });
+    // The cosine's best `screen` too (the pool is in cosine order): a mate
+    // whose firing-pin centre was found off scores low at the found centre.
+    screened.erase(std::remove_if(screened.begin() + static_cast<ptrdiff_t>(screen), screened.end(),
+                                  [&](size_t i) { return i >= screen; }),
+                   screened.end());
+  }
+  return screened;
+}
+
+std::vector<std::optional<double>> RingStageScoresFromCodes(
+    const RingQuery& query, const std::vector<std::optional<double>>& compressed, int keep,
+    int jobs,
+    const std::function<std::vector<std::vector<float>>(const std::vector<size_t>&)>& read,
+    std::vector<std::optional<double>>* order_keys) {
+  if (query.spectra.empty()) throw Error("ring query without spectra");
+  std::vector<std::optional<double>> ring = compressed;
+  const std::vector<size_t> screened = RingCentreSearchSet(compressed, keep);
+  const std::vector<std::vector<float>> spectra = read(screened);
+  if (spectra.size() != screened.size()) throw Error("ring stage: spectra read for another set");
+  ParallelFor(screened.size(), std::max(1, jobs), [&](size_t j) {
+    // A code without spectra in the store (they changed since): unscored.
+    ring[screened[j]] = spectra[j].empty()
+                            ? std::nullopt
+                            : std::optional<double>(RingCorrelation(query, spectra[j]).score);
+  });
+  // Scores lie in about [-1, 1]: 4 below puts the rest after the searched.
+  *order_keys = ring;
+  std::vector<bool> searched(ring.size(), false);
+  for (size_t i : screened) searched[i] = true;
+  for (size_t i = 0; i < ring.size(); ++i) {
+    if (!searched[i] && (*order_keys)[i]) *(*order_keys)[i] -= 4;
+  }
+  return ring;
+}
+
 std::vector<SearchCandidate> RingStage(const Store& store, const RingQuery& query,
                                        std::vector<SearchCandidate> pool, int keep, int jobs,
-                                       std::vector<SearchCandidate>* dropped) {
+                                       std::vector<SearchCandidate>* dropped,
+                                       const RingCodeIndex* codes) {
   const std::string key = RingSpectraKey();
   const size_t dim = static_cast<size_t>(RingSpectraDim());
-  std::vector<std::vector<float>> spectra(pool.size());
-  // Read in scan-id order (the store's row order): 20 000 spectra took 145-300
-  // ms so against 210-800 ms in the pool's order (throwaway, 50 000 scans).
-  std::vector<size_t> by_scan(pool.size());
-  std::iota(by_scan.begin(), by_scan.end(), size_t{0});
-  std::sort(by_scan.begin(), by_scan.end(),
-            [&](size_t a, size_t b) { return pool[a].scan.value < pool[b].scan.value; });
-  for (size_t i : by_scan) {
-    auto v = store.GetDescriptor(pool[i].scan, key);
-    if (v && v->size() == dim) spectra[i] = std::move(*v);
+  // The spectra of pool[which[j]], read in scan-id order (the store's row
+  // order): 20 000 spectra took 145-300 ms so against 210-800 ms in the
+  // pool's order (throwaway, 50 000 scans).
+  auto read = [&](const std::vector<size_t>& which) {
+    std::vector<size_t> by_scan(which.size());
+    std::iota(by_scan.begin(), by_scan.end(), size_t{0});
+    std::sort(by_scan.begin(), by_scan.end(), [&](size_t a, size_t b) {
+      return pool[which[a]].scan.value < pool[which[b]].scan.value;
+    });
+    std::vector<std::vector<float>> out(which.size());
+    for (size_t j : by_scan) {
+      auto v = store.GetDescriptor(pool[which[j]].scan, key);
+      if (v && v->size() == dim) out[j] = std::move(*v);
+    }
+    return out;
+  };
+  std::vector<std::optional<double>> ring, order_keys;
+  if (codes && !query.spectra.empty()) {
+    std::vector<int64_t> ids(pool.size());
+    for (size_t i = 0; i < pool.size(); ++i) ids[i] = pool[i].scan.value;
+    const std::vector<std::optional<float>> scores = codes->Scores(query.spectra[0], ids, jobs);
+    std::vector<std::optional<double>> compressed(pool.size());
+    for (size_t i = 0; i < pool.size(); ++i) {
+      if (scores[i]) compressed[i] = *scores[i];
+    }
+    ring = RingStageScoresFromCodes(query, compressed, keep, jobs, read, &order_keys);
+  } else {
+    std::vector<size_t> all(pool.size());
+    std::iota(all.begin(), all.end(), size_t{0});
+    const std::vector<std::vector<float>> spectra = read(all);
+    std::vector<const std::vector<float>*> of(pool.size());
+    for (size_t i = 0; i < pool.size(); ++i) of[i] = &spectra[i];
+    ring = RingStageScores(query, of, keep, jobs);
+    order_keys = ring;
   }
-  std::vector<const std::vector<float>*> of(pool.size());
-  for (size_t i = 0; i < pool.size(); ++i) of[i] = &spectra[i];
-  const std::vector<std::optional<double>> ring = RingStageScores(query, of, keep, jobs);
   for (size_t i = 0; i < pool.size(); ++i) pool[i].ring_score = ring[i];
   std::vector<bool> chosen(pool.size(), false);
   std::vector<SearchCandidate> out;
-  for (size_t i : RingOrder(ring, keep)) {
+  for (size_t i : RingOrder(order_keys, keep)) {
     chosen[i] = true;
     out.push_back(pool[i]);
     out.back().coarse_rank = static_cast<int>(out.size());

@@ -176,6 +176,22 @@ TEST(RingCodeIndex, SearchesSavesLoadsAndRefusesDamagedFiles) {
   }
   EXPECT_GE(first, queries - 1);
 
+  // Scores of chosen ids are the scores Search gives them; an id without a
+  // code has none.
+  {
+    const auto hits = index->Search(shots[1], static_cast<int>(ids.size()), 2);
+    std::vector<int64_t> asked{hits[3].id, 7, hits[0].id, hits.back().id};
+    const auto scores = index->Scores(shots[1], asked, 2);
+    ASSERT_EQ(scores.size(), 4u);
+    ASSERT_TRUE(scores[0] && scores[2] && scores[3]);
+    EXPECT_FALSE(scores[1].has_value());
+    EXPECT_FLOAT_EQ(*scores[0], hits[3].score);
+    EXPECT_FLOAT_EQ(*scores[2], hits[0].score);
+    EXPECT_FLOAT_EQ(*scores[3], hits.back().score);
+    EXPECT_TRUE(index->Scores(shots[1], {}, 2).empty());
+    EXPECT_THROW(index->Scores(std::vector<float>(5, 1.0f), asked, 2), Error);
+  }
+
   const testing::TempDir dir;
   const auto path = dir / "p.brc";
   index->Save(path);

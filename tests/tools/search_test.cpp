@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <set>
 
@@ -409,6 +410,92 @@ TEST(RingStageScores, ScreensAtTheFoundCentreThenSearchesCentres) {
   ASSERT_EQ(order.size(), 100u);
   EXPECT_EQ(order[0], static_cast<size_t>(kOthers + 1));
   EXPECT_GT(*ring[order[0]], *ring[order[1]] + 0.1);  // measured 0.49 against 0.3
+}
+
+// With the ring codes at hand the found-centre scores are the codes' and
+// only the centre-search set's spectra are read: exactly that set, whose
+// scores become the centre search's; the rest keep the compressed score and
+// are ordered after every searched candidate.
+TEST(RingStageScores, FromCodesReadsOnlyTheCentreSearchSet) {
+  const SynthDescriptorOptions synth;
+  const DescriptorOptions shape;
+  const RingQuery query = BreechFaceRingQuery(MakeSynthBreechFace(synth, shape, 0, 1), "query");
+  constexpr int kOthers = 1400;
+  std::vector<std::vector<float>> spectra(kOthers + 1);
+  for (int f = 1; f <= kOthers; ++f) {
+    try {
+      spectra[f - 1] = BreechFaceRingSpectra(MakeSynthBreechFace(synth, shape, f, 0), "other");
+    } catch (const Error&) {
+    }
+  }
+  spectra[kOthers] = BreechFaceRingSpectra(MakeSynthBreechFace(synth, shape, 0, 0), "mate");
+  std::vector<int64_t> ids;
+  std::vector<const std::vector<float>*> coded;
+  for (size_t i = 0; i < spectra.size(); ++i) {
+    if (spectra[i].empty()) continue;
+    ids.push_back(static_cast<int64_t>(i));
+    coded.push_back(&spectra[i]);
+  }
+  const auto codes = RingCodeIndex::Build(ids, coded, 2);
+  // Candidate i is scan i; one more candidate (scan 5000) has no code.
+  std::vector<int64_t> pool(spectra.size() + 1);
+  std::iota(pool.begin(), pool.end(), int64_t{0});
+  pool.back() = 5000;
+  const auto scores = codes->Scores(query.spectra[0], pool, 2);
+  std::vector<std::optional<double>> compressed(pool.size());
+  for (size_t i = 0; i < pool.size(); ++i) {
+    if (scores[i]) compressed[i] = *scores[i];
+  }
+  EXPECT_FALSE(compressed.back().has_value());
+  const std::vector<size_t> expected_set = cli::RingCentreSearchSet(compressed, 100);
+  ASSERT_GT(expected_set.size(), static_cast<size_t>(cli::kRingScreen));
+  ASSERT_LT(expected_set.size(), ids.size());
+  // The mate's spectra are "gone" from the store since its code was made.
+  std::vector<size_t> asked;
+  std::vector<std::optional<double>> keys;
+  const auto ring = cli::RingStageScoresFromCodes(
+      query, compressed, 100, 2,
+      [&](const std::vector<size_t>& which) {
+        asked = which;
+        std::vector<std::vector<float>> out;
+        for (size_t i : which) {
+          out.push_back(i < static_cast<size_t>(kOthers) ? spectra[i] : std::vector<float>());
+        }
+        return out;
+      },
+      &keys);
+  EXPECT_EQ(asked, expected_set);
+  ASSERT_EQ(ring.size(), pool.size());
+  ASSERT_EQ(keys.size(), pool.size());
+  const std::set<size_t> searched(asked.begin(), asked.end());
+  ASSERT_TRUE(searched.count(kOthers));  // the mate is in the set, and unscored without spectra
+  EXPECT_FALSE(ring[kOthers].has_value());
+  double lowest_searched = 10;
+  for (size_t i = 0; i < pool.size(); ++i) {
+    if (!compressed[i] || i == static_cast<size_t>(kOthers)) continue;
+    if (searched.count(i)) {
+      EXPECT_DOUBLE_EQ(*ring[i], RingCorrelation(query, spectra[i]).score) << i;
+      EXPECT_DOUBLE_EQ(*keys[i], *ring[i]);
+      lowest_searched = std::min(lowest_searched, *keys[i]);
+    } else {
+      EXPECT_DOUBLE_EQ(*ring[i], *compressed[i]) << i;
+    }
+  }
+  for (size_t i = 0; i < pool.size(); ++i) {
+    if (keys[i] && !searched.count(i)) {
+      EXPECT_LT(*keys[i], lowest_searched) << i;
+    }
+  }
+  // With the mate's spectra back it leads the order.
+  cli::RingStageScoresFromCodes(
+      query, compressed, 100, 2,
+      [&](const std::vector<size_t>& which) {
+        std::vector<std::vector<float>> out;
+        for (size_t i : which) out.push_back(spectra[i]);
+        return out;
+      },
+      &keys);
+  EXPECT_EQ(cli::RingOrder(keys, 100).front(), static_cast<size_t>(kOthers));
 }
 
 // The ring stage re-ranks the coarse pool by ring correlation; spectra a
