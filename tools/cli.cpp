@@ -13,6 +13,7 @@
 #include "tools/compare.h"
 #include "tools/federation.h"
 #include "tools/leads.h"
+#include "tools/local_search.h"
 #include "tools/search.h"
 
 namespace bien::cli {
@@ -345,6 +346,9 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                            "Each search's --ring-pool (default: the search's)");
   c_bench_node->add_option("--ring-screen", bench_node.ring_screen,
                            "Each search's --ring-screen (default: the search's)");
+  c_bench_node->add_flag("--through-node", bench_node.through_node,
+                         "Run `bien serve` on the node: the searches go through it, with the "
+                         "index and ring codes in memory");
   c_bench_node->callback(
       [&] { action = [&](Context& ctx) { return CmdBenchNode(ctx, bench_node); }; });
 
@@ -373,6 +377,9 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
                        "best N (compressed ring spectra of every scan) join the ring stage "
                        "(default 5000; 0: off)");
   c_search->add_flag("--no-leads", search.no_leads, "Do not record leads");
+  c_search->add_flag("--standalone", search.standalone,
+                     "Search in this process even when the node is serving (by default a "
+                     "running `bien serve` runs it, with the index and ring codes in memory)");
   c_search->add_option("--jobs", search.options.jobs, "Threads (default: all cores)");
   bool federated = false;
   FederatedArgs federated_args;
@@ -389,7 +396,18 @@ int Run(int argc, const char* const argv[], std::ostream& out, std::ostream& err
     if (o_lead->count() > 0) search.options.lead_threshold = search_lead_threshold;
     federated_args.coarse_only = search.options.coarse_only;
     action = [&](Context& ctx) {
-      return federated ? CmdSearchFederated(ctx, search, federated_args) : CmdSearch(ctx, search);
+      if (federated) return CmdSearchFederated(ctx, search, federated_args);
+      // A serving node runs it with the partition's index and ring codes in
+      // memory (tools/local_search.h).
+      if (!search.standalone) {
+        const std::vector<std::string> words(argv + 1, argv + argc);
+        if (const auto forwarded = LocalSearchArgs(words, ctx.NodeDir(), ctx.actor)) {
+          if (const auto code = SearchThroughNode(ctx.NodeDir(), *forwarded, ctx.out, ctx.err)) {
+            return *code;
+          }
+        }
+      }
+      return CmdSearch(ctx, search);
     };
   });
 

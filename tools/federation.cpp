@@ -27,6 +27,7 @@
 #include "storage/exchange_store.h"
 #include "tools/compare.h"
 #include "tools/fine_features.h"
+#include "tools/local_search.h"
 #include "tools/output.h"
 #include "tools/parallel.h"
 #include "tools/search.h"
@@ -408,6 +409,13 @@ int CmdServe(Context& ctx, const ServeArgs& args) {
     return AnswerCorrelation(store, req, jobs);
   };
   auto node = exchange::Node::Start(dir, options, handler, log);
+  // `bien search` on this node runs here, with the indexes in memory.
+  std::unique_ptr<LocalSearchServer> local_search;
+  try {
+    local_search = std::make_unique<LocalSearchServer>(dir, log);
+  } catch (const Error& e) {
+    log("warn", std::string("no local searches through this node: ") + e.what());
+  }
   {
     std::ofstream f(dir / "serve.endpoint");
     f << node->endpoint() << "\n" << node->alerts_endpoint() << "\n";
@@ -418,6 +426,7 @@ int CmdServe(Context& ctx, const ServeArgs& args) {
   while (!StopSignal(signals, 500)) {
   }
   log("info", "stop signal received: shutting down");
+  local_search.reset();
   const std::string alerts = node->alerts_endpoint();
   node->Stop();
   std::error_code ec;

@@ -379,6 +379,7 @@ struct SearchArgs {
   int top = 20;         // rows printed
   SearchOptions options;
   bool no_leads = false;
+  bool standalone = false;  // never through the serving node (tools/local_search.h)
 };
 int CmdSearch(Context& ctx, const SearchArgs& args);
 

@@ -1,0 +1,202 @@
+#include "tools/local_search.h"
+
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <chrono>
+#include <sstream>
+#include <zmq.hpp>
+
+#include "core/error.h"
+#include "tools/cli.h"
+
+namespace bien::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kProtocol = "bien-local-search-v1";
+constexpr int kPollMs = 200;  // the server checks for stop this often
+constexpr int kSearchTimeoutMs =
+    30 * 60000;  // a search answers within this, or the client gives up
+
+std::string Endpoint(const fs::path& socket) { return "ipc://" + socket.string(); }
+
+bool FitsSocketPath(const fs::path& socket) {
+  return socket.string().size() < sizeof(sockaddr_un{}.sun_path);
+}
+
+}  // namespace
+
+fs::path LocalSearchSocket(const fs::path& node_dir) { return node_dir / "search.ipc"; }
+
+std::optional<std::vector<std::string>> LocalSearchArgs(const std::vector<std::string>& argv,
+                                                        const fs::path& node_dir,
+                                                        const std::string& actor) {
+  std::vector<std::string> out;
+  bool search = false;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a == "--federated" || a == "--standalone") return std::nullopt;
+    if (a == "--node" || a == "--user") {
+      ++i;  // and its value
+      continue;
+    }
+    if (a.rfind("--node=", 0) == 0 || a.rfind("--user=", 0) == 0) continue;
+    if (!search && a.rfind("-", 0) != 0) {
+      if (a != "search") return std::nullopt;
+      search = true;
+    }
+    out.push_back(a);
+  }
+  if (!search) return std::nullopt;
+  out.insert(out.end(),
+             {"--node", fs::absolute(node_dir).string(), "--user", actor, "--standalone"});
+  return out;
+}
+
+std::optional<int> SearchThroughNode(const fs::path& node_dir, const std::vector<std::string>& args,
+                                     std::ostream& out, std::ostream& err, int connect_ms) {
+  const fs::path socket = LocalSearchSocket(node_dir);
+  std::error_code ec;
+  if (!fs::exists(socket, ec) || !FitsSocketPath(socket)) return std::nullopt;
+  zmq::context_t context;
+  zmq::socket_t req(context, zmq::socket_type::req);
+  req.set(zmq::sockopt::linger, 0);
+  req.set(zmq::sockopt::immediate, 1);  // no queueing to a socket nobody listens on
+  req.set(zmq::sockopt::sndtimeo, connect_ms);
+  try {
+    req.connect(Endpoint(socket));
+    std::vector<zmq::const_buffer> frames;
+    frames.push_back(zmq::buffer(std::string_view(kProtocol)));
+    for (const std::string& a : args) frames.push_back(zmq::buffer(a));
+    // The first frame waits for the connection (immediate + send timeout).
+    for (size_t i = 0; i < frames.size(); ++i) {
+      const auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
+      if (!req.send(frames[i], flags)) {
+        err << "bien: " << socket.string() << " did not take the search within " << connect_ms
+            << " ms (a node that stopped without removing it?); searching in this process\n";
+        return std::nullopt;
+      }
+    }
+    // Handed over: from here the node runs the search.
+    zmq::pollitem_t item{req.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(kSearchTimeoutMs)) == 0) {
+      throw Error("the serving node (" + socket.string() + ") did not answer the search within " +
+                  std::to_string(kSearchTimeoutMs / 60000) + " minutes");
+    }
+    std::vector<zmq::message_t> parts;
+    while (true) {
+      zmq::message_t m;
+      if (!req.recv(m)) throw Error(socket.string() + ": the answer was cut short");
+      const bool more = m.more();
+      parts.push_back(std::move(m));
+      if (!more) break;
+    }
+    if (parts.size() != 3) {
+      throw Error(socket.string() + ": an answer of " + std::to_string(parts.size()) +
+                  " parts (expected exit code, output, errors)");
+    }
+    int code = 0;
+    try {
+      code = std::stoi(parts[0].to_string());
+    } catch (const std::exception&) {
+      throw Error(socket.string() + ": the answer's exit code is not a number");
+    }
+    out << parts[1].to_string_view() << std::flush;
+    err << parts[2].to_string_view() << std::flush;
+    return code;
+  } catch (const zmq::error_t& e) {
+    err << "bien: " << socket.string() << ": " << e.what() << "; searching in this process\n";
+    return std::nullopt;
+  }
+}
+
+struct LocalSearchServer::Impl {
+  fs::path socket;
+  Log log;
+  zmq::context_t context;
+  zmq::socket_t rep{context, zmq::socket_type::rep};
+  std::atomic<bool> stop{false};
+  std::thread thread;
+
+  void Serve() {
+    while (!stop) {
+      zmq::pollitem_t item{rep.handle(), 0, ZMQ_POLLIN, 0};
+      try {
+        if (zmq::poll(&item, 1, std::chrono::milliseconds(kPollMs)) == 0) continue;
+        std::vector<std::string> parts;
+        while (true) {
+          zmq::message_t m;
+          if (!rep.recv(m)) break;
+          parts.push_back(m.to_string());
+          if (!m.more()) break;
+        }
+        std::string code = "2", out, err;
+        if (parts.empty() || parts[0] != kProtocol) {
+          err = "bien: the node's local search socket speaks " + std::string(kProtocol) + "\n";
+        } else if (parts.size() < 2 || parts[1] != "search") {
+          err = "bien: the node's local search socket runs `bien search` only\n";
+        } else {
+          std::vector<const char*> argv{"bien"};
+          for (size_t i = 1; i < parts.size(); ++i) argv.push_back(parts[i].c_str());
+          std::ostringstream o, e;
+          const auto t0 = std::chrono::steady_clock::now();
+          const int rc = Run(static_cast<int>(argv.size()), argv.data(), o, e);
+          const double ms =
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                  .count();
+          code = std::to_string(rc);
+          out = o.str();
+          err = e.str();
+          std::string line;
+          for (size_t i = 1; i < parts.size(); ++i) line += (i > 1 ? " " : "") + parts[i];
+          log("info", "local search (" + line + "): exit " + code + " in " +
+                          std::to_string(static_cast<int64_t>(ms)) + " ms");
+        }
+        rep.send(zmq::buffer(code), zmq::send_flags::sndmore);
+        rep.send(zmq::buffer(out), zmq::send_flags::sndmore);
+        rep.send(zmq::buffer(err), zmq::send_flags::none);
+      } catch (const zmq::error_t& e) {
+        if (stop) break;
+        log("warn", "local search socket: " + std::string(e.what()));
+      }
+    }
+  }
+};
+
+LocalSearchServer::LocalSearchServer(const fs::path& node_dir, Log log)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->socket = fs::absolute(LocalSearchSocket(node_dir));
+  impl_->log = std::move(log);
+  if (!FitsSocketPath(impl_->socket)) {
+    throw Error(impl_->socket.string() + ": the path is too long for a local socket (at most " +
+                std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) + " characters)");
+  }
+  std::error_code ec;
+  fs::remove(impl_->socket, ec);  // a node that stopped without removing it
+  impl_->rep.set(zmq::sockopt::linger, 0);
+  // Only the node's user may connect: the socket file is made without
+  // permissions for others, then set to 0600.
+  const mode_t old = ::umask(0077);
+  try {
+    impl_->rep.bind(Endpoint(impl_->socket));
+  } catch (const zmq::error_t& e) {
+    ::umask(old);
+    throw Error(impl_->socket.string() + ": cannot listen for local searches: " + e.what());
+  }
+  ::umask(old);
+  ::chmod(impl_->socket.c_str(), 0600);
+  impl_->thread = std::thread([this] { impl_->Serve(); });
+}
+
+LocalSearchServer::~LocalSearchServer() {
+  impl_->stop = true;
+  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->rep.close();
+  std::error_code ec;
+  fs::remove(impl_->socket, ec);
+}
+
+}  // namespace bien::cli
