@@ -23,6 +23,7 @@
 // 100). Checked: every search compared min(100, partition - 1) candidates and
 // skipped none.
 #include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <sstream>
@@ -38,6 +39,7 @@
 #include "tools/commands.h"
 #include "tools/fine_features.h"
 #include "tools/local_federation.h"
+#include "tools/local_search.h"
 #include "tools/output.h"
 #include "tools/parallel.h"
 #include "tools/search.h"
@@ -330,16 +332,45 @@ int CmdBenchNode(Context& ctx, const BenchNodeArgs& args) {
     return o;
   };
 
-  log("  first search (untimed: the process reads the saved index and codes once)...\n");
+  // With --through-node the node serves and the searches go through it.
+  std::optional<ChildProcess> serving;
+  if (args.through_node) {
+    const std::vector<std::string> k{"keys", "--node", node.string()};
+    std::vector<const char*> argv{"bien"};
+    for (const auto& s : k) argv.push_back(s.c_str());
+    std::ostringstream out, err;
+    if (Run(static_cast<int>(argv.size()), argv.data(), out, err) != kExitOk) {
+      throw Error("bien keys " + node.string() + ": " + err.str());
+    }
+    serving = StartChild("serve", exe,
+                         {"serve", "--node", node.string(), "--listen", "tcp://127.0.0.1:*"},
+                         work.path() / "serve.log");
+    const auto until = Clock::now() + std::chrono::seconds(60);
+    while (!fs::exists(LocalSearchSocket(node)) && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!fs::exists(LocalSearchSocket(node))) {
+      StopChild(*serving);
+      throw Error("bien serve " + node.string() +
+                  " did not start within 60 s: " + ReadText(work.path() / "serve.log"));
+    }
+    log("  bien serve runs the searches (" + LocalSearchSocket(node).string() + ")\n");
+  }
+  log("  first search (untimed: reads the saved index and codes once)...\n");
   const Outcome warm = search(0);
   log("  " + std::to_string(args.queries) + " searches, one process each...\n");
   std::vector<Outcome> outcomes;
   for (int q = 0; q < args.queries; ++q) outcomes.push_back(search(q));
   const std::vector<double> load_after = LoadAverage();
+  std::vector<std::string> problems = warm.problems;
+  if (serving) {
+    if (const int code = StopChild(*serving); code != 0) {
+      problems.push_back("bien serve exited with " + std::to_string(code));
+    }
+  }
 
   std::vector<double> wall, coarse, fine, ring, screen, rest;
   int mates_top10 = 0, mates_first = 0, mates_listed = 0;
-  std::vector<std::string> problems = warm.problems;
   json per_query = json::array();
   TextTable table({"QUERY", "END TO END", "COARSE", "(SCREEN", "RING STAGE)", "FINE", "OTHER",
                    "MATE RANK", "COARSE RANK", "SCREEN RANK", "SCORE"});
@@ -387,6 +418,7 @@ int CmdBenchNode(Context& ctx, const BenchNodeArgs& args) {
                     {"queries", args.queries},
                     {"ring_pool", args.ring_pool},
                     {"ring_screen", args.ring_screen},
+                    {"through_node", args.through_node},
                     {"jobs", jobs},
                     {"setup", setup},
                     {"first_search",
@@ -414,7 +446,8 @@ int CmdBenchNode(Context& ctx, const BenchNodeArgs& args) {
             << "\n";
   } else {
     ctx.out << "\n"
-            << table.Render() << "\nend to end (the `bien search` process): median "
+            << table.Render() << "\nend to end (the `bien search` process"
+            << (args.through_node ? ", run by the node's `bien serve`" : "") << "): median "
             << Fixed(Median(wall) / 1000, 2) << " s, max " << Fixed(Max(wall) / 1000, 2)
             << " s; coarse median " << Fixed(Median(coarse), 0) << " ms (ring screen "
             << Fixed(Median(screen), 0) << " ms, ring stage " << Fixed(Median(ring), 0)

@@ -165,6 +165,10 @@ struct BenchNodeArgs {
   int jobs = 0;                                   // threads; 0 = every core
   int ring_pool = -1;    // passed to each search as --ring-pool; -1: the search's default
   int ring_screen = -1;  // likewise --ring-screen
+  // The searches through the node's `bien serve` (tools/local_search.h),
+  // which keeps the index and ring codes in memory, instead of each process
+  // loading them.
+  bool through_node = false;
 };
 int CmdBenchNode(Context& ctx, const BenchNodeArgs& args);
 

@@ -79,6 +79,23 @@ TEST(BenchNode, SmallRunSearchesAStoreWithSpectraAndFindsTheMates) {
   EXPECT_TRUE(fs::exists(work / "feature-pool" / "64.cmcf"));
 }
 
+// --through-node: the node's `bien serve` runs the searches, its index in
+// memory after the untimed first search.
+TEST(BenchNode, ThroughTheNodeTheIndexStaysInMemory) {
+  TempDir tmp;
+  const Ran r = RunProcess(
+      {"bench", "node", "--exhibits", "600", "--queries", "1", "--through-node", "--json"}, tmp,
+      540000);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["problems"].empty()) << j["problems"].dump();
+  EXPECT_TRUE(j["through_node"].get<bool>());
+  EXPECT_EQ(j["first_search"]["index_note"], "loaded");
+  ASSERT_EQ(j["searches"].size(), 1u);
+  EXPECT_EQ(j["searches"][0]["index_note"], "in memory");
+  EXPECT_EQ(j["searches"][0]["mate_rank"], 1);
+}
+
 TEST(BenchNode, RefusesBadArguments) {
   TempDir tmp;
   Ran r = RunProcess({"bench", "node", "--exhibits", "4", "--queries", "2"}, tmp, 60000);
