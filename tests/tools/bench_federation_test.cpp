@@ -21,26 +21,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Ran {
-  int code = 0;
-  std::string out, err;
-};
-
-Ran RunProcess(const std::vector<std::string>& args, const TempDir& tmp, int timeout_ms) {
-  const pid_t pid = SpawnBien(args, tmp / "out.txt", tmp / "err.txt");
-  Ran r;
-  r.code = Reap(pid, timeout_ms);
-  r.out = ReadFile(tmp / "out.txt");
-  r.err = ReadFile(tmp / "err.txt");
-  return r;
-}
-
 TEST(BenchFederation, SmallRunAnswersFindsTheMatesAndScoresEveryCandidate) {
   TempDir tmp;
   const fs::path work = tmp / "work";
   const Ran r = RunProcess({"bench", "federation", "--exhibits", "2000", "--queries", "2", "--work",
                             work.string(), "--json"},
-                           tmp, 540000);
+                           tmp.path(), 540000);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_TRUE(j["ok"].get<bool>()) << j["problems"].dump();
@@ -95,25 +81,27 @@ TEST(BenchFederation, SmallRunAnswersFindsTheMatesAndScoresEveryCandidate) {
 
 TEST(BenchFederation, RefusesBadArguments) {
   TempDir tmp;
-  Ran r = RunProcess({"bench", "federation", "--exhibits", "5", "--queries", "5"}, tmp, 60000);
+  Ran r =
+      RunProcess({"bench", "federation", "--exhibits", "5", "--queries", "5"}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "--exhibits 5: need more than --queries (5) per node"));
-  r = RunProcess({"bench", "federation", "--queries", "0"}, tmp, 60000);
+  r = RunProcess({"bench", "federation", "--queries", "0"}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "--queries: 1 to 999"));
-  r = RunProcess({"bench", "federation", "--features", (tmp / "none.bin").string()}, tmp, 60000);
+  r = RunProcess({"bench", "federation", "--features", (tmp / "none.bin").string()}, tmp.path(),
+                 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "none.bin: no such file"));
   fs::create_directories(tmp / "busy");
   std::ofstream(tmp / "busy" / "x") << "x";
-  r = RunProcess({"bench", "federation", "--work", (tmp / "busy").string()}, tmp, 60000);
+  r = RunProcess({"bench", "federation", "--work", (tmp / "busy").string()}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "exists and is not an empty folder"));
   // A features file of another descriptor key is refused by its reader.
   std::ofstream(tmp / "bad.bin") << "not a features file";
   r = RunProcess({"bench", "federation", "--exhibits", "300", "--queries", "1", "--features",
                   (tmp / "bad.bin").string()},
-                 tmp, 120000);
+                 tmp.path(), 120000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "bad.bin")) << r.err;
 }

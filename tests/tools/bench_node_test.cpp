@@ -16,20 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Ran {
-  int code = 0;
-  std::string out, err;
-};
-
-Ran RunProcess(const std::vector<std::string>& args, const TempDir& tmp, int timeout_ms) {
-  const pid_t pid = SpawnBien(args, tmp / "out.txt", tmp / "err.txt");
-  Ran r;
-  r.code = Reap(pid, timeout_ms);
-  r.out = ReadFile(tmp / "out.txt");
-  r.err = ReadFile(tmp / "err.txt");
-  return r;
-}
-
 // 1200 exhibits: 2 synthetic queries, their mates, 1196 distractors with
 // descriptors, ring spectra and linked fine features; a ring pool of 300 so
 // the partition is larger than it and the ring screen runs.
@@ -38,7 +24,7 @@ TEST(BenchNode, SmallRunSearchesAStoreWithSpectraAndFindsTheMates) {
   const fs::path work = tmp / "work";
   const Ran r = RunProcess({"bench", "node", "--exhibits", "1200", "--queries", "2", "--ring-pool",
                             "300", "--ring-screen", "200", "--work", work.string(), "--json"},
-                           tmp, 540000);
+                           tmp.path(), 540000);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_TRUE(j["problems"].empty()) << j["problems"].dump();
@@ -84,8 +70,8 @@ TEST(BenchNode, SmallRunSearchesAStoreWithSpectraAndFindsTheMates) {
 TEST(BenchNode, ThroughTheNodeTheIndexStaysInMemory) {
   TempDir tmp;
   const Ran r = RunProcess(
-      {"bench", "node", "--exhibits", "600", "--queries", "1", "--through-node", "--json"}, tmp,
-      540000);
+      {"bench", "node", "--exhibits", "600", "--queries", "1", "--through-node", "--json"},
+      tmp.path(), 540000);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_TRUE(j["problems"].empty()) << j["problems"].dump();
@@ -98,28 +84,28 @@ TEST(BenchNode, ThroughTheNodeTheIndexStaysInMemory) {
 
 TEST(BenchNode, RefusesBadArguments) {
   TempDir tmp;
-  Ran r = RunProcess({"bench", "node", "--exhibits", "4", "--queries", "2"}, tmp, 60000);
+  Ran r = RunProcess({"bench", "node", "--exhibits", "4", "--queries", "2"}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "--exhibits 4: need more than twice --queries (2)")) << r.err;
-  r = RunProcess({"bench", "node", "--queries", "0"}, tmp, 60000);
+  r = RunProcess({"bench", "node", "--queries", "0"}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "--queries: 1 to 999"));
-  r = RunProcess({"bench", "node", "--ring-pool", "-5"}, tmp, 60000);
+  r = RunProcess({"bench", "node", "--ring-pool", "-5"}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "--ring-pool and --ring-screen must be 0 or more"));
-  r = RunProcess({"bench", "node", "--data", (tmp / "nowhere").string()}, tmp, 60000);
+  r = RunProcess({"bench", "node", "--data", (tmp / "nowhere").string()}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "nowhere: no such folder"));
   fs::create_directories(tmp / "busy");
   std::ofstream(tmp / "busy" / "x") << "x";
-  r = RunProcess({"bench", "node", "--work", (tmp / "busy").string()}, tmp, 60000);
+  r = RunProcess({"bench", "node", "--work", (tmp / "busy").string()}, tmp.path(), 60000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "exists and is not an empty folder"));
   // A features file that is not one is refused by its reader, naming it.
   std::ofstream(tmp / "bad.bin") << "not a features file";
   r = RunProcess({"bench", "node", "--exhibits", "300", "--queries", "1", "--features",
                   (tmp / "bad.bin").string()},
-                 tmp, 120000);
+                 tmp.path(), 120000);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(Contains(r.err, "bad.bin")) << r.err;
 }

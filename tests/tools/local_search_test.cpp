@@ -23,11 +23,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Ran {
-  int code = 0;
-  std::string out, err;
-};
-
 class LocalSearchTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -63,12 +58,7 @@ class LocalSearchTest : public ::testing::Test {
   }
 
   Ran RunProcess(const std::vector<std::string>& args) {
-    const pid_t pid = SpawnBien(args, tmp_ / "out.txt", tmp_ / "err.txt");
-    Ran r;
-    r.code = Reap(pid, 300000);
-    r.out = ReadFile(tmp_ / "out.txt");
-    r.err = ReadFile(tmp_ / "err.txt");
-    return r;
+    return testing::RunProcess(args, tmp_.path(), 300000);
   }
 
   void StartServe() {

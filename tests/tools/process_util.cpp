@@ -61,4 +61,14 @@ std::string ReadFile(const std::filesystem::path& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+Ran RunProcess(const std::vector<std::string>& args, const std::filesystem::path& dir,
+               int timeout_ms) {
+  const pid_t pid = SpawnBien(args, dir / "out.txt", dir / "err.txt");
+  Ran r;
+  r.code = Reap(pid, timeout_ms);
+  r.out = ReadFile(dir / "out.txt");
+  r.err = ReadFile(dir / "err.txt");
+  return r;
+}
+
 }  // namespace bien::testing

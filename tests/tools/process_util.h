@@ -20,4 +20,13 @@ int Reap(pid_t pid, int ms);
 // The whole file ("" when it cannot be read).
 std::string ReadFile(const std::filesystem::path& path);
 
+// `bien ARGS...` run to its end (SIGKILL after `timeout_ms`), its output and
+// errors kept in `dir`/out.txt and err.txt.
+struct Ran {
+  int code = 0;
+  std::string out, err;
+};
+Ran RunProcess(const std::vector<std::string>& args, const std::filesystem::path& dir,
+               int timeout_ms);
+
 }  // namespace bien::testing
