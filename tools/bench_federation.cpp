@@ -64,7 +64,6 @@ constexpr const char* kCalibre = "9mm Luger";
 constexpr int kCoarseK = 100;      // each node's fine top-100 (the search's default --k)
 constexpr int kPoolFiles = 64;     // distinct encoded feature files the distractors link to
 constexpr double kTimeoutS = 300;  // a federated search waits this long for its peers
-constexpr uint64_t kQuerySeed = 2026;
 
 double Seconds(Clock::time_point t0) { return MsSince(t0) / 1000; }
 
@@ -156,23 +155,10 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
   auto t = Clock::now();
   std::string query_source;
   {
-    std::vector<std::vector<fs::path>> shots;  // per firearm, one scan per node
-    if (args.data) {
-      shots = FadulShots(*args.data, static_cast<int>(nodes.size()), args.queries);
-      const fs::path fadul = *args.data / "cartridge" / "fadul";
-      query_source = "Fadul (" + fadul.string() + ")";
-    } else {
-      SynthOptions so;
-      so.firearms = args.queries;
-      so.shots = static_cast<int>(nodes.size());
-      so.seed = kQuerySeed;
-      so.size_px = 545;
-      shots.resize(static_cast<size_t>(args.queries));
-      for (const SynthFile& f : WriteSynthSet(work.path() / "samples", so)) {
-        shots[static_cast<size_t>(f.firearm)].push_back(work.path() / "samples" / f.file_name);
-      }
-      query_source = "synthetic X3P (bien synth, seed " + std::to_string(kQuerySeed) + ", 545 px)";
-    }
+    QueryShots made = BenchQueryShots(args.data, static_cast<int>(nodes.size()), args.queries,
+                                      work.path() / "samples");  // per firearm, one scan per node
+    const auto& shots = made.shots;
+    query_source = made.source;
     for (size_t k = 0; k < nodes.size(); ++k) {
       std::vector<IngestItem> items;
       for (size_t f = 0; f < shots.size(); ++f) {

@@ -52,10 +52,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr const char* kCalibre = "9mm Luger";
-constexpr int kPoolFiles = 64;         // distinct encoded feature files the distractors link to
-constexpr int kSearchTimeoutS = 900;   // one search process
-constexpr int64_t kChunk = 20000;      // distractors per transaction (spectra made per chunk)
-constexpr uint64_t kQuerySeed = 2026;  // as `bien bench federation`'s queries
+constexpr int kPoolFiles = 64;        // distinct encoded feature files the distractors link to
+constexpr int kSearchTimeoutS = 900;  // one search process
+constexpr int64_t kChunk = 20000;     // distractors per transaction (spectra made per chunk)
 
 double Seconds(Clock::time_point t0) { return MsSince(t0) / 1000; }
 
@@ -127,22 +126,9 @@ int CmdBenchNode(Context& ctx, const BenchNodeArgs& args) {
   auto t = Clock::now();
   std::string query_source;
   {
-    std::vector<std::vector<fs::path>> shots;
-    if (args.data) {
-      shots = FadulShots(*args.data, 2, args.queries);
-      query_source = "Fadul (" + (*args.data / "cartridge" / "fadul").string() + ")";
-    } else {
-      SynthOptions so;
-      so.firearms = args.queries;
-      so.shots = 2;
-      so.seed = kQuerySeed;
-      so.size_px = 545;
-      shots.resize(static_cast<size_t>(args.queries));
-      for (const SynthFile& f : WriteSynthSet(work.path() / "samples", so)) {
-        shots[static_cast<size_t>(f.firearm)].push_back(work.path() / "samples" / f.file_name);
-      }
-      query_source = "synthetic X3P (bien synth, seed " + std::to_string(kQuerySeed) + ", 545 px)";
-    }
+    QueryShots made = BenchQueryShots(args.data, 2, args.queries, work.path() / "samples");
+    const auto& shots = made.shots;
+    query_source = made.source;
     std::vector<IngestItem> items;
     for (size_t f = 0; f < shots.size(); ++f) {
       for (int s = 0; s < 2; ++s) {

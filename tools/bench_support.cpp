@@ -138,6 +138,27 @@ std::vector<std::vector<fs::path>> FadulShots(const fs::path& data, int per_fire
   return shots;
 }
 
+QueryShots BenchQueryShots(const std::optional<fs::path>& data, int per_firearm, int firearms,
+                           const fs::path& dir) {
+  QueryShots out;
+  if (data) {
+    out.shots = FadulShots(*data, per_firearm, firearms);
+    out.source = "Fadul (" + (*data / "cartridge" / "fadul").string() + ")";
+    return out;
+  }
+  SynthOptions so;
+  so.firearms = firearms;
+  so.shots = per_firearm;
+  so.seed = 2026;
+  so.size_px = 545;
+  out.shots.resize(static_cast<size_t>(firearms));
+  for (const SynthFile& f : WriteSynthSet(dir, so)) {
+    out.shots[static_cast<size_t>(f.firearm)].push_back(dir / f.file_name);
+  }
+  out.source = "synthetic X3P (bien synth, seed " + std::to_string(so.seed) + ", 545 px)";
+  return out;
+}
+
 std::vector<fs::path> MakeFeaturePool(const fs::path& dir, const CmcOptions& cmc, int count,
                                       int jobs) {
   fs::create_directories(dir);

@@ -75,6 +75,16 @@ nlohmann::json Stats(const std::vector<double>& v);  // {median, max, n}
 std::vector<std::vector<std::filesystem::path>> FadulShots(const std::filesystem::path& data,
                                                            int per_firearm, int firearms);
 
+// The query firearms' scans, `per_firearm` per firearm: Fadul slides'
+// (FadulShots) with `data`, else synthetic X3P scans (bien synth, seed 2026,
+// 545 px, as a Fadul scan) written to `dir`; with where they came from.
+struct QueryShots {
+  std::vector<std::vector<std::filesystem::path>> shots;
+  std::string source;
+};
+QueryShots BenchQueryShots(const std::optional<std::filesystem::path>& data, int per_firearm,
+                           int firearms, const std::filesystem::path& dir);
+
 // Encoded CMC features (with `cmc`) of `count` synthetic scans (545 px X3P
 // scans at 6.25 um, seed 7919: other firearms than the benchmarks' queries),
 // written to dir/1.cmcf, 2.cmcf, ... on `jobs` threads. The CMC cost of a
