@@ -2,7 +2,8 @@
 // partition's vector index and ring codes in memory after its first search,
 // while a `bien search` process loads them from NODE/index/ every time (at
 // 10^6 exhibits about 6 s of a 9 s search; docs/PERFORMANCE.md "A node of
-// 10^6 exhibits end to end"). So `bien serve` also answers local searches
+// 10^6 exhibits end to end"). So `bien serve` loads them when it starts and
+// also answers local searches
 // on ipc://NODE/search.ipc (a socket file only the node's user may open),
 // and `bien search` hands its arguments there when the node is serving,
 // printing what the node's run printed. `--standalone`, `--federated`, or no
@@ -42,8 +43,11 @@ std::optional<int> SearchThroughNode(const std::filesystem::path& node_dir,
                                      const std::vector<std::string>& args, std::ostream& out,
                                      std::ostream& err, int connect_ms = 2000);
 
-// Server: a thread answering local searches one at a time with
-// cli::Run(args) in this process. `log(level, text)` gets a line per search.
+// Server: a thread that first loads every cartridge-case partition's index
+// and ring codes (a line per partition, then "local searches: indexes
+// ready"), then answers local searches one at a time with cli::Run(args) in
+// this process (a search handed over meanwhile waits). `log(level, text)`
+// gets a line per search.
 class LocalSearchServer {
  public:
   using Log = std::function<void(const std::string& level, const std::string& text)>;

@@ -65,8 +65,8 @@ TEST(BenchNode, SmallRunSearchesAStoreWithSpectraAndFindsTheMates) {
   EXPECT_TRUE(fs::exists(work / "feature-pool" / "64.cmcf"));
 }
 
-// --through-node: the node's `bien serve` runs the searches, its index in
-// memory after the untimed first search.
+// --through-node: the node's `bien serve` runs the searches, with the index
+// it loaded when it started in memory.
 TEST(BenchNode, ThroughTheNodeTheIndexStaysInMemory) {
   TempDir tmp;
   const Ran r = RunProcess(
@@ -76,7 +76,7 @@ TEST(BenchNode, ThroughTheNodeTheIndexStaysInMemory) {
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_TRUE(j["problems"].empty()) << j["problems"].dump();
   EXPECT_TRUE(j["through_node"].get<bool>());
-  EXPECT_EQ(j["first_search"]["index_note"], "loaded");
+  EXPECT_EQ(j["first_search"]["index_note"], "in memory");
   ASSERT_EQ(j["searches"].size(), 1u);
   EXPECT_EQ(j["searches"][0]["index_note"], "in memory");
   EXPECT_EQ(j["searches"][0]["mate_rank"], 1);

@@ -71,6 +71,15 @@ class LocalSearchTest : public ::testing::Test {
     ASSERT_TRUE(fs::exists(cli::LocalSearchSocket(node_))) << ReadFile(tmp_ / "serve.log");
   }
 
+  bool ServeLogSays(const std::string& text, int ms = 15000) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (ReadFile(tmp_ / "serve.log").find(text) == std::string::npos) {
+      if (std::chrono::steady_clock::now() > until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+  }
+
   // `bien search C1-1/E1 --json` with `extra`; the parsed output.
   nlohmann::json Search(const std::vector<std::string>& extra, Ran* ran = nullptr) {
     std::vector<std::string> args{"search", "--node", node_.string(), "C1-1/E1", "--json"};
@@ -104,10 +113,14 @@ TEST_F(LocalSearchTest, TheServingNodeRunsTheSearchWithItsIndexInMemory) {
   const fs::path socket = cli::LocalSearchSocket(node_);
   EXPECT_EQ(fs::status(socket).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
-  // Through the node: its first search loads the saved index, the next finds
-  // it in memory; the list is the same as in a process of its own.
+  // The node loads the saved index when it starts; through it every search
+  // finds it in memory, and the list is the same as in a process of its own.
+  ASSERT_TRUE(ServeLogSays("local searches: indexes ready (1 cartridge-case partitions"))
+      << ReadFile(tmp_ / "serve.log");
+  EXPECT_TRUE(ServeLogSays("cartridge_case|9mm Luger ready, 8 scans; index loaded"))
+      << ReadFile(tmp_ / "serve.log");
   const auto first = Search({"--no-leads"});
-  EXPECT_EQ(first["index"]["note"], "loaded");
+  EXPECT_EQ(first["index"]["note"], "in memory");
   const auto second = Search({"--no-leads"});
   EXPECT_EQ(second["index"]["note"], "in memory");
   EXPECT_EQ(Exhibits(second), Exhibits(alone));
@@ -150,7 +163,7 @@ TEST_F(LocalSearchTest, AStaleSocketFallsBackToThisProcess) {
   EXPECT_EQ(j["candidates"][0]["exhibit"], "C1-2/E1");
   // A node started again replaces the stale socket and serves.
   StartServe();
-  EXPECT_EQ(Search({"--no-leads"})["index"]["note"], "loaded");
+  EXPECT_EQ(Search({"--no-leads"})["index"]["note"], "in memory");
 }
 
 TEST(LocalSearchArgs, ForwardsAPlainSearchWithTheNodeAndUser) {
