@@ -1,7 +1,9 @@
 #include "tools/local_search.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -29,6 +31,22 @@ std::string Endpoint(const fs::path& socket) { return "ipc://" + socket.string()
 
 bool FitsSocketPath(const fs::path& socket) {
   return socket.string().size() < sizeof(sockaddr_un{}.sun_path);
+}
+
+constexpr int kAliveCheckMs = 1000;
+
+// Whether something accepts connections on the socket file (a plain Unix
+// connection, closed at once: the node's ZeroMQ socket drops it).
+bool Listening(const fs::path& socket) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;  // cannot tell: keep waiting
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = socket.string();
+  std::copy(path.begin(), path.end(), addr.sun_path);
+  const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
 }
 
 }  // namespace
@@ -84,11 +102,21 @@ std::optional<int> SearchThroughNode(const fs::path& node_dir, const std::vector
         return std::nullopt;
       }
     }
-    // Handed over: from here the node runs the search.
-    zmq::pollitem_t item{req.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, std::chrono::milliseconds(kSearchTimeoutMs)) == 0) {
-      throw Error("the serving node (" + socket.string() + ") did not answer the search within " +
-                  std::to_string(kSearchTimeoutMs / 60000) + " minutes");
+    // Handed over: from here the node runs the search. Checked every second
+    // that it still listens (a node that died meanwhile would leave this
+    // waiting for nothing).
+    const auto until = Clock::now() + std::chrono::milliseconds(kSearchTimeoutMs);
+    while (true) {
+      zmq::pollitem_t item{req.handle(), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(kAliveCheckMs)) > 0) break;
+      if (!Listening(socket)) {
+        throw Error("the serving node stopped during the search (" + socket.string() +
+                    " no longer listens); search again, or with --standalone");
+      }
+      if (Clock::now() > until) {
+        throw Error("the serving node (" + socket.string() + ") did not answer the search within " +
+                    std::to_string(kSearchTimeoutMs / 60000) + " minutes");
+      }
     }
     std::vector<zmq::message_t> parts;
     while (true) {

@@ -1,7 +1,8 @@
 // `bien search` through the serving node (tools/local_search.h), with the
 // built bien binary as processes: the node's `bien serve` runs the search
 // with the partition's index in memory, `--standalone` runs it in the
-// calling process, a stale socket falls back to the calling process. The
+// calling process, a stale socket falls back to the calling process, a node
+// that stops during a search is noticed. The
 // node listens on 127.0.0.1 and a socket file in its folder; every process
 // is stopped by the test.
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <zmq.hpp>
 
 #include "storage/store.h"
 #include "tests/test_util.h"
@@ -164,6 +166,26 @@ TEST_F(LocalSearchTest, AStaleSocketFallsBackToThisProcess) {
   // A node started again replaces the stale socket and serves.
   StartServe();
   EXPECT_EQ(Search({"--no-leads"})["index"]["note"], "in memory");
+}
+
+TEST_F(LocalSearchTest, ANodeThatStopsDuringTheSearchIsNoticed) {
+  // A stand-in for the node: takes the search, never answers, goes away.
+  zmq::context_t context;
+  zmq::socket_t rep(context, zmq::socket_type::rep);
+  rep.set(zmq::sockopt::linger, 0);
+  rep.set(zmq::sockopt::rcvtimeo, 15000);
+  rep.bind("ipc://" + cli::LocalSearchSocket(node_).string());
+  const pid_t pid = SpawnBien({"search", "--node", node_.string(), "C1-1/E1", "--no-leads"},
+                              tmp_ / "o.txt", tmp_ / "e.txt");
+  zmq::message_t first;
+  ASSERT_TRUE(rep.recv(first));  // the hand-over
+  EXPECT_EQ(first.to_string(), "bien-local-search-v1");
+  rep.close();
+  fs::remove(cli::LocalSearchSocket(node_));
+  EXPECT_EQ(Reap(pid, 30000), 1);
+  EXPECT_NE(ReadFile(tmp_ / "e.txt").find("the serving node stopped during the search"),
+            std::string::npos)
+      << ReadFile(tmp_ / "e.txt");
 }
 
 TEST(LocalSearchArgs, ForwardsAPlainSearchWithTheNodeAndUser) {
