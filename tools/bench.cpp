@@ -34,6 +34,7 @@
 #include "matching/hamming.h"
 #include "matching/index.h"
 #include "matching/ring_codes.h"
+#include "tools/bench_support.h"
 #include "tools/commands.h"
 #include "tools/output.h"
 #include "tools/parallel.h"
@@ -678,29 +679,13 @@ int CmdBenchSearch(Context& ctx, const BenchSearchArgs& args) {
   };
 
   // The vectors: the first max_n of the file, or generated.
-  std::vector<float> vectors;
-  int shots = args.shots;
-  uint64_t seed = args.seed;
   const auto t_load = Clock::now();
-  if (args.features) {
-    log("reading " + std::to_string(max_n) + " descriptors from " + args.features->string() +
-        "...\n");
-    FeatureFile f = ReadBenchFeatures(*args.features, max_n);
-    vectors = std::move(f.vectors);
-    shots = f.shots;
-    seed = f.seed;
-  } else {
-    SynthFeatureOptions o;
-    o.count = max_n;
-    o.shots = args.shots;
-    o.seed = args.seed;
-    o.jobs = jobs;
-    o.Check();
-    log("generating " + std::to_string(max_n) + " synthetic descriptors on " +
-        std::to_string(jobs) + " threads (about 600 per second per core)...\n");
-    vectors = MakeSynthFeatures(
-        o, ctx.progress ? ProgressLine(ctx.err, "synthetic descriptors") : FeatureProgress());
-  }
+  BenchVectors made = BenchDistractorVectors(
+      args.features, max_n, args.shots, args.seed, jobs, log,
+      ctx.progress ? ProgressLine(ctx.err, "synthetic descriptors") : FeatureProgress());
+  std::vector<float> vectors = std::move(made.vectors);
+  const int shots = made.shots;
+  const uint64_t seed = made.seed;
   const double load_seconds = std::chrono::duration<double>(Clock::now() - t_load).count();
   if (shots < 2) {
     throw Error(args.features->string() +

@@ -191,7 +191,7 @@ int CmdBenchFederation(Context& ctx, const BenchFederationArgs& args) {
   t = Clock::now();
   const int64_t total = distractors * static_cast<int64_t>(nodes.size());
   BenchVectors made = BenchDistractorVectors(
-      args.features, total, jobs, log,
+      args.features, total, 2, 1, jobs, [&](const std::string& line) { log("  " + line); },
       ctx.progress ? ProgressLine(ctx.err, "synthetic descriptors") : FeatureProgress());
   std::vector<float> vectors = std::move(made.vectors);
   const std::string vector_source = made.source;

@@ -158,7 +158,7 @@ int CmdBenchNode(Context& ctx, const BenchNodeArgs& args) {
   // were made with.
   t = Clock::now();
   BenchVectors made = BenchDistractorVectors(
-      args.features, distractors, jobs, log,
+      args.features, distractors, 2, 1, jobs, [&](const std::string& line) { log("  " + line); },
       ctx.progress ? ProgressLine(ctx.err, "synthetic descriptors") : FeatureProgress());
   std::vector<float> vectors = std::move(made.vectors);
   const std::string vector_source = made.source;

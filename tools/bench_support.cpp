@@ -55,11 +55,14 @@ int BenchJobs(int jobs) {
 }
 
 BenchVectors BenchDistractorVectors(const std::optional<fs::path>& features, int64_t count,
-                                    int jobs, const std::function<void(const std::string&)>& log,
+                                    int shots, uint64_t seed, int jobs,
+                                    const std::function<void(const std::string&)>& log,
                                     const std::function<void(int64_t, int64_t)>& progress) {
   BenchVectors out;
+  out.shots = shots;
+  out.seed = seed;
   if (features) {
-    log("  reading " + std::to_string(count) + " descriptors from " + features->string() +
+    log("reading " + std::to_string(count) + " descriptors from " + features->string() +
         " (checks the whole file's SHA-256)...\n");
     FeatureFile f = ReadBenchFeatures(*features, count);
     out.vectors = std::move(f.vectors);
@@ -74,8 +77,8 @@ BenchVectors BenchDistractorVectors(const std::optional<fs::path>& features, int
   o.seed = out.seed;
   o.jobs = jobs;
   o.Check();
-  log("  generating " + std::to_string(count) + " synthetic descriptors on " +
-      std::to_string(jobs) + " threads (about 600 per second per core)...\n");
+  log("generating " + std::to_string(count) + " synthetic descriptors on " + std::to_string(jobs) +
+      " threads (about 600 per second per core)...\n");
   out.vectors = MakeSynthFeatures(o, progress);
   out.source = "generated (SynthDescriptors, seed " + std::to_string(out.seed) + ")";
   return out;

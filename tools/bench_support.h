@@ -41,12 +41,12 @@ void CheckBenchPaths(const std::optional<std::filesystem::path>& data,
                      const std::optional<std::filesystem::path>& features);
 int BenchJobs(int jobs);
 
-// The bench distractors' coarse descriptors: the first `count` of a `bien
-// synth --features` file (its whole SHA-256 checked), or generated (seed 1,
-// 2 shots per firearm) on `jobs` threads; with the synthetic model's seed
-// and shots per firearm (vector i is firearm i / shots, shot i % shots) and
-// where they came from. `log` gets a line before the work starts;
-// `progress` (may be empty) the generation's progress.
+// The benchmarks' synthetic coarse descriptors: the first `count` of a
+// `bien synth --features` file (its whole SHA-256 checked), or generated
+// with `shots` per firearm and `seed` on `jobs` threads; with the synthetic
+// model's seed and shots per firearm (vector i is firearm i / shots, shot
+// i % shots) and where they came from. `log` gets a line before the work
+// starts; `progress` (may be empty) the generation's progress.
 struct BenchVectors {
   std::vector<float> vectors;
   uint64_t seed = 1;
@@ -54,7 +54,7 @@ struct BenchVectors {
   std::string source;
 };
 BenchVectors BenchDistractorVectors(const std::optional<std::filesystem::path>& features,
-                                    int64_t count, int jobs,
+                                    int64_t count, int shots, uint64_t seed, int jobs,
                                     const std::function<void(const std::string&)>& log,
                                     const std::function<void(int64_t, int64_t)>& progress);
 
